@@ -1,0 +1,229 @@
+"""Typed configuration: YAML files mapped onto dataclasses; an unknown key is an error.
+
+Presets live in ``configs/`` (installed as package data ``avatar3d/presets``): ``fast`` (CPU demo),
+``default`` and ``quality`` (GPU). A user file is layered over a preset::
+
+    preset: fast          # optional, default "default"
+    train:
+      steps: 2000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PRESETS = ("fast", "default", "quality")
+
+
+@dataclass
+class CaptureSection:
+    """Capture stage settings (see ``avatar3d.capture.CaptureConfig`` for their meaning)."""
+
+    max_size: int = 512  # longest side of the stored frames, pixels
+    stride: int = 1  # keep every n-th frame
+    max_frames: int = 0  # 0 = all frames
+
+
+@dataclass
+class ModelConfig:
+    """The Gaussian avatar and its audio-conditioned deformation field."""
+
+    n_head: int = 20000  # initial head Gaussians (face mesh + head shell)
+    n_mouth: int = 1500  # mouth-interior Gaussians (teeth, tongue, cavity)
+    n_torso: int = 6000  # torso / neck Gaussians, static in the body frame
+    max_gaussians: int = 60000  # densification cap
+    pe_freqs: int = 6  # positional-encoding octaves of the canonical position
+    hidden: int = 64  # width of the deformation MLP
+    audio_dim: int = 32  # audio code size
+    audio_window: int = 16  # mel steps per video frame (must match the capture features)
+    smooth_window: int = 8  # neighbouring frames mixed by the learned temporal attention
+    max_offset: float = 0.02  # metres; bound of the predicted position offsets (tanh)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and losses."""
+
+    steps: int = 3000
+    resolution: int = 512  # training image longest side, pixels
+    static_fraction: float = 0.25  # first stage: appearance only, no audio deformation
+    audio_fraction: float = 0.35  # second stage: deformation net only; the rest is joint
+    holdout_fraction: float = 1.0 / 11.0  # last part of the clip never trained on
+    lr_means: float = 1.6e-4  # times the scene extent
+    lr_colors: float = 5e-3
+    lr_opacity: float = 5e-2
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_net: float = 1e-3
+    lambda_dssim: float = 0.2
+    lip_weight: float = 4.0  # extra L1 weight inside the mouth box
+    lambda_mask: float = 0.05  # alpha vs person-mask loss
+    lambda_offset: float = 1e-3  # L1 on deformation offsets
+    densify_every: int = 200
+    densify_until: float = 0.6  # fraction of steps
+    densify_fraction: float = 0.05  # share of Gaussians cloned at each densification
+    prune_opacity: float = 0.01
+    checkpoint_every: int = 500
+    seed: int = 0
+    lpips_weights: str = ""  # local LPIPS weights file; empty = no LPIPS term
+
+
+@dataclass
+class RenderConfig:
+    """Defaults for ``Avatar.render``."""
+
+    background: str = "plate"  # "plate", "white", "black", "green" or "#rrggbb"
+    pose: str = "static"  # "static", "track" (training track, looped/mirrored) or "generated"
+    blink: str = "auto"  # "auto" (natural blinks), "none", or "track"
+    backend: str = "auto"  # rasteriser backend
+
+
+@dataclass
+class AvatarConfig:
+    """Everything that defines how an avatar is captured, built and trained."""
+
+    preset: str = "default"
+    capture: CaptureSection = field(default_factory=CaptureSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    # -------------------------------------------------------------- building
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "config") -> "AvatarConfig":
+        data = dict(data or {})
+        preset = data.pop("preset", None)
+        base = preset_dict(preset) if preset else {}
+        merged = _deep_merge(base, data)
+        cfg = _build(cls, merged, where)
+        cfg.preset = preset or cfg.preset
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "AvatarConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        return cls.from_dict(data, where=str(p))
+
+    @classmethod
+    def preset_config(cls, name: str) -> "AvatarConfig":
+        return cls.from_dict({"preset": name})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw mapping of a shipped preset (``fast``, ``default``, ``quality``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("avatar3d.presets").joinpath(f"{name}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    data.pop("preset", None)
+    return data
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, where: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def load_config(config: "AvatarConfig | str | Path | dict | None", preset: str | None = None) -> AvatarConfig:
+    """Resolve what users pass as ``config`` (object, YAML path, mapping or None) plus a preset."""
+    if isinstance(config, AvatarConfig):
+        return config
+    if config is None:
+        return AvatarConfig.preset_config(preset or "default")
+    if isinstance(config, dict):
+        data = dict(config)
+    else:
+        p = Path(config)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    if preset is not None:
+        data["preset"] = preset
+    return AvatarConfig.from_dict(data)

@@ -1,0 +1,140 @@
+"""Audio-conditioned deformation field (the avatar's motion model).
+
+The audio front end follows ER-NeRF's pattern — a 1D-conv encoder over a window of log-mel steps
+per video frame, then a learned attention over neighbouring frames for temporal smoothness — and
+the deformation field follows TalkingGaussian's lesson "deform, don't repaint": it predicts only
+position, rotation and scale offsets of the canonical Gaussians, with the last layer zero-initialised
+so training starts from the static avatar. Position-dependent *region attention* gates which audio
+channels (and the eye/blink code) each Gaussian listens to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class AudioEncoder(nn.Module):
+    """(B, W, M) log-mel windows -> (B, A) audio codes."""
+
+    def __init__(self, n_mels: int = 80, window: int = 16, dim: int = 32, width: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(n_mels, width, 3, padding=1),
+            nn.LeakyReLU(0.02),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.02),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.02),
+        )
+        steps = math.ceil(math.ceil(window / 2) / 2)
+        self.fc = nn.Sequential(
+            nn.Dropout(0.1), nn.Linear(width * steps, width), nn.LeakyReLU(0.02), nn.Linear(width, dim)
+        )
+
+    def forward(self, mel: Tensor) -> Tensor:  # mel: (B, W, M)
+        h = self.conv(mel.transpose(1, 2))  # (B, width, W/4)
+        return self.fc(h.flatten(1))
+
+
+class TemporalSmoother(nn.Module):
+    """Learned attention over S neighbouring frames' codes: (B, S, A) -> (B, A)."""
+
+    def __init__(self, dim: int = 32, span: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(dim, 16, 3, padding=1), nn.LeakyReLU(0.02), nn.Conv1d(16, 1, 3, padding=1)
+        )
+        self.span = span
+
+    def forward(self, codes: Tensor) -> Tensor:
+        w = torch.softmax(self.net(codes.transpose(1, 2)).squeeze(1), dim=-1)  # (B, S)
+        return torch.einsum("bs,bsa->ba", w, codes)
+
+
+def positional_encoding(x: Tensor, n_freqs: int, scale: float) -> Tensor:
+    """(N, 3) -> (N, 3 + 6 * n_freqs) sin/cos features of ``x / scale``."""
+    xs = x / scale
+    freqs = (2.0 ** torch.arange(n_freqs, device=x.device, dtype=x.dtype)) * math.pi
+    ang = xs[..., None] * freqs  # (N, 3, F)
+    return torch.cat([xs, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=-1)
+
+
+class DeformationField(nn.Module):
+    """Per-Gaussian offsets from canonical position, audio code and eye code.
+
+    forward(x (N, 3), audio (A,), eye (E,)) -> (d_pos (N, 3), d_rot (N, 4) wxyz delta, d_log_scale (N, 3),
+    audio_attention (N,), eye_attention (N,))
+    """
+
+    def __init__(
+        self,
+        audio_dim: int = 32,
+        eye_dim: int = 1,
+        hidden: int = 64,
+        pe_freqs: int = 6,
+        extent: float = 0.12,
+        max_offset: float = 0.02,
+    ):
+        super().__init__()
+        self.pe_freqs = pe_freqs
+        self.extent = extent
+        self.max_offset = max_offset
+        d_in = 3 + 6 * pe_freqs
+        self.spatial = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.audio_att = nn.Linear(hidden, audio_dim)
+        self.eye_att = nn.Linear(hidden, eye_dim)
+        self.head = nn.Sequential(
+            nn.Linear(hidden + audio_dim + eye_dim, hidden), nn.ReLU(), nn.Linear(hidden, 10)
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: Tensor, audio: Tensor, eye: Tensor):
+        f = self.spatial(positional_encoding(x, self.pe_freqs, self.extent))  # (N, H)
+        a_att = torch.sigmoid(self.audio_att(f))  # (N, A)
+        e_att = torch.sigmoid(self.eye_att(f))  # (N, E)
+        a = a_att * audio[None, :]
+        e = e_att * eye[None, :]
+        out = self.head(torch.cat([f, a, e], dim=-1))
+        d_pos = self.max_offset * torch.tanh(out[:, :3])
+        d_rot = out[:, 3:7] * 0.1
+        d_scale = 0.3 * torch.tanh(out[:, 7:10])
+        return d_pos, d_rot, d_scale, a_att.mean(-1), e_att.mean(-1)
+
+
+class AudioMotion(nn.Module):
+    """Audio windows of neighbouring frames -> smoothed audio code for the centre frame.
+
+    forward(mel (B, S, W, M)) -> (B, A), where S = ``span`` frames centred on each target frame.
+    """
+
+    def __init__(self, n_mels: int = 80, window: int = 16, dim: int = 32, span: int = 8):
+        super().__init__()
+        self.encoder = AudioEncoder(n_mels, window, dim)
+        self.smoother = TemporalSmoother(dim, span)
+        self.span = span
+
+    def forward(self, mel: Tensor) -> Tensor:
+        B, S, W, M = mel.shape
+        codes = self.encoder(mel.reshape(B * S, W, M)).reshape(B, S, -1)
+        return self.smoother(codes)
+
+
+def gather_windows(features: Tensor, index: Tensor | int, span: int) -> Tensor:
+    """Audio windows of the ``span`` frames around each index (edge-clamped).
+
+    Args:
+        features: (T, W, M) per-frame mel windows.
+        index: (B,) frame indices.
+    Returns:
+        (B, span, W, M)
+    """
+    idx = torch.as_tensor(index, device=features.device).reshape(-1)
+    offs = torch.arange(span, device=features.device) - span // 2
+    j = (idx[:, None] + offs[None, :]).clamp(0, features.shape[0] - 1)
+    return features[j]

@@ -1,0 +1,149 @@
+"""The Gaussian avatar: canonical 3D Gaussians in head space moved by audio.
+
+Groups: ``HEAD`` Gaussians (face, scalp) are moved by the deformation field and then rigidly by the
+head pose; ``MOUTH`` Gaussians (teeth, tongue, cavity) have their own audio-only motion field that
+mostly slides vertically (TalkingGaussian's face/mouth decomposition), and are composited behind the
+lips naturally by depth; ``TORSO`` Gaussians live in the body frame and ignore the head pose.
+Colour and opacity are never changed by audio ("deform, don't repaint").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..render.rasterize import RenderOutput, rasterize
+from .deform import AudioMotion, DeformationField, gather_windows
+from .geometry import quat_multiply, rotmat_to_quat
+from .init import HEAD, MOUTH, TORSO
+
+PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
+
+
+def _logit(x: Tensor) -> Tensor:
+    x = x.clamp(1e-4, 1 - 1e-4)
+    return torch.log(x / (1 - x))
+
+
+class GaussianAvatar(nn.Module):
+    """Canonical Gaussians + audio motion. Build with :meth:`from_init` or load a state dict."""
+
+    def __init__(self, cfg: ModelConfig, n: int, n_mels: int = 80):
+        super().__init__()
+        self.cfg = cfg
+        self.means = nn.Parameter(torch.zeros(n, 3))
+        self.log_scales = nn.Parameter(torch.zeros(n, 3))
+        self.quats = nn.Parameter(torch.tensor([1.0, 0, 0, 0]).repeat(n, 1))
+        self.opacity_logits = nn.Parameter(torch.zeros(n))
+        self.color_logits = nn.Parameter(torch.zeros(n, 3))
+        self.register_buffer("group", torch.zeros(n, dtype=torch.int64))
+        self.audio = AudioMotion(n_mels, cfg.audio_window, cfg.audio_dim, cfg.smooth_window)
+        self.deform = DeformationField(cfg.audio_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset)
+        self.mouth_deform = DeformationField(
+            cfg.audio_dim, 1, max(16, cfg.hidden // 2), max(2, cfg.pe_freqs // 2), max_offset=cfg.max_offset
+        )
+        self.deform_enabled = True
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_init(cls, cfg: ModelConfig, init: dict[str, Tensor], n_mels: int = 80) -> "GaussianAvatar":
+        m = cls(cfg, init["means"].shape[0], n_mels)
+        with torch.no_grad():
+            m.means.copy_(init["means"])
+            m.log_scales.copy_(torch.log(init["scales"].clamp(min=1e-6)))
+            m.quats.copy_(init["quats"])
+            m.opacity_logits.copy_(_logit(init["opacities"]))
+            m.color_logits.copy_(_logit(init["colors"]))
+            m.group.copy_(init["group"])
+        return m
+
+    @property
+    def n(self) -> int:
+        return self.means.shape[0]
+
+    def resize_(self, n: int) -> None:
+        """Re-create the per-Gaussian tensors for ``n`` Gaussians (before loading a state dict)."""
+        for name in PARAM_NAMES:
+            old = getattr(self, name)
+            setattr(self, name, nn.Parameter(old.new_zeros((n,) + old.shape[1:])))
+        self.group = self.group.new_zeros(n)
+
+    # ------------------------------------------------------------------ audio
+    def audio_code(self, features: Tensor, index: Tensor | int) -> Tensor:
+        """Smoothed audio codes (B, A) for frame indices into ``features`` (T, W, M)."""
+        return self.audio(gather_windows(features, index, self.cfg.smooth_window))
+
+    # ------------------------------------------------------------------ posing
+    def posed(self, audio: Tensor, eye: Tensor, head_pose: Tensor | None = None, deform: bool | None = None):
+        """World-space Gaussians for one frame.
+
+        Args:
+            audio: (A,) audio code; eye: (1,) blink amount in [0, 1].
+            head_pose: (4, 4) head -> world transform (None = identity).
+        Returns:
+            dict with means (N, 3), quats (N, 4), scales (N, 3), opacities (N,), colors (N, 3), and
+            the raw offsets ``d_pos`` (N, 3) plus attention maps for regularisation.
+        """
+        means, quats, log_s = self.means, self.quats, self.log_scales
+        head = self.group == HEAD
+        mouth = self.group == MOUTH
+        moving = head | mouth
+        out: dict[str, Tensor] = {}
+        use_deform = self.deform_enabled if deform is None else deform
+        if use_deform:
+            d_pos = torch.zeros_like(means)
+            d_rot = torch.zeros_like(quats)
+            d_scale = torch.zeros_like(log_s)
+            hi = torch.nonzero(head).squeeze(1)
+            mi = torch.nonzero(mouth).squeeze(1)
+            dp, dr, ds, a_att, e_att = self.deform(means[hi], audio, eye)
+            d_pos = d_pos.index_put((hi,), dp)
+            d_rot = d_rot.index_put((hi,), dr)
+            d_scale = d_scale.index_put((hi,), ds)
+            if mi.numel():
+                dpm, _, _, _, _ = self.mouth_deform(means[mi], audio, torch.zeros_like(eye))
+                dpm = dpm * dpm.new_tensor([0.2, 1.0, 0.2])
+                d_pos = d_pos.index_put((mi,), dpm)
+            means = means + d_pos
+            quats = F.normalize(quats, dim=-1) + d_rot
+            log_s = log_s + d_scale
+            out.update(d_pos=d_pos, audio_attention=a_att, eye_attention=e_att, head_index=hi)
+        if head_pose is not None:
+            R, t = head_pose[:3, :3], head_pose[:3, 3]
+            mv = moving[:, None]
+            means = torch.where(mv, means @ R.T + t, means)
+            qR = rotmat_to_quat(R)[None].expand_as(quats)
+            quats = torch.where(mv, quat_multiply(qR, quats), quats)
+        out.update(
+            means=means,
+            quats=quats,
+            scales=torch.exp(log_s),
+            opacities=torch.sigmoid(self.opacity_logits),
+            colors=torch.sigmoid(self.color_logits),
+        )
+        return out
+
+    def render(
+        self,
+        gs: dict[str, Tensor],
+        viewmats: Tensor,  # (C, 4, 4)
+        Ks: Tensor,  # (C, 3, 3)
+        width: int,
+        height: int,
+        background: Tensor | None = None,  # (C, H, W, 3) image or (C, 3) colour
+        backend: str = "auto",
+    ) -> RenderOutput:
+        """Rasterise posed Gaussians and composite them over ``background``."""
+        out = rasterize(
+            gs["means"], gs["quats"], gs["scales"], gs["opacities"], gs["colors"],
+            viewmats, Ks, width, height, None, backend=backend,
+        )
+        if background is not None:
+            bg = background if background.ndim == 4 else background[:, None, None, :]
+            out.colors = out.colors + (1.0 - out.alphas) * bg
+        return out
+
+
+__all__ = ["GaussianAvatar", "HEAD", "MOUTH", "TORSO"]

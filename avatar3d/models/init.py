@@ -1,0 +1,235 @@
+"""Initial Gaussians for an avatar from a capture: face mesh, head shell, mouth interior, torso.
+
+Geometry prior as the field recommends (GaussianTalker, FlashAvatar): Gaussians start on the tracked
+face surface (MediaPipe topology of the subject's canonical landmarks), on a smooth shell that closes
+the head behind and above the face, inside the mouth cavity, and on the torso seen in a reference
+frame. Colours are sampled from that frame where the point is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .geometry import quats_from_normals
+
+HEAD, MOUTH, TORSO = 0, 1, 2
+
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+NOSE_TIP = 1
+CHIN = 152
+FOREHEAD = 10
+LEFT_CHEEK, RIGHT_CHEEK = 234, 454
+
+
+@lru_cache(maxsize=1)
+def face_triangles() -> np.ndarray:
+    """(F, 3) triangles of MediaPipe's 468-vertex face mesh (3-cliques of its tesselation edges)."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    adj: dict[int, set[int]] = {}
+    for a, b in FACEMESH_TESSELATION:
+        adj.setdefault(a, set()).add(b)
+        adj.setdefault(b, set()).add(a)
+    tris = set()
+    for a, nb in adj.items():
+        for b in nb:
+            if b <= a:
+                continue
+            for c in nb & adj[b]:
+                if c > b:
+                    tris.add((a, b, c))
+    return np.array(sorted(tris), dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def face_oval() -> np.ndarray:
+    """Ordered indices of the face-oval contour."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+
+    nxt = {a: b for a, b in FACEMESH_FACE_OVAL}
+    start = next(iter(nxt))
+    order, cur = [start], nxt[start]
+    while cur != start and len(order) < len(nxt):
+        order.append(cur)
+        cur = nxt[cur]
+    return np.array(order)
+
+
+@dataclass
+class InitInputs:
+    canonical: np.ndarray  # (478, 3) head-space landmarks
+    image: np.ndarray  # (H, W, 3) float in [0, 1], the reference frame
+    mask: np.ndarray  # (H, W) float person mask in [0, 1]
+    viewmat: np.ndarray  # (4, 4) head -> camera for the reference frame
+    K: np.ndarray  # (3, 3) intrinsics at the image's size
+
+
+def _project(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pc = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    uv = pc[:, :2] / pc[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+    return uv, pc
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    H, W = image.shape[:2]
+    x = np.clip(uv[:, 0] - 0.5, 0, W - 1)
+    y = np.clip(uv[:, 1] - 0.5, 0, H - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    img = image if image.ndim == 3 else image[..., None]
+    out = (
+        img[y0, x0] * (1 - fx) * (1 - fy)
+        + img[y0, x1] * fx * (1 - fy)
+        + img[y1, x0] * (1 - fx) * fy
+        + img[y1, x1] * fx * fy
+    )
+    return out
+
+
+def _sample_triangles(v: np.ndarray, f: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray, float]:
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cr = np.cross(b - a, c - a)
+    area = 0.5 * np.linalg.norm(cr, axis=1)
+    tri = rng.choice(len(f), size=n, p=area / area.sum())
+    r1, r2 = rng.random(n), rng.random(n)
+    s = np.sqrt(r1)
+    pts = (1 - s)[:, None] * a[tri] + (s * (1 - r2))[:, None] * b[tri] + (s * r2)[:, None] * c[tri]
+    nrm = cr[tri] / np.maximum(np.linalg.norm(cr[tri], axis=1, keepdims=True), 1e-12)
+    return pts, nrm, float(area.sum())
+
+
+def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, seed: int = 0) -> dict[str, Tensor]:
+    """Build the initial Gaussian set.
+
+    Returns a dict of float32 tensors: means (N, 3), quats (N, 4), scales (N, 3), opacities (N,),
+    colors (N, 3) in [0, 1], and group (N,) int64 (HEAD, MOUTH or TORSO).
+    """
+    rng = np.random.default_rng(seed)
+    can = np.asarray(inp.canonical, dtype=np.float64)
+    faces = face_triangles()
+    # orient triangles so normals point towards the frontal camera (-z)
+    a, b, c = can[faces[:, 0]], can[faces[:, 1]], can[faces[:, 2]]
+    flip = np.cross(b - a, c - a)[:, 2] > 0
+    faces = faces.copy()
+    faces[flip] = faces[flip][:, [0, 2, 1]]
+
+    n_face = int(n_head * 0.55)
+    n_shell = n_head - n_face
+    p_face, n_face_nrm, face_area = _sample_triangles(can[:468], faces, n_face, rng)
+    s_face = np.sqrt(face_area / n_face)
+
+    # head shell: an ellipsoid closing the head behind and above the face
+    oval = can[face_oval()]
+    width = oval[:, 0].max() - oval[:, 0].min()
+    top, chin = can[FOREHEAD, 1], can[CHIN, 1]
+    ax = 0.56 * width
+    ay = 0.72 * (chin - top)
+    az = 0.72 * width
+    ctr = np.array([oval[:, 0].mean(), top + 0.42 * (chin - top), can[[LEFT_CHEEK, RIGHT_CHEEK], 2].mean() + 0.55 * az])
+    m = n_shell * 3
+    d = rng.normal(size=(m, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    p_shell = ctr + d * np.array([ax, ay, az])
+    n_shell_nrm = d / np.array([ax, ay, az])
+    n_shell_nrm /= np.linalg.norm(n_shell_nrm, axis=1, keepdims=True)
+    from matplotlib.path import Path as MplPath
+
+    inside_oval = MplPath(oval[:, :2]).contains_points(p_shell[:, :2])
+    keep = ~(inside_oval & (p_shell[:, 2] < oval[:, 2].max() + 0.015))
+    keep &= p_shell[:, 1] < chin - 0.01  # no shell below the jaw line
+    p_shell, n_shell_nrm = p_shell[keep][:n_shell], n_shell_nrm[keep][:n_shell]
+    shell_area = 4 * np.pi * ((ax * ay) ** 1.6 + (ax * az) ** 1.6 + (ay * az) ** 1.6) ** (1 / 1.6) / 3
+    s_shell = np.sqrt(shell_area / max(len(p_shell), 1))
+
+    # mouth interior: inside the inner-lip polygon, pushed back into the cavity
+    lips = can[INNER_LIPS]
+    lip_w = lips[:, 0].max() - lips[:, 0].min()
+    mc = lips.mean(0)
+    u = rng.random((n_mouth, 3))
+    p_mouth = np.stack(
+        [
+            mc[0] + (u[:, 0] - 0.5) * 0.9 * lip_w,
+            mc[1] + (u[:, 1] - 0.5) * 0.55 * lip_w,
+            mc[2] + 0.004 + u[:, 2] * 0.025,
+        ],
+        axis=1,
+    )
+    n_mouth_nrm = np.tile([0.0, 0.0, -1.0], (n_mouth, 1))
+    s_mouth = 0.6 * lip_w / np.sqrt(n_mouth / 4)
+
+    # colours from the reference frame
+    uv_f, pc_f = _project(p_face, inp.viewmat, inp.K)
+    ncam = n_face_nrm @ inp.viewmat[:3, :3].T
+    vis_f = (ncam * pc_f).sum(1) < 0
+    col_face = _sample(inp.image, uv_f)
+    if vis_f.any() and (~vis_f).any():
+        col_face[~vis_f] = np.median(col_face[vis_f], axis=0)
+    uv_s, pc_s = _project(p_shell, inp.viewmat, inp.K)
+    ncam_s = n_shell_nrm @ inp.viewmat[:3, :3].T
+    vis_s = ((ncam_s * pc_s).sum(1) < -0.2 * np.linalg.norm(pc_s, axis=1)) & (_sample(inp.mask, uv_s)[:, 0] > 0.5)
+    col_shell = _sample(inp.image, uv_s)
+    hair = np.median(col_shell[vis_s], axis=0) if vis_s.sum() > 10 else np.array([0.25, 0.2, 0.15])
+    col_shell[~vis_s] = hair
+    col_mouth = np.tile([0.35, 0.12, 0.12], (n_mouth, 1))
+
+    # torso: person-mask pixels below the chin, lifted onto a plane at neck depth
+    H, W = inp.mask.shape
+    chin_uv, chin_c = _project(can[[CHIN]], inp.viewmat, inp.K)
+    origin_c = inp.viewmat[:3, 3]
+    vv, uu = np.nonzero(inp.mask > 0.5)
+    sel = vv > chin_uv[0, 1] - 0.15 * (chin_uv[0, 1] - _project(can[[FOREHEAD]], inp.viewmat, inp.K)[0][0, 1])
+    # exclude the face itself
+    oval_uv, _ = _project(oval, inp.viewmat, inp.K)
+    in_face = MplPath(oval_uv).contains_points(np.stack([uu, vv], 1) + 0.5)
+    sel &= ~in_face
+    uu, vv = uu[sel], vv[sel]
+    if len(uu) == 0 or n_torso == 0:
+        p_torso = np.zeros((0, 3))
+        col_torso = np.zeros((0, 3))
+        s_torso = 0.01
+    else:
+        pick = rng.choice(len(uu), size=n_torso, replace=len(uu) < n_torso)
+        pix = np.stack([uu[pick], vv[pick]], 1) + rng.random((n_torso, 2))
+        depth = origin_c[2] + 0.05
+        ray = np.concatenate([(pix - inp.K[:2, 2]) / np.diag(inp.K)[:2], np.ones((n_torso, 1))], 1)
+        pc = ray * depth
+        inv = np.linalg.inv(inp.viewmat)
+        p_torso = pc @ inv[:3, :3].T + inv[:3, 3]
+        col_torso = _sample(inp.image, pix)
+        s_torso = np.sqrt(len(uu) / n_torso) * depth / inp.K[0, 0]
+    n_torso_nrm = np.tile(-np.linalg.inv(inp.viewmat)[:3, 2], (len(p_torso), 1))
+
+    means = np.concatenate([p_face, p_shell, p_mouth, p_torso])
+    normals = np.concatenate([n_face_nrm, n_shell_nrm, n_mouth_nrm, n_torso_nrm])
+    sz = np.concatenate(
+        [
+            np.full(len(p_face), s_face),
+            np.full(len(p_shell), s_shell),
+            np.full(len(p_mouth), s_mouth),
+            np.full(len(p_torso), s_torso),
+        ]
+    )
+    scales = np.stack([sz, sz, sz * 0.3], 1) * 0.8
+    colors = np.concatenate([col_face, col_shell, col_mouth, col_torso]).clip(0.02, 0.98)
+    group = np.concatenate(
+        [
+            np.full(len(p_face) + len(p_shell), HEAD),
+            np.full(len(p_mouth), MOUTH),
+            np.full(len(p_torso), TORSO),
+        ]
+    )
+    f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    return {
+        "means": f32(means),
+        "quats": quats_from_normals(f32(normals)),
+        "scales": f32(scales),
+        "opacities": torch.full((len(means),), 0.9),
+        "colors": f32(colors),
+        "group": torch.as_tensor(group, dtype=torch.int64),
+    }

@@ -1,0 +1,364 @@
+"""The public facade: :class:`Avatar` (fit / render / save / load) and :class:`RenderResult`."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import AvatarConfig, load_config
+from .errors import Avatar3DError, CameraError, ConfigError, FormatError
+from .models.deform import gather_windows
+from .models.gaussian_avatar import GaussianAvatar
+from .render.camera import Camera
+
+AUDIO_SR = 16000
+
+
+@dataclass
+class RenderResult:
+    """Rendered frames and the audio that drives them.
+
+    frames: (T, H, W, 3) uint8; fps: frames per second; audio: (S,) float32 mono at ``sample_rate``.
+    """
+
+    frames: np.ndarray
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+    alphas: np.ndarray | None = None  # (T, H, W) float32 avatar coverage
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def save(self, path: str | Path) -> Path:
+        """Write an H.264 mp4 with the driving audio muxed in sync."""
+        from .io.media import write_video
+
+        path = Path(path)
+        write_video(path, self.frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
+        return path
+
+
+def _progress_factory(enabled: bool) -> Callable | None:
+    if not enabled:
+        return None
+    from .progress import track
+
+    return track
+
+
+def _blink_schedule(n: int, fps: float, seed: int = 0) -> np.ndarray:
+    """Natural blinks: one every 2.5-5 s, ~0.25 s long, smooth close/open."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, np.float32)
+    t = rng.uniform(1.0, 3.0)
+    dur = 0.25
+    while t < n / fps:
+        c = t * fps
+        for k in range(max(0, int(c - dur * fps)), min(n, int(c + dur * fps) + 1)):
+            out[k] = max(out[k], math.cos(min(1.0, abs(k - c) / (dur * fps / 2)) * math.pi / 2) ** 2)
+        t += rng.uniform(2.5, 5.0)
+    return out
+
+
+def _generated_motion(n: int, fps: float, seed: int = 0) -> np.ndarray:
+    """(n, 4, 4) smooth, small head motion (yaw ±6°, pitch ±3°, roll ±2°) from sums of slow sines."""
+    import roma
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    ang = np.zeros((n, 3))
+    for axis, amp in zip(range(3), (3.0, 6.0, 2.0)):  # pitch (x), yaw (y), roll (z)
+        for _ in range(3):
+            f, ph = rng.uniform(0.05, 0.35), rng.uniform(0, 2 * np.pi)
+            ang[:, axis] += amp / 3 * np.sin(2 * np.pi * f * t + ph)
+    R = roma.rotvec_to_rotmat(torch.as_tensor(np.radians(ang))).numpy()
+    P = np.tile(np.eye(4), (n, 1, 1))
+    P[:, :3, :3] = R
+    return P
+
+
+class Avatar:
+    """A personal, audio-driven 3D avatar.
+
+    Build one with :meth:`fit` (from a talking video or a capture directory) or :meth:`load`; drive
+    it with :meth:`render`.
+    """
+
+    def __init__(self, model: GaussianAvatar, config: AvatarConfig, meta: dict, track: dict, background: np.ndarray):
+        self.model = model.eval()
+        self.config = config
+        self.meta = meta
+        self.track = track
+        self.background = background
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(
+        cls,
+        video: str | Path,
+        config: AvatarConfig | str | Path | dict | None = None,
+        workdir: str | Path | None = None,
+        *,
+        preset: str | None = None,
+        steps: int | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = print,
+    ) -> "Avatar":
+        """Capture ``video`` (or use a capture directory) and train an avatar on it.
+
+        Args:
+            video: a video file with a face and an audio track, or a CaptureSet directory.
+            config: an AvatarConfig, a YAML path or a mapping; ``preset`` picks the base preset.
+            workdir: where the capture and checkpoints go (a temporary directory if None).
+                A killed fit resumes from the checkpoint found there.
+            steps: override ``config.train.steps``.
+        """
+        from .capture import run_capture
+        from .capture.config import CaptureConfig
+        from .io.captureset import CaptureSet
+        from .train.trainer import train
+
+        cfg = load_config(config, preset)
+        if steps is not None:
+            if steps < 1:
+                raise ConfigError(f"steps must be positive, got {steps}")
+            cfg.train.steps = int(steps)
+        say = log or (lambda s: None)
+        video = Path(video)
+        if not video.exists():
+            raise Avatar3DError(f"input not found: {video}")
+        tmp = None
+        if workdir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="avatar3d-")
+            workdir = tmp.name
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            if video.is_dir():
+                cs = CaptureSet.load(video)
+            else:
+                cap_dir = workdir / "capture"
+                c = cfg.capture
+                ccfg = CaptureConfig(max_size=c.max_size, stride=c.stride, max_frames=c.max_frames or None)
+                if (cap_dir / "transforms.json").is_file():
+                    say(f"reusing capture in {cap_dir}")
+                    cs = CaptureSet.load(cap_dir)
+                else:
+                    t0 = time.time()
+                    cs = run_capture(video, cap_dir, ccfg, progress=progress)
+                    say(f"captured {cs.n_frames} frames in {time.time() - t0:.1f} s")
+            result = train(cs, cfg, workdir, progress=_progress_factory(progress), log=say)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        d = result.data
+        meta = {
+            "width": d.width,
+            "height": d.height,
+            "K": d.K.tolist(),
+            "rest_viewmat": d.rest_viewmat.tolist(),
+            "fps": d.fps,
+            "n_mels": int(d.features.shape[-1]),
+            "audio_window": int(d.features.shape[1]),
+            "n_gaussians": result.model.n,
+            "train_frames": int(len(d.train_idx)),
+            "test_frames": int(len(d.test_idx)),
+            "train_seconds": round(result.seconds, 1),
+            "heldout": result.heldout,
+            "history": result.history,
+            "source": str(video),
+        }
+        track = {"head_poses": d.head_poses[d.train_idx], "blink": d.blink[d.train_idx]}
+        bg = (d.plate.numpy() * 255).round().astype(np.uint8)
+        if result.heldout:
+            say(f"held-out PSNR {result.heldout['psnr']:.2f} dB, SSIM {result.heldout['ssim']:.3f} "
+                f"over {result.heldout['frames']} frames")
+        return cls(result.model, cfg, meta, track, bg)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the avatar directory (atomically; safetensors, no pickle)."""
+        from .io.avatar_dir import write_avatar_dir
+
+        return write_avatar_dir(path, self.meta, self.config.to_yaml(), self.model.state_dict(), self.track, self.background)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Avatar":
+        """Load an avatar directory written by :meth:`save`; raises FormatError when it is not one."""
+        import yaml
+
+        from .io.avatar_dir import read_avatar_dir
+
+        meta, cfg_text, state, track, bg = read_avatar_dir(path)
+        try:
+            cfg = AvatarConfig.from_dict(yaml.safe_load(cfg_text) or {}, where=f"{path}/config.yaml")
+        except ConfigError as e:
+            raise FormatError(str(e)) from None
+        model = GaussianAvatar(cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise FormatError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
+        return cls(model, cfg, meta, track, bg)
+
+    # ------------------------------------------------------------------ cameras
+    @property
+    def rest_camera(self) -> Camera:
+        """The capture camera (body frame) at the training resolution."""
+        return Camera(np.array(self.meta["K"]), np.array(self.meta["rest_viewmat"]), self.meta["width"], self.meta["height"])
+
+    def camera(self, yaw: float = 0.0, pitch: float = 0.0, size: tuple[int, int] | None = None, distance_scale: float = 1.0) -> Camera:
+        """A camera orbiting the head at the capture's distance and focal length."""
+        w, h = size or (self.meta["width"], self.meta["height"])
+        K = np.array(self.meta["K"])
+        dist = float(np.linalg.norm(np.array(self.meta["rest_viewmat"])[:3, 3])) * distance_scale
+        focal = K[0, 0] * w / self.meta["width"]
+        return Camera.orbit(yaw, pitch, distance=dist, width=w, height=h, focal=focal)
+
+    def cameras(self, spec: str | Camera | Sequence[Camera] | None, n: int, size: tuple[int, int] | None = None) -> list[Camera]:
+        """Resolve a camera spec: None/'capture', 'frontal', 'orbit' (±30° sweep), a Camera, a list, or a JSON path."""
+        if spec is None or spec == "capture":
+            cam = self.rest_camera
+            return [cam.resized(*size) if size else cam] * n
+        if isinstance(spec, Camera):
+            return [spec.resized(*size) if size else spec] * n
+        if isinstance(spec, (list, tuple)):
+            cams = list(spec)
+            if not cams or not all(isinstance(c, Camera) for c in cams):
+                raise CameraError("a camera list must hold Camera objects")
+            if len(cams) not in (1, n):
+                raise CameraError(f"got {len(cams)} cameras for {n} frames")
+            cams = cams * n if len(cams) == 1 else cams
+            return [c.resized(*size) if size else c for c in cams]
+        if spec == "frontal":
+            return [self.camera(0, 0, size)] * n
+        if spec == "orbit":
+            return [self.camera(30.0 * math.sin(2 * math.pi * k / max(n, 1)), 0, size) for k in range(n)]
+        if isinstance(spec, (str, Path)) and str(spec).endswith(".json"):
+            cam = Camera.from_json(spec)
+            return [cam.resized(*size) if size else cam] * n
+        raise CameraError(f"unknown camera {spec!r}: use capture, frontal, orbit, a Camera or a JSON file")
+
+    # ------------------------------------------------------------------ rendering
+    @torch.no_grad()
+    def render(
+        self,
+        audio,
+        camera: str | Camera | Sequence[Camera] | None = None,
+        *,
+        sample_rate: int | None = None,
+        size: tuple[int, int] | None = None,
+        pose: str | None = None,
+        blink: str | np.ndarray | None = None,
+        background: str | tuple | None = None,
+        progress: bool = True,
+        max_seconds: float | None = None,
+    ) -> RenderResult:
+        """Render the avatar speaking ``audio`` (a path, or an array with ``sample_rate``).
+
+        Args:
+            camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
+                a Camera, a list of Cameras (one per frame) or a camera JSON file.
+            size: output (width, height); default the training resolution.
+            pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
+            blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
+            background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
+        """
+        from .audio import frame_features, load_audio
+
+        src = audio if sample_rate is None else (audio, sample_rate)
+        wave = load_audio(src, sr=AUDIO_SR)
+        if max_seconds is not None:
+            wave = wave[: int(max_seconds * AUDIO_SR)]
+        fps = float(self.meta["fps"])
+        n = int(math.floor(len(wave) / AUDIO_SR * fps))
+        if n < 1:
+            raise Avatar3DError(f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps")
+        feats = torch.as_tensor(
+            frame_features(wave, AUDIO_SR, fps, n_frames=n, window=int(self.meta.get("audio_window", 16))),
+            dtype=torch.float32,
+        )
+        if size is not None:
+            w, h = int(size[0]), int(size[1])
+            if w < 16 or h < 16 or w > 8192 or h > 8192:
+                raise CameraError(f"output size {w}x{h} must be within 16..8192 px")
+            size = (w, h)
+        cams = self.cameras(camera, n, size)
+        poses = self._poses(pose or self.config.render.pose, n, fps)
+        blinks = self._blinks(blink if blink is not None else self.config.render.blink, n, fps)
+        codes = torch.cat([self.model.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), self.model.cfg.smooth_window))
+                           for s in range(0, n, 64)])
+        frames = np.zeros((n, cams[0].height, cams[0].width, 3), np.uint8)
+        alphas = np.zeros((n, cams[0].height, cams[0].width), np.float32)
+        it = range(n)
+        bar = _progress_factory(progress)
+        if bar is not None:
+            it = bar(it, "rendering")
+        for k in it:
+            cam = cams[k]
+            bg = self._background(background, cam)
+            vm, K = cam.to_torch()
+            gs = self.model.posed(codes[k], torch.tensor([blinks[k]]), torch.as_tensor(poses[k], dtype=torch.float32))
+            out = self.model.render(gs, vm[None], K[None], cam.width, cam.height, bg, backend=self.config.render.backend)
+            frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            alphas[k] = out.alphas[0, ..., 0].numpy()
+        return RenderResult(frames, fps, wave, AUDIO_SR, alphas)
+
+    def _poses(self, mode: str, n: int, fps: float) -> np.ndarray:
+        if mode == "static":
+            return np.tile(np.eye(4), (n, 1, 1))
+        if mode == "track":
+            tr = self.track["head_poses"].numpy()
+            cyc = np.concatenate([tr, tr[::-1]])  # mirrored loop: no jump at the seam
+            return cyc[np.arange(n) % len(cyc)]
+        if mode == "generated":
+            return _generated_motion(n, fps)
+        raise ConfigError(f"unknown pose mode {mode!r}: use static, track or generated")
+
+    def _blinks(self, mode, n: int, fps: float) -> np.ndarray:
+        if isinstance(mode, np.ndarray) or isinstance(mode, (list, tuple)):
+            b = np.asarray(mode, np.float32).reshape(-1)
+            if len(b) != n:
+                raise ConfigError(f"blink array has {len(b)} values for {n} frames")
+            return np.clip(b, 0, 1)
+        if mode == "auto":
+            return _blink_schedule(n, fps)
+        if mode == "none":
+            return np.zeros(n, np.float32)
+        if mode == "track":
+            tr = self.track["blink"].numpy()
+            cyc = np.concatenate([tr, tr[::-1]])
+            return cyc[np.arange(n) % len(cyc)]
+        raise ConfigError(f"unknown blink mode {mode!r}: use auto, none, track or an array")
+
+    def _background(self, spec, cam: Camera) -> torch.Tensor:
+        spec = spec if spec is not None else self.config.render.background
+        named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0)}
+        if isinstance(spec, str):
+            if spec == "plate":
+                import cv2
+
+                img = cv2.resize(self.background, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+                return torch.from_numpy(img).float()[None] / 255.0
+            if spec in named:
+                rgb = named[spec]
+            elif spec.startswith("#") and len(spec) == 7:
+                try:
+                    rgb = tuple(int(spec[i : i + 2], 16) / 255.0 for i in (1, 3, 5))
+                except ValueError:
+                    raise ConfigError(f"bad colour {spec!r}") from None
+            else:
+                raise ConfigError(f"unknown background {spec!r}: use plate, white, black, green or #rrggbb")
+        else:
+            rgb = tuple(float(x) for x in spec)
+            if len(rgb) != 3:
+                raise ConfigError("a background colour needs three values")
+        return torch.tensor([rgb], dtype=torch.float32)

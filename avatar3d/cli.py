@@ -1,0 +1,114 @@
+"""Command line: ``avatar3d capture | fit | render | demo``.
+
+Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar3d", description="Talking video -> 3D audio-driven avatar.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("capture", help="track a talking video into a CaptureSet directory")
+    c.add_argument("video")
+    c.add_argument("-o", "--output", required=True, help="capture directory to write")
+    c.add_argument("--max-size", type=int, default=512, help="longest side of stored frames (px)")
+
+    f = sub.add_parser("fit", help="fit an avatar to a video or a capture directory")
+    f.add_argument("input", help="video file or CaptureSet directory")
+    f.add_argument("-o", "--output", required=True, help="avatar directory to write")
+    f.add_argument("--preset", choices=["fast", "default", "quality"], default=None)
+    f.add_argument("--config", help="YAML config layered over the preset")
+    f.add_argument("--steps", type=int, help="training steps (overrides the config)")
+    f.add_argument("--workdir", help="keep capture and checkpoints here (resumable)")
+
+    r = sub.add_parser("render", help="render an avatar speaking an audio file")
+    r.add_argument("avatar", help="avatar directory")
+    r.add_argument("--audio", required=True, help="audio (or video with audio) file")
+    r.add_argument("-o", "--output", required=True, help="output .mp4")
+    r.add_argument("--camera", default="capture", help="capture | frontal | orbit | FILE.json")
+    r.add_argument("--size", type=_size, help="output WxH")
+    r.add_argument("--pose", choices=["static", "track", "generated"], help="head motion")
+    r.add_argument("--blink", choices=["auto", "none", "track"], help="eye blinks")
+    r.add_argument("--background", help="plate | white | black | green | #rrggbb")
+
+    d = sub.add_parser("demo", help="fit the built-in synthetic subject and render it with new audio")
+    d.add_argument("-o", "--output", default="demo_out", help="output directory (default demo_out)")
+    d.add_argument("--steps", type=int, help="training steps (default: the fast preset's)")
+    d.add_argument("--seconds", type=float, default=8.0, help="length of the training video")
+    return p
+
+
+def _cmd_capture(a) -> None:
+    from .capture import run_capture
+    from .capture.config import CaptureConfig
+
+    t0 = time.time()
+    cs = run_capture(a.video, a.output, CaptureConfig(max_size=a.max_size))
+    print(f"wrote {a.output}: {cs.n_frames} frames at {cs.width}x{cs.height} in {time.time() - t0:.1f} s")
+
+
+def _cmd_fit(a) -> None:
+    from .api import Avatar
+
+    inp = Path(a.input)
+    if not inp.exists():
+        raise FileNotFoundError(f"input not found: {inp}")
+    t0 = time.time()
+    av = Avatar.fit(inp, a.config, workdir=a.workdir, preset=a.preset, steps=a.steps)
+    av.save(a.output)
+    print(f"wrote avatar {a.output} ({av.model.n} Gaussians) in {time.time() - t0:.1f} s")
+
+
+def _cmd_render(a) -> None:
+    from .api import Avatar
+
+    t0 = time.time()
+    av = Avatar.load(a.avatar)
+    res = av.render(a.audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
+    res.save(a.output)
+    h, w = res.frames.shape[1:3]
+    print(f"wrote {a.output}: {len(res)} frames {w}x{h} at {res.fps:g} fps in {time.time() - t0:.1f} s")
+
+
+def _cmd_demo(a) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(a.output), steps=a.steps, seconds=a.seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import Avatar3DError
+
+    args = _parser().parse_args(argv)
+    try:
+        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "demo": _cmd_demo}[args.cmd](args)
+    except Avatar3DError as e:
+        print(f"avatar3d: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"avatar3d: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("avatar3d: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Training data from a CaptureSet: frames at the training resolution, poses, audio, masks.
+
+Frames are decoded from the capture's image files once and kept as uint8 at the training resolution
+(256 px x 1,800 frames is about 350 MB), so the video itself is never held in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..models.init import INNER_LIPS
+
+MOUTH_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    import cv2
+
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def rest_frame(rotations: np.ndarray, valid: np.ndarray | None = None) -> int:
+    """Index of the frame whose head rotation is closest to the chordal mean rotation."""
+    Rs = rotations if valid is None or not valid.any() else rotations[valid]
+    M = Rs.mean(0)
+    U, _, Vt = np.linalg.svd(M)
+    Rm = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    d = np.linalg.norm(rotations - Rm, axis=(1, 2))
+    if valid is not None and valid.any():
+        d = np.where(valid, d, np.inf)
+    return int(np.argmin(d))
+
+
+@dataclass
+class TrainData:
+    """Everything the trainer samples, at the training resolution."""
+
+    images: Tensor  # (T, h, w, 3) uint8
+    masks: Tensor  # (T, h, w) uint8
+    plate: Tensor  # (h, w, 3) float
+    K: Tensor  # (3, 3) at (w, h)
+    viewmats: Tensor  # (T, 4, 4) head -> camera per frame
+    rest: int  # index of the rest frame
+    rest_viewmat: Tensor  # (4, 4) the body-frame camera
+    head_poses: Tensor  # (T, 4, 4) head -> world (= rest head space)
+    features: Tensor  # (T, W, M) audio features
+    blink: Tensor  # (T,)
+    mouth_boxes: Tensor  # (T, 4) x0, y0, x1, y1 in training pixels
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    width: int
+    height: int
+    fps: float
+
+    @classmethod
+    def from_capture(cls, cs, resolution: int, holdout_fraction: float, progress=None) -> "TrainData":
+        T = int(cs.n_frames)
+        s = resolution / max(cs.width, cs.height)
+        w, h = max(8, round(cs.width * s)), max(8, round(cs.height * s))
+        sx, sy = w / cs.width, h / cs.height
+        images = np.zeros((T, h, w, 3), np.uint8)
+        masks = np.zeros((T, h, w), np.uint8)
+        it = range(T) if progress is None else progress(range(T), "loading frames")
+        for i in it:
+            images[i] = _resize(np.asarray(cs.image(i)), w, h)
+            masks[i] = _resize(np.asarray(cs.mask(i)), w, h)
+        plate = _resize(np.asarray(cs.background()), w, h).astype(np.float32) / 255.0
+        K = np.asarray(cs.K, dtype=np.float64).copy()
+        K[0] *= sx
+        K[1] *= sy
+        R = np.asarray(cs.rotation, dtype=np.float64)
+        t = np.asarray(cs.translation, dtype=np.float64)
+        V = np.tile(np.eye(4), (T, 1, 1))
+        V[:, :3, :3] = R
+        V[:, :3, 3] = t
+        valid = np.asarray(getattr(cs, "valid", np.ones(T, bool)), bool)
+        r = rest_frame(R, valid)
+        D = np.linalg.inv(V[r])[None] @ V
+        lm = np.asarray(cs.landmarks2d, dtype=np.float64) * np.array([sx, sy])
+        mo = lm[:, MOUTH_OUTER]
+        pad = 0.25 * (mo[:, :, 0].max(1) - mo[:, :, 0].min(1))
+        boxes = np.stack(
+            [mo[:, :, 0].min(1) - pad, mo[:, :, 1].min(1) - pad, mo[:, :, 0].max(1) + pad, mo[:, :, 1].max(1) + pad],
+            1,
+        )
+        n_hold = int(round(T * holdout_fraction)) if T >= 11 else 0
+        feats = getattr(cs, "features", None)
+        if feats is None:
+            feats = cs.audio_features
+        blink = np.asarray(getattr(cs, "blink", np.zeros(T)), np.float32)
+        if blink.ndim == 2:
+            blink = blink.mean(1)
+        f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+        return cls(
+            images=torch.from_numpy(images),
+            masks=torch.from_numpy(masks),
+            plate=torch.from_numpy(plate),
+            K=f32(K),
+            viewmats=f32(V),
+            rest=r,
+            rest_viewmat=f32(V[r]),
+            head_poses=f32(D),
+            features=f32(feats),
+            blink=f32(blink),
+            mouth_boxes=f32(boxes),
+            train_idx=np.arange(0, T - n_hold),
+            test_idx=np.arange(T - n_hold, T),
+            width=w,
+            height=h,
+            fps=float(cs.fps),
+        )
+
+    def image(self, i: int) -> Tensor:
+        return self.images[i].float() / 255.0
+
+    def lip_weight_map(self, i: int, weight: float) -> Tensor:
+        """(h, w) map equal to 1 + weight inside frame i's mouth box."""
+        x0, y0, x1, y1 = self.mouth_boxes[i].tolist()
+        m = torch.ones(self.height, self.width)
+        m[max(0, int(y0)) : max(0, int(y1) + 1), max(0, int(x0)) : max(0, int(x1) + 1)] += weight
+        return m
+
+
+__all__ = ["TrainData", "rest_frame", "INNER_LIPS"]

@@ -1,0 +1,228 @@
+"""Per-subject training of a Gaussian avatar on a CaptureSet.
+
+Staged schedule (TalkingGaussian / GaussianTalker): static appearance first (deformation off), then
+the audio deformation alone (canonical Gaussians frozen), then everything jointly. Losses: L1 +
+D-SSIM, extra L1 weight in the mouth box, alpha vs person mask, L1 on offsets, region-attention
+sparsity (audio attention above the nose, eye attention below it). Checkpoints are safetensors
+written atomically; a killed run resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import AvatarConfig
+from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
+from ..models.init import NOSE_TIP, InitInputs, initial_gaussians
+from .data import TrainData
+from .losses import dssim, psnr, ssim
+
+
+@dataclass
+class TrainResult:
+    model: GaussianAvatar
+    data: TrainData
+    history: list[dict] = field(default_factory=list)
+    heldout: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _gauss_optimizer(model: GaussianAvatar, cfg, extent: float) -> torch.optim.Optimizer:
+    t = cfg.train
+    return torch.optim.Adam(
+        [
+            {"params": [model.means], "lr": t.lr_means * extent, "name": "means"},
+            {"params": [model.log_scales], "lr": t.lr_scales, "name": "log_scales"},
+            {"params": [model.quats], "lr": t.lr_quats, "name": "quats"},
+            {"params": [model.opacity_logits], "lr": t.lr_opacity, "name": "opacity_logits"},
+            {"params": [model.color_logits], "lr": t.lr_colors, "name": "color_logits"},
+        ],
+        eps=1e-15,
+    )
+
+
+def _net_params(model: GaussianAvatar):
+    return [p for n, p in model.named_parameters() if n not in PARAM_NAMES]
+
+
+def build_model(cfg: AvatarConfig, cs, data: TrainData) -> GaussianAvatar:
+    r = data.rest
+    img = data.image(r).numpy()
+    inp = InitInputs(
+        canonical=np.asarray(cs.canonical_landmarks, np.float64),
+        image=img,
+        mask=data.masks[r].numpy().astype(np.float32) / 255.0,
+        viewmat=data.viewmats[r].double().numpy(),
+        K=data.K.double().numpy(),
+    )
+    m = cfg.model
+    init = initial_gaussians(inp, m.n_head, m.n_mouth, m.n_torso, seed=cfg.train.seed)
+    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1])
+
+
+def frame_loss(model: GaussianAvatar, data: TrainData, i: int, cfg: AvatarConfig, nose_y: float, deform: bool):
+    """Loss and rendered image of training frame i."""
+    t = cfg.train
+    audio = model.audio_code(data.features, i)[0]
+    eye = data.blink[i : i + 1]
+    gs = model.posed(audio, eye, data.head_poses[i], deform=deform)
+    out = model.render(gs, data.rest_viewmat[None], data.K[None], data.width, data.height, data.plate[None])
+    pred = out.colors[0]
+    gt = data.image(i)
+    wmap = data.lip_weight_map(i, t.lip_weight)
+    l1 = ((pred - gt).abs().mean(-1) * wmap).sum() / wmap.sum()
+    loss = (1 - t.lambda_dssim) * l1 + t.lambda_dssim * dssim(pred, gt)
+    if t.lambda_mask > 0:
+        mask = data.masks[i].float() / 255.0
+        loss = loss + t.lambda_mask * (out.alphas[0, ..., 0] - mask).abs().mean()
+    if "d_pos" in gs:
+        loss = loss + t.lambda_offset * gs["d_pos"].abs().sum(-1).mean() / model.cfg.max_offset
+        hi = gs["head_index"]
+        upper = model.means[hi, 1].detach() < nose_y
+        a, e = gs["audio_attention"], gs["eye_attention"]
+        reg = 0.0
+        if upper.any():
+            reg = reg + a[upper].mean()
+        if (~upper).any():
+            reg = reg + e[~upper].mean()
+        loss = loss + 1e-3 * reg
+    return loss, pred
+
+
+@torch.no_grad()
+def densify_and_prune(model: GaussianAvatar, grad_acc: torch.Tensor, count: int, cfg: AvatarConfig) -> int:
+    """Clone the Gaussians with the largest accumulated position gradient; prune transparent ones."""
+    t, m = cfg.train, cfg.model
+    keep = torch.sigmoid(model.opacity_logits) > t.prune_opacity
+    n_keep = int(keep.sum())
+    room = max(0, m.max_gaussians - n_keep)
+    k = min(room, int(t.densify_fraction * n_keep))
+    score = torch.where(keep, grad_acc / max(count, 1), torch.full_like(grad_acc, -1))
+    clone = torch.topk(score, k).indices if k > 0 else score.new_zeros(0, dtype=torch.long)
+    tensors = {name: getattr(model, name).data for name in PARAM_NAMES}
+    group = model.group
+    scales = torch.exp(tensors["log_scales"][clone])
+    jitter = torch.randn_like(scales) * scales * 0.5
+    new = {name: torch.cat([tensors[name][keep], tensors[name][clone]]) for name in PARAM_NAMES}
+    new["means"][n_keep:] += jitter
+    shrink = math.log(0.8)
+    new["log_scales"][n_keep:] += shrink
+    # the parents shrink too: find their rows among the kept ones
+    parent_rows = torch.cumsum(keep.long(), 0)[clone] - 1
+    new["log_scales"][parent_rows] += shrink
+    new_group = torch.cat([group[keep], group[clone]])
+    model.resize_(new["means"].shape[0])
+    for name in PARAM_NAMES:
+        getattr(model, name).data.copy_(new[name])
+    model.group.copy_(new_group)
+    return model.n
+
+
+def save_checkpoint(path: Path, model: GaussianAvatar, step: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"step": str(step), "n": str(model.n)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: GaussianAvatar) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    state = load_file(str(path))
+    model.resize_(int(meta.get("n", state["means"].shape[0])))
+    model.load_state_dict(state)
+    return int(meta.get("step", 0))
+
+
+def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=None, log=print) -> TrainResult:
+    """Fit an avatar to a CaptureSet. ``progress(iterable, description)`` wraps loops in a bar."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    rng = np.random.default_rng(t.seed)
+    t0 = time.time()
+    data = TrainData.from_capture(cs, t.resolution, t.holdout_fraction, progress)
+    if len(data.train_idx) == 0:
+        from ..errors import Avatar3DError
+
+        raise Avatar3DError("the capture has no training frames")
+    model = build_model(cfg, cs, data)
+    nose_y = float(torch.as_tensor(np.asarray(cs.canonical_landmarks))[NOSE_TIP, 1])
+    extent = float(model.means.detach().std(0).norm())
+    ckpt = Path(workdir) / "checkpoint.safetensors" if workdir else None
+    start = 0
+    if ckpt is not None and ckpt.is_file():
+        start = load_checkpoint(ckpt, model)
+        log(f"resuming from step {start} ({ckpt})")
+    g_opt = _gauss_optimizer(model, cfg, extent)
+    n_opt = torch.optim.Adam(_net_params(model), lr=t.lr_net)
+    s_static = int(t.static_fraction * t.steps)
+    s_audio = s_static + int(t.audio_fraction * t.steps)
+    grad_acc = torch.zeros(model.n)
+    acc_count = 0
+    history: list[dict] = []
+    steps = range(start, t.steps)
+    it = steps if progress is None else progress(steps, "training")
+    running = None
+    for step in it:
+        deform = step >= s_static
+        train_canon = step < s_static or step >= s_audio
+        i = int(rng.choice(data.train_idx))
+        loss, _ = frame_loss(model, data, i, cfg, nose_y, deform)
+        g_opt.zero_grad(set_to_none=True)
+        n_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if model.means.grad is not None:
+            grad_acc += model.means.grad.norm(dim=-1)
+            acc_count += 1
+        if train_canon:
+            g_opt.step()
+        if deform:
+            n_opt.step()
+        running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+        if (
+            t.densify_every > 0
+            and step > 0
+            and step % t.densify_every == 0
+            and step < t.densify_until * t.steps
+            and train_canon
+        ):
+            densify_and_prune(model, grad_acc, acc_count, cfg)
+            g_opt = _gauss_optimizer(model, cfg, extent)
+            grad_acc = torch.zeros(model.n)
+            acc_count = 0
+        if (step + 1) % max(1, t.steps // 10) == 0 or step + 1 == t.steps:
+            rec = {"step": step + 1, "loss": running, "n_gaussians": model.n, "seconds": time.time() - t0}
+            if len(data.test_idx):
+                rec["heldout_psnr"] = evaluate(model, data, data.test_idx[:: max(1, len(data.test_idx) // 4)])["psnr"]
+            history.append(rec)
+        if ckpt is not None and t.checkpoint_every > 0 and (step + 1) % t.checkpoint_every == 0:
+            save_checkpoint(ckpt, model, step + 1)
+    heldout = evaluate(model, data, data.test_idx) if len(data.test_idx) else {}
+    if ckpt is not None:
+        (Path(workdir) / "history.json").write_text(json.dumps(history, indent=1))
+    return TrainResult(model, data, history, heldout, time.time() - t0)
+
+
+@torch.no_grad()
+def evaluate(model: GaussianAvatar, data: TrainData, idx) -> dict:
+    """PSNR / SSIM of rendered vs real frames at ``idx`` (their own audio and head pose)."""
+    ps, ss = [], []
+    for i in idx:
+        i = int(i)
+        audio = model.audio_code(data.features, i)[0]
+        gs = model.posed(audio, data.blink[i : i + 1], data.head_poses[i])
+        out = model.render(gs, data.rest_viewmat[None], data.K[None], data.width, data.height, data.plate[None])
+        ps.append(psnr(out.colors[0], data.image(i)))
+        ss.append(ssim(out.colors[0], data.image(i)))
+    return {"psnr": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"), "frames": len(ps)}

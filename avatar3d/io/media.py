@@ -1,0 +1,583 @@
+"""Media I/O through PyAV -- with its private encoder half `_encode`, the only code that opens media files.
+
+Timeline conventions (so that audio and video from the same file line up exactly):
+
+* Time 0 is the container's start time (the earliest stream start; 0 for nearly every mp4).
+* Video is returned at a **constant frame rate**: output frame ``k`` is the picture on screen at
+  ``t = k / fps``. Variable-frame-rate files (phones, screen recorders, files with dropped frames
+  such as ``talk_a.mp4``) are resampled like ``ffmpeg -vsync cfr``: a source frame with timestamp
+  ``t`` lands in slot ``round(t * fps)``; gaps repeat the previous frame, collisions keep the later
+  one, and slots before the first frame show the first frame. ``probe_video(...).n_frames`` is the
+  exact number of frames ``iter_frames`` yields.
+* Audio sample ``i`` is at ``t = i / sr`` on the same timeline (leading gaps are zero-filled, the
+  encoder's trailing padding is trimmed to the stream's declared duration).
+
+Every error a user can cause raises :class:`avatar3d.errors.MediaError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avatar3d.errors import MediaError
+
+__all__ = [
+    "VideoInfo",
+    "audio_channels_first",
+    "iter_frames",
+    "probe_video",
+    "read_audio",
+    "read_image",
+    "resample_audio",
+    "write_audio",
+    "write_image",
+    "write_video",
+]
+
+PathLike = str | os.PathLike[str]
+
+_NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
+_STANDARD_FPS = (*_NTSC, *(Fraction(x) for x in (24, 25, 30, 48, 50, 60, 100, 120, 240)))
+_MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` finds. Sizes are the *displayed* size (after rotation)."""
+
+    width: int
+    height: int
+    fps: float  # constant output rate of iter_frames
+    n_frames: int  # exact number of frames iter_frames yields (constant-rate slots)
+    duration: float  # seconds, end of the video track on the container timeline
+    has_audio: bool
+    audio_rate: int | None  # Hz, native rate of the first audio track
+    audio_channels: int | None
+    rotation: int  # display rotation applied, degrees counter-clockwise, one of 0/90/180/270
+    codec: str = ""  # video decoder name, e.g. "h264"
+    audio_codec: str | None = None  # e.g. "aac"
+    source_frames: int = 0  # coded frames (packets) in the video track, before rate conversion
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, one-line reason from an FFmpeg/OS error (without the repeated file name)."""
+    return " ".join(str(getattr(exc, "strerror", None) or exc or type(exc).__name__).split())
+
+
+def _check_input(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p}: file not found")
+    if p.is_dir():
+        raise MediaError(f"{p}: is a directory, not a media file")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p}: file is empty")
+    return p
+
+
+def _open(p: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(p), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
+        raise MediaError(f"{p}: not a readable media file or corrupt ({_reason(e)})") from None
+
+
+def _t_ref(container: av.container.InputContainer) -> float:
+    """Container time origin in seconds (earliest stream start)."""
+    st = container.start_time
+    return 0.0 if st is None else st / av.time_base
+
+
+def _snap_rate(rate: Fraction) -> Fraction:
+    if rate in _STANDARD_FPS:
+        return rate
+    for std in _STANDARD_FPS:  # e.g. an average of 29.97003 -> 30000/1001 (30 vs 29.97 is 1e-3 apart)
+        if abs(float(rate) / float(std) - 1.0) < 1e-4:
+            return std
+    return rate.limit_denominator(1001)
+
+
+def _frame_rate(stream: av.video.stream.VideoStream, p: Path) -> Fraction:
+    """Constant output rate: the stream's nominal rate, or its average rate when that is absurd."""
+
+    def sane(r: Fraction | None) -> bool:
+        return r is not None and r > 0 and 0.5 <= float(r) <= 1000.0
+
+    nominal, average = stream.guessed_rate, stream.average_rate
+    if sane(nominal) and (
+        not sane(average) or 0.95 * float(average) <= float(nominal) <= 2.0 * float(average)
+    ):
+        return _snap_rate(Fraction(nominal))
+    if sane(average):
+        return _snap_rate(Fraction(average))
+    if sane(nominal):
+        return _snap_rate(Fraction(nominal))
+    raise MediaError(f"{p}: cannot determine the video frame rate")
+
+
+def _metadata_rotation(stream: av.video.stream.VideoStream) -> int:
+    """Legacy 'rotate' tag (clockwise degrees) as counter-clockwise degrees; 0 if absent."""
+    try:
+        return -int(float(stream.metadata.get("rotate", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _norm_rotation(ccw: float) -> int:
+    return round(ccw / 90.0) * 90 % 360
+
+
+class _Timeline:
+    """Accumulates video packet timestamps; gives the constant-rate slot of a time and the slot count."""
+
+    def __init__(self, fps: Fraction, t_ref: float) -> None:
+        self.fps, self.t_ref = fps, t_ref
+        self.n_packets = 0
+        self.max_slot = -1
+        self.end = -math.inf  # seconds, container timeline
+
+    def slot(self, t: float) -> int:
+        return round((t - self.t_ref) * float(self.fps))
+
+    def add(self, pkt: av.Packet) -> None:
+        ts = pkt.pts if pkt.pts is not None else pkt.dts
+        if pkt.size == 0:
+            return  # flush packet
+        self.n_packets += 1
+        if ts is None or pkt.time_base is None:
+            self.max_slot += 1
+            self.end = max(self.end, self.t_ref + (self.max_slot + 1) / float(self.fps))
+            return
+        t = float(ts * pkt.time_base)
+        dur = float(pkt.duration * pkt.time_base) if pkt.duration else 1.0 / float(self.fps)
+        self.max_slot = max(self.max_slot, self.slot(t))
+        self.end = max(self.end, t + dur)
+
+    def n_slots(self) -> int:
+        if self.n_packets == 0:
+            return 0
+        return max(self.max_slot + 1, round((self.end - self.t_ref) * float(self.fps)), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# video reading
+
+
+def _decode_packets(
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    note: dict[str, object],
+    want: Callable[[], bool] = lambda: True,
+) -> Iterator[tuple[av.Packet | None, list]]:
+    """Demux ``stream`` and decode packet by packet; yields (packet, frames) with frames=[] when
+    not wanted or undecodable. FFmpeg errors never escape: a demux error ends the loop (truncated
+    file) after draining the decoder, a decode error skips the packet; ``note["problem"]`` keeps
+    the first reason and ``note["bad"]`` counts skipped packets."""
+    demux, n_pkts = container.demux(stream), 0
+    while True:
+        try:
+            pkt = next(demux)
+        except StopIteration:
+            if stream.frames and n_pkts < stream.frames:  # the index promised more than the data holds
+                note["problem"] = (
+                    note.get("problem") or f"only {n_pkts} of {stream.frames} indexed packets present"
+                )
+            return
+        except av.FFmpegError as e:
+            note["problem"] = note.get("problem") or _reason(e)
+            break
+        n_pkts += pkt.size > 0
+        frames: list = []
+        if want():
+            try:
+                frames = list(pkt.decode())
+            except av.FFmpegError as e:
+                note["problem"] = note.get("problem") or _reason(e)
+                note["bad"] = int(note.get("bad", 0)) + 1  # type: ignore[call-overload]
+        yield pkt, frames
+    try:  # demuxing stopped early: drain what the decoder still holds
+        yield None, list(stream.codec_context.decode(None)) if want() else []
+    except av.FFmpegError:
+        pass
+
+
+def probe_video(path: PathLike) -> VideoInfo:
+    """Inspect a video file: displayed size, constant frame rate, exact frame count, audio track.
+
+    Reads the packet index (no full decode; one frame is decoded for size and rotation).
+    """
+    p = _check_input(path)
+    container = _open(p)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{p}: has no video stream")
+        vs = container.streams.video[0]
+        fps = _frame_rate(vs, p)
+        timeline = _Timeline(fps, _t_ref(container))
+        got: list[av.VideoFrame] = []  # the first decoded frame, for size and rotation
+        for pkt, frames in _decode_packets(container, vs, {}, want=lambda: not got):
+            if pkt is not None:
+                timeline.add(pkt)
+            got.extend(frames[: 1 - len(got)] if not got else [])
+        first = got[0] if got else None
+        if timeline.n_packets == 0 or first is None:
+            raise MediaError(f"{p}: video stream has no decodable frames")
+        rot = _norm_rotation(getattr(first, "rotation", 0) or _metadata_rotation(vs))
+        w, h = (first.height, first.width) if rot in (90, 270) else (first.width, first.height)
+        aud = container.streams.audio[0] if container.streams.audio else None
+        n = timeline.n_slots()
+        return VideoInfo(
+            width=int(w),
+            height=int(h),
+            fps=float(fps),
+            n_frames=n,
+            duration=float(max(timeline.end - timeline.t_ref, n / float(fps) if n else 0.0)),
+            has_audio=aud is not None,
+            audio_rate=int(aud.rate) if aud is not None and aud.rate else None,
+            audio_channels=int(aud.layout.nb_channels) if aud is not None else None,
+            rotation=rot,
+            codec=vs.codec_context.name,
+            audio_codec=aud.codec_context.name if aud is not None else None,
+            source_frames=timeline.n_packets,
+        )
+    finally:
+        container.close()
+
+
+def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if len(size) != 2 or any(int(s) != s or s <= 0 for s in size):
+        raise ValueError(f"size must be (width, height) with positive ints, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _to_rgb(frame: av.VideoFrame, meta_rot: int, size: tuple[int, int] | None) -> np.ndarray:
+    """Decoded frame -> displayed (H, W, 3) uint8 RGB, rotated upright and optionally resized."""
+    img = frame.to_ndarray(format="rgb24")  # (h, w, 3) uint8 as coded
+    rot = _norm_rotation(getattr(frame, "rotation", 0) or meta_rot)
+    if rot:
+        img = np.rot90(img, k=rot // 90)  # counter-clockwise, as the display matrix says
+    if size is not None and (img.shape[1], img.shape[0]) != size:
+        import cv2
+
+        shrink = size[0] * size[1] < img.shape[0] * img.shape[1]
+        img = cv2.resize(
+            np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+    return np.ascontiguousarray(img)
+
+
+def iter_frames(
+    path: PathLike,
+    size: tuple[int, int] | None = None,
+    *,
+    stride: int = 1,
+    max_frames: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream the frames of a video as (H, W, 3) uint8 RGB arrays, upright, at a constant rate.
+
+    ``size=(W, H)`` resizes (INTER_AREA when shrinking). ``stride`` keeps every stride-th output
+    frame (k = 0, stride, 2*stride, ...); ``max_frames`` caps how many are yielded. A truncated or
+    partly corrupt file yields the frames that decode, warns once (RuntimeWarning) and stops; a
+    file with no decodable frame raises MediaError.
+    """
+    size = _check_size(size)
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    if max_frames is not None and (int(max_frames) != max_frames or max_frames < 0):
+        raise ValueError(f"max_frames must be a non-negative int, got {max_frames!r}")
+    p = _check_input(path)
+    return _iter_frames(p, size, int(stride), max_frames) if max_frames != 0 else iter(())
+
+
+def _iter_frames(
+    p: Path, size: tuple[int, int] | None, stride: int, max_frames: int | None
+) -> Iterator[np.ndarray]:
+    container = _open(p)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{p}: has no video stream")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        timeline = _Timeline(_frame_rate(vs, p), _t_ref(container))
+        meta_rot = _metadata_rotation(vs)
+        note: dict[str, object] = {}
+
+        def events() -> Iterator[tuple[av.VideoFrame | None, int]]:
+            """(decoded frame, its output slot) in presentation order, then (None, slot count)."""
+            n = 0
+            for pkt, frames in _decode_packets(container, vs, note):
+                if pkt is not None:
+                    timeline.add(pkt)
+                for f in frames:
+                    yield f, (timeline.slot(float(f.time)) if f.time is not None else n)
+                    n += 1
+            yield None, timeline.n_slots()
+
+        slot, n_out, n_src = 0, 0, 0
+        prev: av.VideoFrame | None = None
+        prev_rgb: np.ndarray | None = None
+        for f, k in events():
+            if prev is None:
+                if f is None:
+                    why = f" ({note['problem']})" if note.get("problem") else ""
+                    raise MediaError(f"{p}: video stream has no decodable frames{why}")
+                prev = f  # slots before the first frame show the first frame
+            while slot < k:  # slots [slot, k) show prev
+                if slot % stride == 0:
+                    if prev_rgb is None:
+                        prev_rgb = _to_rgb(prev, meta_rot, size)
+                    yield prev_rgb.copy()  # callers may modify what they get
+                    n_out += 1
+                    if max_frames is not None and n_out >= max_frames:
+                        return
+                slot += 1
+            if f is not None:
+                n_src += 1
+                if f is not prev:
+                    prev, prev_rgb = f, None
+        if note.get("problem"):
+            warnings.warn(
+                f"{p}: video is truncated or corrupt ({note['problem']}); {n_src} frames decoded, "
+                f"{note.get('bad', 0)} packets skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# audio
+
+
+def _check_rate(sr: int, what: str = "sample rate") -> int:
+    if int(sr) != sr or not 4000 <= sr <= 192000:
+        raise MediaError(f"{what} {sr!r} is outside 4000-192000 Hz")
+    return int(sr)
+
+
+def resample_audio(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample (T,) or (C, T) float audio along the last axis (soxr HQ, zero-delay, length-exact)."""
+    if sr_in == sr_out or x.shape[-1] == 0:
+        return np.asarray(x, dtype=np.float32)
+    try:
+        import soxr
+
+        if x.ndim == 1:
+            y = soxr.resample(np.asarray(x, np.float32), sr_in, sr_out, quality="HQ")
+        else:
+            y = np.stack([soxr.resample(np.asarray(c, np.float32), sr_in, sr_out, quality="HQ") for c in x])
+    except ImportError:  # pragma: no cover - soxr ships with librosa
+        import librosa
+
+        y = librosa.resample(np.asarray(x, np.float32), orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq")
+    return np.asarray(y, dtype=np.float32)
+
+
+def audio_channels_first(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """(T,), (T, C) or (C, T) samples -> (C, T) float32 (integers scaled to [-1, 1]).
+
+    The channel axis is the short one (at most 64 channels). Raises MediaError on empty input or
+    non-finite samples.
+    """
+    a = np.asarray(audio)
+    if a.dtype.kind not in "fiub":
+        raise MediaError(f"{what}: unsupported sample type {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    elif a.ndim == 2:
+        if a.shape[0] > a.shape[1]:
+            a = a.T  # (T, C) -> (C, T)
+        if a.shape[0] > _MAX_CHANNELS:
+            raise MediaError(
+                f"{what}: shape {tuple(np.shape(audio))} has no channel axis (<= {_MAX_CHANNELS})"
+            )
+    else:
+        raise MediaError(f"{what}: expected shape (T,), (T, C) or (C, T), got {a.shape}")
+    if a.shape[1] == 0:
+        raise MediaError(f"{what}: no samples")
+    if a.dtype.kind == "b":
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = (a.astype(np.float32) - 128.0) / 128.0
+    elif a.dtype.kind in "iu":
+        a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise MediaError(f"{what}: contains NaN or infinite samples")
+    return a
+
+
+_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}  # integer sample formats -> [-1, 1)
+
+
+def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """Decoded audio frame -> (n,) float32 mono (mean of the channels)."""
+    arr = frame.to_ndarray()
+    fmt = frame.format
+    n_ch = max(1, frame.layout.nb_channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, n_ch).T  # packed (1, n*C) -> (C, n)
+    base = fmt.name.rstrip("p")
+    if base == "u8":
+        x = (arr.astype(np.float32) - 128.0) / 128.0
+    else:
+        x = arr.astype(np.float32) / np.float32(_SCALE.get(base, 1.0))
+    return x.mean(axis=0, dtype=np.float32) if x.shape[0] > 1 else x[0]
+
+
+def read_audio(path: PathLike, sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio track of any container -> ((T,) float32 mono in [-1, 1], rate).
+
+    Resampled to ``sr`` when given. Sample 0 is at the container's time 0 (a late-starting track
+    is zero-padded at the front) and encoder padding past the track's declared end is trimmed.
+    """
+    if sr is not None:
+        sr = _check_rate(sr, "target sample rate")
+    p = _check_input(path)
+    container = _open(p)
+    try:
+        if not container.streams.audio:
+            raise MediaError(f"{p}: has no audio track")
+        st = container.streams.audio[0]
+        t_ref = _t_ref(container)
+        chunks: list[np.ndarray] = []
+        rate: int | None = None
+        first_time: float | None = None
+        note: dict[str, object] = {}
+        for _, frames in _decode_packets(container, st, note):
+            for fr in frames:
+                x = _frame_to_mono(fr)
+                if rate is None:
+                    rate = int(fr.sample_rate)
+                    first_time = float(fr.time) if fr.time is not None else None
+                elif fr.sample_rate != rate:
+                    x = resample_audio(x, int(fr.sample_rate), rate)
+                chunks.append(x)
+        problem = note.get("problem")
+        declared_end = None
+        if st.duration is not None and st.time_base is not None:
+            declared_end = float(((st.start_time or 0) + st.duration) * st.time_base) - t_ref
+    finally:
+        container.close()
+    if rate is None or not chunks:
+        raise MediaError(f"{p}: audio track has no decodable samples" + (f" ({problem})" if problem else ""))
+    wave = np.concatenate(chunks)  # (T,) at the native rate
+    if first_time is not None:
+        offset = round((first_time - t_ref) * rate)
+        if 0 < offset < 3600 * rate:
+            wave = np.concatenate([np.zeros(offset, np.float32), wave])
+        elif offset < 0:
+            wave = wave[-offset:]
+    if declared_end is not None and declared_end > 0:
+        n_end = round(declared_end * rate)
+        if 0 < n_end < wave.shape[0]:
+            wave = wave[:n_end]
+    if wave.shape[0] == 0:
+        raise MediaError(f"{p}: audio track is empty")
+    if problem:
+        warnings.warn(f"{p}: audio is truncated or corrupt ({problem})", RuntimeWarning, stacklevel=2)
+    if sr is not None and sr != rate:
+        wave, rate = resample_audio(wave, rate, sr), sr
+    return np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False), int(rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing (implemented in avatar3d.io._encode, imported lazily)
+
+
+def write_video(
+    path: PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float | Fraction,
+    audio: np.ndarray | None = None,
+    audio_sr: int | None = None,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+) -> Path:
+    """Encode RGB frames (+ optional audio) to ``path`` atomically; returns the path.
+
+    ``frames``: iterable of (H, W, 3) uint8 (or an (N, H, W, 3) array; (H, W) grey, bool and
+    float-in-[0, 1] frames are converted), all the same size; odd sizes are edge-padded to even.
+    Video: H.264 (libx264 with ``crf``/``preset``; else the build's h264 encoder, else mpeg4, with
+    a RuntimeWarning), yuv420p, frame k at t = k / fps. ``audio``: (T,), (T, C) or (C, T) samples at
+    ``audio_sr``, encoded AAC (mono, or stereo for 2 channels) from t = 0, zero-padded or trimmed to
+    exactly the video's duration and interleaved with it. Containers: .mp4 (faststart), .mov, .mkv.
+    The file is written to a hidden temp sibling and renamed into place; on any error (also
+    KeyboardInterrupt) the temp file is removed and an existing ``path`` is left untouched.
+    """
+    from avatar3d.io._encode import encode_video
+
+    return encode_video(Path(path), frames, fps, audio, audio_sr, crf=crf, preset=preset)
+
+
+def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:
+    """Write an image atomically; the format follows the extension (.png, .jpg, .bmp, .tif, .webp).
+
+    ``array``: (H, W) or (H, W, 1|3|4) uint8 (RGB order), bool (-> 0/255) or float in [0, 1].
+    JPEG drops alpha. Returns the path.
+    """
+    from avatar3d.io._encode import encode_image
+
+    return encode_image(Path(path), array, quality=quality)
+
+
+def write_audio(path: PathLike, wave: np.ndarray, sr: int) -> Path:
+    """Write audio atomically as 16-bit PCM .wav or .flac (e.g. a capture's ``audio.wav``).
+
+    ``wave``: (T,), (T, C) or (C, T) float in [-1, 1] (clipped) or integer samples; mono or stereo
+    is kept, more channels are averaged to mono. Returns the path.
+    """
+    from avatar3d.io._encode import encode_audio
+
+    return encode_audio(Path(path), wave, sr)
+
+
+# ---------------------------------------------------------------------------------------------
+# still images
+
+
+def read_image(path: PathLike, mode: str | None = "RGB") -> np.ndarray:
+    """Read an image as uint8, honouring EXIF orientation.
+
+    ``mode``: "RGB" -> (H, W, 3), "RGBA" -> (H, W, 4), "L" -> (H, W) grey, None -> as stored
+    ((H, W) for grey/palette-free single channel, (H, W, 3) or (H, W, 4) otherwise). 16-bit
+    images are scaled to 8 bits.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if mode not in (None, "RGB", "RGBA", "L"):
+        raise ValueError(f"mode must be 'RGB', 'RGBA', 'L' or None, got {mode!r}")
+    p = _check_input(path)
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if a.max() > 255 else 255.0
+                im = Image.fromarray(np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8), mode="L")
+            if mode is None:
+                if im.mode not in ("L", "RGB", "RGBA"):
+                    im = im.convert("RGBA" if ("A" in im.mode or "transparency" in im.info) else "RGB")
+            elif im.mode != mode:
+                im = im.convert(mode)
+            a = np.array(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaError(f"{p}: not a readable image ({_reason(e)})") from None
+    return a

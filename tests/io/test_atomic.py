@@ -1,0 +1,76 @@
+"""avatar3d.io.atomic: temp siblings, commit on success only, cleanup on any exception."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from avatar3d.io.atomic import atomic_dir, atomic_file
+
+
+def _names(d) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_atomic_dir_commits_on_success(tmp_path):
+    target = tmp_path / "capture"
+    with atomic_dir(target) as tmp:
+        assert tmp.is_dir() and tmp.parent == tmp_path and not target.exists()
+        assert re.fullmatch(r"\.capture\.tmp-[0-9a-f]+", tmp.name)
+        (tmp / "images").mkdir()
+        (tmp / "images" / "0.txt").write_text("x")
+    assert (target / "images" / "0.txt").read_text() == "x"
+    assert _names(tmp_path) == ["capture"]
+
+
+def test_atomic_dir_replaces_existing_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(ValueError), atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        raise ValueError("stage failed")
+    assert _names(target) == ["old.txt"] and _names(tmp_path) == ["out"]
+
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert _names(target) == ["new.txt"] and _names(tmp_path) == ["out"]
+
+
+def test_atomic_dir_cleans_up_on_keyboard_interrupt(tmp_path):
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "a" / "b") as tmp:
+        (tmp / "f").write_bytes(b"1")
+        raise KeyboardInterrupt
+    assert _names(tmp_path / "a") == []
+
+
+def test_atomic_file_commits_with_suffix_and_parents(tmp_path):
+    target = tmp_path / "deep" / "er" / "video.mp4"
+    with atomic_file(target) as tmp:
+        assert re.fullmatch(r"\.video\.mp4\.tmp-[0-9a-f]+\.mp4", tmp.name) and not tmp.exists()
+        tmp.write_bytes(b"data")
+    assert target.read_bytes() == b"data" and _names(target.parent) == ["video.mp4"]
+    with atomic_file(tmp_path / "x.json", suffix="") as tmp:
+        assert tmp.name.startswith(".x.json.tmp-") and tmp.suffix != ".json"
+        tmp.write_text("{}")
+    assert (tmp_path / "x.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_atomic_file_failure_keeps_existing_and_removes_temp(tmp_path, exc):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(exc), atomic_file(target) as tmp:
+        tmp.write_bytes(b"half-written")
+        raise exc()
+    assert target.read_bytes() == b"old" and _names(tmp_path) == ["model.safetensors"]
+
+
+def test_atomic_file_requires_the_body_to_write(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_file(tmp_path / "nothing.bin"):
+        pass
+    assert _names(tmp_path) == []
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError), atomic_file(tmp_path / "d"):
+        pass

@@ -209,6 +209,47 @@ class Avatar:
             raise FormatError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
         return cls(model, cfg, meta, track, bg)
 
+    # ------------------------------------------------------------------ export
+    @torch.no_grad()
+    def gaussians(self, audio_code: torch.Tensor | None = None, blink: float = 0.0, head_pose=None) -> dict:
+        """World-space Gaussians (numpy) for one audio code (None = the silent, neutral face)."""
+        code = audio_code if audio_code is not None else self._silence_code()
+        pose = None if head_pose is None else torch.as_tensor(head_pose, dtype=torch.float32)
+        gs = self.model.posed(code, torch.tensor([float(blink)]), pose)
+        return {k: gs[k].numpy() for k in ("means", "quats", "scales", "opacities", "colors")}
+
+    def _silence_code(self) -> torch.Tensor:
+        from .audio import frame_features
+
+        fps = float(self.meta["fps"])
+        wave = np.zeros(AUDIO_SR, np.float32)
+        feats = torch.as_tensor(frame_features(wave, AUDIO_SR, fps, window=int(self.meta.get("audio_window", 16))))
+        return self.model.audio(gather_windows(feats.float(), torch.tensor([len(feats) // 2]), self.model.cfg.smooth_window))[0]
+
+    def export_ply(self, path: str | Path, audio=None, sample_rate: int | None = None) -> list[Path]:
+        """Export standard 3DGS PLY: one file (neutral face) or, with ``audio``, one per frame into a directory."""
+        from .audio import frame_features, load_audio
+        from .io.atomic import atomic_dir
+        from .io.ply import write_gaussian_ply
+
+        path = Path(path)
+        if audio is None:
+            return [write_gaussian_ply(path, **self.gaussians())]
+        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=AUDIO_SR)
+        fps = float(self.meta["fps"])
+        n = int(len(wave) / AUDIO_SR * fps)
+        if n < 1:
+            raise Avatar3DError("the audio is too short for one frame")
+        feats = torch.as_tensor(frame_features(wave, AUDIO_SR, fps, n_frames=n, window=int(self.meta.get("audio_window", 16))))
+        out = []
+        with atomic_dir(path) as tmp:
+            for k in range(n):
+                with torch.no_grad():
+                    code = self.model.audio(gather_windows(feats.float(), torch.tensor([k]), self.model.cfg.smooth_window))[0]
+                out.append(write_gaussian_ply(Path(tmp) / f"frame_{k:06d}.ply", **self.gaussians(code)))
+            (Path(tmp) / "sequence.json").write_text(__import__("json").dumps({"fps": fps, "frames": n}))
+        return [path / p.name for p in out]
+
     # ------------------------------------------------------------------ cameras
     @property
     def rest_camera(self) -> Camera:

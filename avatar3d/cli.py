@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--blink", choices=["auto", "none", "track"], help="eye blinks")
     r.add_argument("--background", help="plate | white | black | green | #rrggbb")
 
+    e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
+    e.add_argument("avatar", help="avatar directory")
+    e.add_argument("-o", "--output", required=True, help="out.ply, or a directory with --audio")
+    e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory")
+
     d = sub.add_parser("demo", help="fit the built-in synthetic subject and render it with new audio")
     d.add_argument("-o", "--output", default="demo_out", help="output directory (default demo_out)")
     d.add_argument("--steps", type=int, help="training steps (default: the fast preset's)")
@@ -86,6 +91,14 @@ def _cmd_render(a) -> None:
     print(f"wrote {a.output}: {len(res)} frames {w}x{h} at {res.fps:g} fps in {time.time() - t0:.1f} s")
 
 
+def _cmd_export(a) -> None:
+    from .api import Avatar
+
+    av = Avatar.load(a.avatar)
+    files = av.export_ply(a.output, audio=a.audio)
+    print(f"wrote {len(files)} PLY file(s) to {a.output}")
+
+
 def _cmd_demo(a) -> None:
     from .demo import run_demo
 
@@ -97,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "demo": _cmd_demo}[args.cmd](args)
+        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

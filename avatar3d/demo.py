@@ -32,7 +32,7 @@ def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: in
     avatar.save(out / "avatar")
     t2 = time.time()
     log(f"[3/3] rendering new speech from an orbiting camera -> {out / 'demo.mp4'}")
-    wave = synth_speech(6.0, sr=16000, seed=7, voice=1.25)
+    wave = synth_speech(6.0, sr=16000, seed=7, voice="high")
     res = avatar.render((wave, 16000), camera="orbit", size=(size, size), pose="static")
     res.save(out / "demo.mp4")
     t3 = time.time()

@@ -47,7 +47,7 @@ def test_audio_drives_the_mouth(fitted_avatar):
     from avatar3d.synthetic import synth_speech
 
     a = synth_speech(3.0, sr=SR, seed=11)
-    b = synth_speech(3.0, sr=SR, seed=12, voice=1.3)
+    b = synth_speech(3.0, sr=SR, seed=12, voice="high")
     ra = fitted_avatar.render((a, SR), camera="capture", blink="none", progress=False)
     rb = fitted_avatar.render((b, SR), camera="capture", blink="none", progress=False)
     n = min(len(ra), len(rb))

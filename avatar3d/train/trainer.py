@@ -189,7 +189,8 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             g_opt.step()
         if deform:
             n_opt.step()
-        running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+        lv = float(loss.detach())
+        running = lv if running is None else 0.95 * running + 0.05 * lv
         if (
             t.densify_every > 0
             and step > 0

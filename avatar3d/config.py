@@ -69,8 +69,11 @@ class TrainConfig:
     lip_weight: float = 4.0  # extra L1 weight inside the mouth box
     lambda_mask: float = 0.05  # alpha vs person-mask loss
     lambda_offset: float = 1e-3  # L1 on deformation offsets
-    densify_every: int = 200
-    densify_until: float = 0.6  # fraction of steps
+    lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
+    audio_batch: int = 16  # frames per step for that auxiliary loss
+    mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
+    densify_every: int = 100
+    densify_until: float = 0.85  # fraction of steps (densification runs in the stages that train the Gaussians)
     densify_fraction: float = 0.05  # share of Gaussians cloned at each densification
     prune_opacity: float = 0.01
     checkpoint_every: int = 500

@@ -44,6 +44,8 @@ class GaussianAvatar(nn.Module):
         self.mouth_deform = DeformationField(
             cfg.audio_dim, 1, max(16, cfg.hidden // 2), max(2, cfg.pe_freqs // 2), max_offset=cfg.max_offset
         )
+        # auxiliary read-out: the audio code must carry the tracked mouth opening (training only)
+        self.mouth_readout = nn.Linear(cfg.audio_dim, 2)
         self.deform_enabled = True
 
     # ------------------------------------------------------------------ building

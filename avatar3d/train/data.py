@@ -51,6 +51,7 @@ class TrainData:
     head_poses: Tensor  # (T, 4, 4) head -> world (= rest head space)
     features: Tensor  # (T, W, M) audio features
     blink: Tensor  # (T,)
+    mouth: Tensor  # (T, 2) tracked mouth opening and jaw opening, each scaled to [0, 1]
     mouth_boxes: Tensor  # (T, 4) x0, y0, x1, y1 in training pixels
     train_idx: np.ndarray
     test_idx: np.ndarray
@@ -96,6 +97,12 @@ class TrainData:
         blink = np.asarray(getattr(cs, "blink", np.zeros(T)), np.float32)
         if blink.ndim == 2:
             blink = blink.mean(1)
+        mouth = []
+        for key in ("mouth_open", "jaw_open"):
+            v = np.asarray(getattr(cs, key, np.zeros(T)), np.float64).reshape(T)
+            v = np.nan_to_num(v)
+            lo, hi = np.percentile(v, 2), np.percentile(v, 98)
+            mouth.append(np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1))
         f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         return cls(
             images=torch.from_numpy(images),
@@ -108,6 +115,7 @@ class TrainData:
             head_poses=f32(D),
             features=f32(feats),
             blink=f32(blink),
+            mouth=f32(np.stack(mouth, 1)),
             mouth_boxes=f32(boxes),
             train_idx=np.arange(0, T - n_hold),
             test_idx=np.arange(T - n_hold, T),

@@ -174,11 +174,17 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     steps = range(start, t.steps)
     it = steps if progress is None else progress(steps, "training")
     running = None
+    w = 1.0 + t.mouth_sampling * data.mouth[data.train_idx, 0].numpy()
+    sample_p = w / w.sum()
     for step in it:
         deform = step >= s_static
         train_canon = step < s_static or step >= s_audio
-        i = int(rng.choice(data.train_idx))
+        i = int(rng.choice(data.train_idx, p=sample_p))
         loss, _ = frame_loss(model, data, i, cfg, nose_y, deform)
+        if t.lambda_audio > 0:
+            j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
+            pred = torch.sigmoid(model.mouth_readout(model.audio_code(data.features, j)))
+            loss = loss + t.lambda_audio * torch.nn.functional.mse_loss(pred, data.mouth[j])
         g_opt.zero_grad(set_to_none=True)
         n_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,8 +193,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             acc_count += 1
         if train_canon:
             g_opt.step()
-        if deform:
-            n_opt.step()
+        n_opt.step()  # the audio encoder learns from the auxiliary loss from the start
         lv = float(loss.detach())
         running = lv if running is None else 0.95 * running + 0.05 * lv
         if (

@@ -202,7 +202,8 @@ class Avatar:
             cfg = AvatarConfig.from_dict(yaml.safe_load(cfg_text) or {}, where=f"{path}/config.yaml")
         except ConfigError as e:
             raise FormatError(str(e)) from None
-        model = GaussianAvatar(cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]))
+        n_expr = int(state["expr_basis"].shape[0]) if "expr_basis" in state else 16
+        model = GaussianAvatar(cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]), n_expr=n_expr)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | demo``.
+"""Command line: ``avatar3d capture | fit | render | demo | eval``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -56,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="demo_out", help="output directory (default demo_out)")
     d.add_argument("--steps", type=int, help="training steps (default: the fast preset's)")
     d.add_argument("--seconds", type=float, default=8.0, help="length of the training video")
+
+    e = sub.add_parser(
+        "eval", help="score an avatar on a held-out clip: PSNR, SSIM, LPIPS, LMD, sync, views"
+    )
+    e.add_argument("avatar", help="avatar directory")
+    e.add_argument("--video", required=True, help="held-out video (or CaptureSet directory)")
+    e.add_argument("-o", "--output", required=True, help="report .json (plots go to <name>_plots.png)")
+    e.add_argument("--heldout-only", action="store_true",
+                   help="VIDEO is the training clip: score only its held-out last 1/11")
+    e.add_argument("--max-frames", type=int, help="score at most this many held-out frames")
+    e.add_argument("--size", type=int, default=512, help="comparison size in pixels (default 512)")
+    e.add_argument("--crop", choices=["head", "full"], default="head", help="head crop or full frame")
+    e.add_argument("--lpips-weights", help="local LPIPS weights file (never downloaded)")
+    e.add_argument("--syncnet-weights", help="local SyncNet (syncnet_v2.model) weights file")
+    e.add_argument("--truth", help="synthetic-subject truth .npz: compare novel views with ground truth")
+    e.add_argument("--no-views", action="store_true", help="skip the view-consistency sweep")
     return p
 
 
@@ -105,12 +121,46 @@ def _cmd_demo(a) -> None:
     run_demo(Path(a.output), steps=a.steps, seconds=a.seconds)
 
 
+def _cmd_eval(a) -> None:
+    from .api import Avatar
+    from .errors import Avatar3DError
+    from .eval import evaluate_avatar, write_report
+
+    if not Path(a.avatar).exists():
+        raise Avatar3DError(f"avatar directory not found: {a.avatar}")
+    if not Path(a.video).exists():
+        raise Avatar3DError(f"held-out video not found: {a.video}")
+    if a.max_frames is not None and a.max_frames < 1:
+        raise Avatar3DError(f"--max-frames must be positive, got {a.max_frames}")
+    for flag, f in (("--lpips-weights", a.lpips_weights), ("--syncnet-weights", a.syncnet_weights),
+                    ("--truth", a.truth)):
+        if f and not Path(f).is_file():
+            raise Avatar3DError(f"{flag} file not found: {f}")
+    if Path(a.output).is_dir():
+        raise Avatar3DError(f"output {a.output} is a directory; give a .json file name")
+    truth = None
+    if a.truth:
+        from .synthetic import SyntheticTruth
+
+        truth = SyntheticTruth.load(a.truth)
+    t0 = time.time()
+    av = Avatar.load(a.avatar)
+    rep = evaluate_avatar(av, a.video, max_frames=a.max_frames, size=a.size, heldout_only=a.heldout_only,
+                          crop=a.crop, lpips_weights=a.lpips_weights, syncnet_weights=a.syncnet_weights,
+                          views=not a.no_views, truth=truth, keep_samples=4, log=print)
+    js, png = write_report(rep, a.output)
+    m = rep["metrics"]
+    print(f"wrote {js} and {png} in {time.time() - t0:.1f} s: PSNR {m['psnr']} dB, SSIM {m['ssim']}, "
+          f"LMD {m['lmd']}, LPIPS {m['lpips']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import Avatar3DError
 
     args = _parser().parse_args(argv)
     try:
-        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo}[args.cmd](args)
+        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
+         "eval": _cmd_eval}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

@@ -47,8 +47,12 @@ def write_avatar_dir(
         m = dict(meta, format=FORMAT_NAME, version=FORMAT_VERSION)
         (tmp / "avatar.json").write_text(json.dumps(m, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors"))
-        save_file({k: v.detach().contiguous().cpu() for k, v in track.items()}, str(tmp / "track.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "model.safetensors")
+        )
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in track.items()}, str(tmp / "track.safetensors")
+        )
         ok = cv2.imwrite(str(tmp / "background.png"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR))
         if not ok:
             raise FormatError(f"could not write the background plate into {path}")
@@ -74,7 +78,9 @@ def read_avatar_dir(path: str | Path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{path} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')")
     if meta.get("version") != FORMAT_VERSION:
-        raise FormatError(f"{path}: avatar format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})")
+        raise FormatError(
+            f"{path}: avatar format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})"
+        )
     for key in ("width", "height", "K", "rest_viewmat", "fps", "n_mels"):
         if key not in meta:
             raise FormatError(f"{path / 'avatar.json'} lacks the key '{key}'")
@@ -89,7 +95,9 @@ def read_avatar_dir(path: str | Path):
     n = state["means"].shape[0]
     for key in ("log_scales", "quats", "opacity_logits", "color_logits", "group"):
         if state[key].shape[0] != n:
-            raise FormatError(f"{path / 'model.safetensors'}: '{key}' has {state[key].shape[0]} rows, expected {n}")
+            raise FormatError(
+                f"{path / 'model.safetensors'}: '{key}' has {state[key].shape[0]} rows, expected {n}"
+            )
     for key in ("head_poses", "blink"):
         if key not in track:
             raise FormatError(f"{path / 'track.safetensors'} lacks the tensor '{key}'")

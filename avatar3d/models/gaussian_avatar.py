@@ -30,7 +30,7 @@ def _logit(x: Tensor) -> Tensor:
 class GaussianAvatar(nn.Module):
     """Canonical Gaussians + audio motion. Build with :meth:`from_init` or load a state dict."""
 
-    def __init__(self, cfg: ModelConfig, n: int, n_mels: int = 80):
+    def __init__(self, cfg: ModelConfig, n: int, n_mels: int = 80, n_expr: int = 16):
         super().__init__()
         self.cfg = cfg
         self.means = nn.Parameter(torch.zeros(n, 3))
@@ -46,12 +46,26 @@ class GaussianAvatar(nn.Module):
         )
         # auxiliary read-out: the audio code must carry the tracked mouth opening (training only)
         self.mouth_readout = nn.Linear(cfg.audio_dim, 2)
+        # audio (+ blink) -> the capture's expression coefficients; the landmark motion they imply
+        # is carried to the Gaussians by inverse-distance weights (an explicit, mesh-like prior)
+        self.expr_dim = n_expr
+        self.expr_head = nn.Sequential(nn.Linear(cfg.audio_dim + 1, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, n_expr))
+        self.register_buffer("landmarks", torch.zeros(478, 3))  # canonical landmarks, head space
+        self.register_buffer("expr_basis", torch.zeros(n_expr, 478, 3))
+        self.register_buffer("expr_mean", torch.zeros(478, 3))
         self.deform_enabled = True
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_init(cls, cfg: ModelConfig, init: dict[str, Tensor], n_mels: int = 80) -> "GaussianAvatar":
-        m = cls(cfg, init["means"].shape[0], n_mels)
+    def from_init(
+        cls, cfg: ModelConfig, init: dict[str, Tensor], n_mels: int = 80, expression: dict[str, Tensor] | None = None
+    ) -> "GaussianAvatar":
+        n_expr = 16 if expression is None else expression["basis"].shape[0]
+        m = cls(cfg, init["means"].shape[0], n_mels, n_expr)
+        if expression is not None:
+            m.landmarks.copy_(expression["landmarks"])
+            m.expr_basis.copy_(expression["basis"])
+            m.expr_mean.copy_(expression["mean"])
         with torch.no_grad():
             m.means.copy_(init["means"])
             m.log_scales.copy_(torch.log(init["scales"].clamp(min=1e-6)))
@@ -77,13 +91,42 @@ class GaussianAvatar(nn.Module):
         """Smoothed audio codes (B, A) for frame indices into ``features`` (T, W, M)."""
         return self.audio(gather_windows(features, index, self.cfg.smooth_window))
 
+    # ------------------------------------------------------------------ expression
+    def predict_expression(self, audio: Tensor, eye: Tensor) -> Tensor:
+        """(..., A) audio codes + (..., 1) blink -> (..., E) expression coefficients."""
+        return self.expr_head(torch.cat([audio, eye], dim=-1))
+
+    @torch.no_grad()
+    def _binding(self, x: Tensor, k: int = 4, falloff: float = 0.02) -> tuple[Tensor, Tensor]:
+        """Nearest-landmark indices (N, k) and weights (N, k) for canonical positions x (N, 3)."""
+        d = torch.cdist(x, self.landmarks)  # (N, 478)
+        dk, ik = torch.topk(d, k, dim=1, largest=False)
+        w = 1.0 / (dk + 1e-3) ** 2
+        w = w / w.sum(1, keepdim=True) * torch.exp(-((dk[:, :1] / falloff) ** 2))
+        return ik, w
+
+    def expression_offsets(self, x: Tensor, coeffs: Tensor) -> Tensor:
+        """Per-Gaussian offsets (N, 3) carried from the landmark motion of ``coeffs`` (E,)."""
+        disp = self.expr_mean + torch.einsum("e,eld->ld", coeffs, self.expr_basis)  # (478, 3)
+        ik, w = self._binding(x.detach())
+        return (disp[ik] * w[..., None]).sum(1)
+
     # ------------------------------------------------------------------ posing
-    def posed(self, audio: Tensor, eye: Tensor, head_pose: Tensor | None = None, deform: bool | None = None):
+    def posed(
+        self,
+        audio: Tensor,
+        eye: Tensor,
+        head_pose: Tensor | None = None,
+        deform: bool | None = None,
+        expression: Tensor | None = None,
+    ):
         """World-space Gaussians for one frame.
 
         Args:
             audio: (A,) audio code; eye: (1,) blink amount in [0, 1].
             head_pose: (4, 4) head -> world transform (None = identity).
+            expression: (E,) expression coefficients (the tracked ones while training); None means
+                predicted from audio and blink when the deformation is on.
         Returns:
             dict with means (N, 3), quats (N, 4), scales (N, 3), opacities (N,), colors (N, 3), and
             the raw offsets ``d_pos`` (N, 3) plus attention maps for regularisation.
@@ -94,6 +137,11 @@ class GaussianAvatar(nn.Module):
         moving = head | mouth
         out: dict[str, Tensor] = {}
         use_deform = self.deform_enabled if deform is None else deform
+        if expression is not None or use_deform:
+            if expression is None:
+                expression = self.predict_expression(audio, eye)
+            mi_all = torch.nonzero(moving).squeeze(1)
+            means = means.index_add(0, mi_all, self.expression_offsets(means[mi_all], expression))
         if use_deform:
             d_pos = torch.zeros_like(means)
             d_rot = torch.zeros_like(quats)

@@ -52,6 +52,7 @@ class TrainData:
     features: Tensor  # (T, W, M) audio features
     blink: Tensor  # (T,)
     mouth: Tensor  # (T, 2) tracked mouth opening and jaw opening, each scaled to [0, 1]
+    expression: Tensor  # (T, E) tracked expression coefficients (unit variance)
     mouth_boxes: Tensor  # (T, 4) x0, y0, x1, y1 in training pixels
     train_idx: np.ndarray
     test_idx: np.ndarray
@@ -116,6 +117,7 @@ class TrainData:
             features=f32(feats),
             blink=f32(blink),
             mouth=f32(np.stack(mouth, 1)),
+            expression=f32(np.nan_to_num(np.asarray(cs.expression, np.float64))),
             mouth_boxes=f32(boxes),
             train_idx=np.arange(0, T - n_hold),
             test_idx=np.arange(T - n_hold, T),

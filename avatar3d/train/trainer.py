@@ -66,15 +66,23 @@ def build_model(cfg: AvatarConfig, cs, data: TrainData) -> GaussianAvatar:
     )
     m = cfg.model
     init = initial_gaussians(inp, m.n_head, m.n_mouth, m.n_torso, seed=cfg.train.seed)
-    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1])
+    expression = {
+        "landmarks": torch.as_tensor(np.asarray(cs.canonical_landmarks), dtype=torch.float32),
+        "basis": torch.as_tensor(np.asarray(cs.expression_basis), dtype=torch.float32),
+        "mean": torch.as_tensor(np.asarray(cs.expression_mean), dtype=torch.float32),
+    }
+    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1], expression=expression)
 
 
-def frame_loss(model: GaussianAvatar, data: TrainData, i: int, cfg: AvatarConfig, nose_y: float, deform: bool):
-    """Loss and rendered image of training frame i."""
+def frame_loss(
+    model: GaussianAvatar, data: TrainData, i: int, cfg: AvatarConfig, nose_y: float, deform: bool, teacher: bool = True
+):
+    """Loss and rendered image of training frame i (``teacher``: drive it with the tracked expression)."""
     t = cfg.train
     audio = model.audio_code(data.features, i)[0]
     eye = data.blink[i : i + 1]
-    gs = model.posed(audio, eye, data.head_poses[i], deform=deform)
+    expr = data.expression[i] if teacher else None
+    gs = model.posed(audio, eye, data.head_poses[i], deform=deform, expression=expr)
     out = model.render(gs, data.rest_viewmat[None], data.K[None], data.width, data.height, data.plate[None])
     pred = out.colors[0]
     gt = data.image(i)
@@ -180,11 +188,16 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         deform = step >= s_static
         train_canon = step < s_static or step >= s_audio
         i = int(rng.choice(data.train_idx, p=sample_p))
-        loss, _ = frame_loss(model, data, i, cfg, nose_y, deform)
+        teacher = step < s_audio or rng.random() < 0.5
+        loss, _ = frame_loss(model, data, i, cfg, nose_y, deform, teacher)
         if t.lambda_audio > 0:
             j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
-            pred = torch.sigmoid(model.mouth_readout(model.audio_code(data.features, j)))
-            loss = loss + t.lambda_audio * torch.nn.functional.mse_loss(pred, data.mouth[j])
+            code = model.audio_code(data.features, j)
+            pred = torch.sigmoid(model.mouth_readout(code))
+            expr = model.predict_expression(code, data.blink[j][:, None])
+            loss = loss + t.lambda_audio * (
+                torch.nn.functional.mse_loss(pred, data.mouth[j]) + torch.nn.functional.mse_loss(expr, data.expression[j])
+            )
         g_opt.zero_grad(set_to_none=True)
         n_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -106,9 +106,19 @@ class GaussianAvatar(nn.Module):
         return ik, w
 
     def expression_offsets(self, x: Tensor, coeffs: Tensor) -> Tensor:
-        """Per-Gaussian offsets (N, 3) carried from the landmark motion of ``coeffs`` (E,)."""
+        """Per-Gaussian offsets (N, 3) carried from the landmark motion of ``coeffs`` (E,).
+
+        The nearest-landmark binding is cached and refreshed every 25 calls while training (the
+        canonical Gaussians drift slowly) and whenever the number of Gaussians changes.
+        """
         disp = self.expr_mean + torch.einsum("e,eld->ld", coeffs, self.expr_basis)  # (478, 3)
-        ik, w = self._binding(x.detach())
+        cache = getattr(self, "_bind_cache", None)
+        calls = getattr(self, "_bind_calls", 0)
+        self._bind_calls = calls + 1
+        if cache is None or cache[0].shape[0] != x.shape[0] or (self.training and calls % 25 == 0):
+            cache = self._binding(x.detach())
+            self._bind_cache = cache
+        ik, w = cache
         return (disp[ik] * w[..., None]).sum(1)
 
     # ------------------------------------------------------------------ posing

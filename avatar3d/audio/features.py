@@ -135,6 +135,10 @@ def _step_centres(n_samples: int) -> np.ndarray:
     return np.arange(1 + n_samples // HOP, dtype=np.int64) * HOP  # (n_steps,)
 
 
+SILENCE_RMS = 1e-4  # whole-clip RMS (about -80 dBFS) below which a clip counts as silent
+SILENT_VALUE = -0.8  # normalised value of silence: pauses in normalised speech land near -0.7 .. -0.85
+
+
 def _to_db(power: np.ndarray, peak: float) -> np.ndarray:
     floor = max(_ABS_FLOOR, peak * 10.0 ** (-_TOP_DB / 10.0))
     return (10.0 * np.log10(np.maximum(power, floor))).astype(np.float32)
@@ -185,6 +189,10 @@ def frame_features(
     steps = _step_centres(w16.shape[0])
     reg = mel_power_at(w16, steps)  # (n_steps, 80) regular grid: statistics and floor
     peak = float(reg.max())
+    if n_frames and float(np.sqrt(np.mean(w16.astype(np.float64) ** 2))) < SILENCE_RMS:
+        # An (almost) silent clip has no utterance statistics: normalising it would make silence
+        # look like average speech. Give it the value pauses take in normal speech instead.
+        return np.full((int(n_frames), int(window), N_MELS), SILENT_VALUE, np.float32)
     reg_db = _to_db(reg, peak)
     mean = reg_db.mean(axis=0)  # (80,)
     std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)  # (80,)

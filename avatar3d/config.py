@@ -114,16 +114,7 @@ class AvatarConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "AvatarConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        return cls.from_dict(data, where=str(p))
+        return cls.from_dict(_read_yaml(Path(path)), where=str(path))
 
     @classmethod
     def preset_config(cls, name: str) -> "AvatarConfig":
@@ -137,6 +128,19 @@ class AvatarConfig:
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping, or a one-line ConfigError naming the file."""
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return data
 
 
 def preset_dict(name: str) -> dict[str, Any]:
@@ -218,15 +222,7 @@ def load_config(config: "AvatarConfig | str | Path | dict | None", preset: str |
     if isinstance(config, dict):
         data = dict(config)
     else:
-        p = Path(config)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = _read_yaml(Path(config))
     if preset is not None:
         data["preset"] = preset
     return AvatarConfig.from_dict(data)

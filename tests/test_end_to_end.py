@@ -65,8 +65,6 @@ def test_audio_drives_the_mouth(fitted_avatar):
     assert ratio > 3.0, f"mouth/other-face difference ratio only {ratio:.2f}"
 
 
-@pytest.mark.xfail(reason="measured 0.091 inner-lip gap in silence before the silent-clip feature fix (closed "
-                   "truth: 0.002, open: 0.22); not yet re-measured after it", strict=False)
 def test_silence_keeps_the_mouth_closed(fitted_avatar):
     from avatar3d.synthetic import synth_speech
 

@@ -310,10 +310,10 @@ def evaluate_avatar(
             det_p = stack.enter_context(FaceLandmarker(max_num_faces=1))
             det_g = stack.enter_context(FaceLandmarker(max_num_faces=1))
             frames_iter = _real_frames(clip)
-            if progress:
+            if progress:  # a bar over a range: the frames stay a lazy stream
                 from ..progress import track
 
-                frames_iter = track(frames_iter, "evaluating")
+                frames_iter = (f for _, f in zip(track(range(n), "evaluating"), frames_iter))
             for i, real in frames_iter:
                 k = pos[i]
                 box = boxes[k]

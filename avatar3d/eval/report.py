@@ -99,7 +99,7 @@ def plot_report(report: dict, path: str | Path) -> Path:
         xlabel="lag L (frames; + = mouth after sound)",
         ylabel="correlation",
         title="mouth opening vs audio envelope (ours, not SyncNet)"
-        + (f"; avatar/real mouth motion {ratio:.2f}" if isinstance(ratio, float) else ""),
+        + (f"\navatar/real mouth-motion ratio {ratio:.2f}" if isinstance(ratio, float) else ""),
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -151,9 +151,11 @@ def plot_report(report: dict, path: str | Path) -> Path:
         ax.set_title(f"frame {s['index']}: real | avatar | 3×|diff|", fontsize=8)
         ax.set_axis_off()
     m = report.get("metrics", {})
+    lp = m.get("lpips")
+    lp = f"{lp:.4f}" if isinstance(lp, float) else "not computed"
     fig.suptitle(
-        f"avatar3d eval — PSNR {m.get('psnr')} dB, SSIM {m.get('ssim')}, LPIPS {m.get('lpips')}, "
-        f"LMD {m.get('lmd')}"[:160],
+        f"avatar3d eval — {prot.get('region', '')}: PSNR {m.get('psnr')} dB, SSIM {m.get('ssim')}, "
+        f"LPIPS {lp}, LMD {m.get('lmd')} px",
         fontsize=11,
     )
     fig.tight_layout()

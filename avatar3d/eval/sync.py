@@ -24,6 +24,7 @@ script, so its numbers are indicative, not directly comparable with published ta
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,9 @@ import numpy as np
 from ..capture.topology import INNER_LIP_PAIRS
 
 MAX_LAG = 5
+MIN_MOUTH_STD = (
+    0.01  # real mouth-opening std (fraction of the inter-ocular distance) below which it is "still"
+)
 EYE_OUTER = (33, 263)
 
 
@@ -158,24 +162,26 @@ def shuffled_baseline(
     runs = [av_sync(mouth, shuffle_segments(a, seg, rng), max_lag) for _ in range(max(1, n_perm))]
     if "reason" in runs[0].extra:  # constant signal: nothing to shuffle
         return runs[0]
-    curves = np.array([r.corr for r in runs])
-    peaks = np.array([r.peak for r in runs])
-    confs = np.array([r.confidence for r in runs])
+    curves = np.array([r.corr for r in runs])  # (P, 2N+1), NaN where a lag has too few frames
     offs = [r.offset for r in runs if r.offset is not None]
     off = int(np.bincount(np.array(offs) + max_lag).argmax() - max_lag) if offs else None
-    with np.errstate(invalid="ignore"):
-        mean_curve = np.nanmean(curves, 0) if np.isfinite(curves).any() else curves[0]
+    with warnings.catch_warnings():  # all-NaN columns (very short clips) stay NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_curve = np.nanmean(curves, 0)
+        peak = float(np.nanmean([r.peak for r in runs]))
+        confs = np.array([r.confidence for r in runs])
+        conf, conf_std = float(np.nanmean(confs)), float(np.nanstd(confs))
     return SyncResult(
         off,
-        float(np.nanmean(peaks)),
-        float(np.nanmean(confs)),
+        peak,
+        conf,
         runs[0].lags,
         mean_curve,
         runs[0].frames,
         {
             "segment_frames": seg,
             "permutations": len(runs),
-            "confidence_std": round(float(np.nanstd(confs)), 5),
+            "confidence_std": round(conf_std, 5) if np.isfinite(conf_std) else None,
         },
     )
 
@@ -185,7 +191,8 @@ def sync_report(
 ) -> dict:
     """Our measure for the avatar, the ground-truth video (ceiling) and shuffled audio (chance), plus
     ``mouth_motion_ratio`` = std of the avatar's mouth opening / std of the real one (correlation is
-    blind to amplitude: 1 = as much mouth motion as the real speaker)."""
+    blind to amplitude: 1 = as much mouth motion as the real speaker; None when the real mouth's std is
+    below :data:`MIN_MOUTH_STD`, i.e. it does not move)."""
     out = {
         "measure": "mouth-opening / audio-envelope correlation over a ±lag search (ours; not SyncNet)",
         "definition": (
@@ -203,8 +210,10 @@ def sync_report(
             np.nanstd(a) if np.isfinite(a).any() else np.nan,
             np.nanstd(g) if np.isfinite(g).any() else np.nan,
         )
-        # correlation ignores amplitude: a mouth that barely moves can still correlate
-        out["mouth_motion_ratio"] = round(float(sa / sg), 4) if np.isfinite(sa / sg) and sg > 1e-9 else None
+        # correlation ignores amplitude: a mouth that barely moves can still correlate. Undefined when the
+        # real mouth hardly moves (silence): its std is then landmark noise.
+        ok = np.isfinite(sa) and np.isfinite(sg) and sg >= MIN_MOUTH_STD
+        out["mouth_motion_ratio"] = round(float(sa / sg), 4) if ok else None
     return out
 
 

@@ -48,6 +48,26 @@ class ModelConfig:
     audio_window: int = 16  # mel steps per video frame (must match the capture features)
     smooth_window: int = 8  # neighbouring frames mixed by the learned temporal attention
     max_offset: float = 0.02  # metres; bound of the predicted position offsets (tanh)
+    # spatial encoding of the canonical position in the deformation field: "hashgrid" (multi-resolution
+    # 3D hash grid), "triplane" (three 2D hash grids, ER-NeRF style) or "frequency" (sin/cos, pe_freqs
+    # octaves; what avatars saved before this key existed were trained with, and load as)
+    encoding: str = "hashgrid"
+    grid_levels: int = 16  # hash grid levels, geometric from grid_base_res to grid_max_res
+    grid_features: int = 2  # features per level (1, 2, 4 or 8)
+    grid_log2_table: int = 14  # log2 of the entries per level (a coarse level that fits is dense)
+    grid_base_res: int = 16  # cells across the grid box at the coarsest level
+    grid_max_res: int = 512  # cells across the grid box at the finest level
+    grid_bound: float = 0.18  # metres; the grid covers the head-space cube [-bound, bound]^3
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("hashgrid", "triplane", "frequency"):
+            raise ConfigError(f"model.encoding must be hashgrid, triplane or frequency, got {self.encoding!r}")
+        if self.grid_features not in (1, 2, 4, 8):
+            raise ConfigError(f"model.grid_features must be 1, 2, 4 or 8, got {self.grid_features}")
+        if self.grid_levels < 1 or self.grid_base_res < 2 or self.grid_max_res < self.grid_base_res:
+            raise ConfigError("model.grid_levels must be >= 1 and 2 <= grid_base_res <= grid_max_res")
+        if not 8 <= self.grid_log2_table <= 24:
+            raise ConfigError(f"model.grid_log2_table must be in 8..24, got {self.grid_log2_table}")
 
 
 @dataclass

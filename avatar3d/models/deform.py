@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .encoding import SpatialEncoding, positional_encoding  # noqa: F401  (re-exported)
+
 
 class AudioEncoder(nn.Module):
     """(B, W, M) log-mel windows -> (B, A) audio codes."""
@@ -54,16 +56,13 @@ class TemporalSmoother(nn.Module):
         return torch.einsum("bs,bsa->ba", w, codes)
 
 
-def positional_encoding(x: Tensor, n_freqs: int, scale: float) -> Tensor:
-    """(N, 3) -> (N, 3 + 6 * n_freqs) sin/cos features of ``x / scale``."""
-    xs = x / scale
-    freqs = (2.0 ** torch.arange(n_freqs, device=x.device, dtype=x.dtype)) * math.pi
-    ang = xs[..., None] * freqs  # (N, 3, F)
-    return torch.cat([xs, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=-1)
-
-
 class DeformationField(nn.Module):
     """Per-Gaussian offsets from canonical position, audio code and eye code.
+
+    The canonical position goes through a spatial encoding (multi-resolution hash grid, tri-plane
+    hash grids, or the older sin/cos encoding) and a small MLP to a per-point feature ``f``; ``f``
+    decides (region attention, a sigmoid gate per channel) how much of each audio channel and of the
+    eye code the point listens to; a head MLP maps ``[f, gated audio, gated eye]`` to offsets.
 
     forward(x (N, 3), audio (A,), eye (E,)) -> (d_pos (N, 3), d_rot (N, 4) wxyz delta, d_log_scale (N, 3),
     audio_attention (N,), eye_attention (N,))
@@ -77,12 +76,14 @@ class DeformationField(nn.Module):
         pe_freqs: int = 6,
         extent: float = 0.12,
         max_offset: float = 0.02,
+        encoding: SpatialEncoding | None = None,
     ):
         super().__init__()
         self.pe_freqs = pe_freqs
         self.extent = extent
         self.max_offset = max_offset
-        d_in = 3 + 6 * pe_freqs
+        self.encoding = encoding if encoding is not None else SpatialEncoding("frequency", pe_freqs=pe_freqs, pe_scale=extent)
+        d_in = self.encoding.out_dim
         self.spatial = nn.Sequential(
             nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
@@ -95,7 +96,7 @@ class DeformationField(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x: Tensor, audio: Tensor, eye: Tensor):
-        f = self.spatial(positional_encoding(x, self.pe_freqs, self.extent))  # (N, H)
+        f = self.spatial(self.encoding(x))  # (N, H)
         a_att = torch.sigmoid(self.audio_att(f))  # (N, A)
         e_att = torch.sigmoid(self.eye_att(f))  # (N, E)
         a = a_att * audio[None, :]

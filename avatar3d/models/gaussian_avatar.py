@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..render.rasterize import RenderOutput, rasterize
 from .deform import AudioMotion, DeformationField, gather_windows
+from .encoding import SpatialEncoding
 from .geometry import quat_multiply, rotmat_to_quat
 from .init import HEAD, MOUTH, TORSO
 
@@ -25,6 +26,37 @@ PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
 def _logit(x: Tensor) -> Tensor:
     x = x.clamp(1e-4, 1 - 1e-4)
     return torch.log(x / (1 - x))
+
+
+def _encoding(cfg: ModelConfig, kind: str, mouth: bool) -> SpatialEncoding:
+    """The spatial encoding of the face (or, smaller, the mouth-interior) deformation field."""
+    if kind == "frequency":
+        freqs = max(2, cfg.pe_freqs // 2) if mouth else cfg.pe_freqs
+        return SpatialEncoding("frequency", pe_freqs=freqs, pe_scale=0.12)
+    levels, log2_table, max_res = cfg.grid_levels, cfg.grid_log2_table, cfg.grid_max_res
+    if mouth:  # a few hundred Gaussians that move almost as one: a coarse, small grid
+        levels, log2_table, max_res = max(2, levels // 2), min(log2_table, 12), max(cfg.grid_base_res, max_res // 4)
+    return SpatialEncoding(
+        kind,
+        bound=cfg.grid_bound,
+        levels=levels,
+        features=cfg.grid_features,
+        log2_table=log2_table,
+        base_res=cfg.grid_base_res,
+        max_res=max_res,
+    )
+
+
+def encoding_of_state(state: dict) -> str | None:
+    """The spatial encoding a saved state dict was trained with (None when it holds no deformation field)."""
+    keys = [k for k in state if k.startswith("deform.")]
+    if not keys:
+        return None
+    if any(k.startswith("deform.encoding.grid.") for k in keys):
+        return "hashgrid"
+    if any(k.startswith("deform.encoding.planes.") for k in keys):
+        return "triplane"
+    return "frequency"
 
 
 class GaussianAvatar(nn.Module):
@@ -40,10 +72,7 @@ class GaussianAvatar(nn.Module):
         self.color_logits = nn.Parameter(torch.zeros(n, 3))
         self.register_buffer("group", torch.zeros(n, dtype=torch.int64))
         self.audio = AudioMotion(n_mels, cfg.audio_window, cfg.audio_dim, cfg.smooth_window)
-        self.deform = DeformationField(cfg.audio_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset)
-        self.mouth_deform = DeformationField(
-            cfg.audio_dim, 1, max(16, cfg.hidden // 2), max(2, cfg.pe_freqs // 2), max_offset=cfg.max_offset
-        )
+        self._build_deform(cfg.encoding)
         # auxiliary read-out: the audio code must carry the tracked mouth opening (training only)
         self.mouth_readout = nn.Linear(cfg.audio_dim, 2)
         # audio (+ blink) -> the capture's expression coefficients; the landmark motion they imply
@@ -56,6 +85,34 @@ class GaussianAvatar(nn.Module):
         self.deform_enabled = True
 
     # ------------------------------------------------------------------ building
+    def _build_deform(self, kind: str) -> None:
+        """(Re)create the face and mouth deformation fields with spatial encoding ``kind``."""
+        cfg = self.cfg
+        self.deform = DeformationField(
+            cfg.audio_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset, encoding=_encoding(cfg, kind, False)
+        )
+        self.mouth_deform = DeformationField(
+            cfg.audio_dim,
+            1,
+            max(16, cfg.hidden // 2),
+            max(2, cfg.pe_freqs // 2),
+            max_offset=cfg.max_offset,
+            encoding=_encoding(cfg, kind, True),
+        )
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, but an avatar saved with another spatial encoding than ``cfg.encoding``
+        (avatars saved before the key existed used "frequency") rebuilds its deformation fields with
+        the saved one first, and ``cfg.encoding`` is set to it."""
+        kind = encoding_of_state(state_dict)
+        if kind is not None and kind != self.deform.encoding.kind:
+            dev = self.means.device
+            self._build_deform(kind)
+            self.deform.to(dev)
+            self.mouth_deform.to(dev)
+            self.cfg.encoding = kind
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @classmethod
     def from_init(
         cls, cfg: ModelConfig, init: dict[str, Tensor], n_mels: int = 80, expression: dict[str, Tensor] | None = None

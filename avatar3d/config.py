@@ -98,7 +98,9 @@ class TrainConfig:
     prune_opacity: float = 0.01
     checkpoint_every: int = 500
     seed: int = 0
-    lpips_weights: str = ""  # local LPIPS weights file; empty = no LPIPS term
+    lpips_weights: str = ""  # local LPIPS weights file (.pth/.safetensors, never downloaded); empty = no LPIPS term
+    lpips_weight: float = 0.05  # weight of the LPIPS term on the lower-face crop, joint stage onward
+    lr_grid: float = 1e-2  # learning rate of the deformation field's hash-grid tables
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Staged schedule (TalkingGaussian / GaussianTalker): static appearance first (deformation off), then
 the audio deformation alone (canonical Gaussians frozen), then everything jointly. Losses: L1 +
 D-SSIM, extra L1 weight in the mouth box, alpha vs person mask, L1 on offsets, region-attention
-sparsity (audio attention above the nose, eye attention below it). Checkpoints are safetensors
-written atomically; a killed run resumes from the last one.
+sparsity (audio attention above the nose, eye attention below it), and — when ``train.lpips_weights``
+names a local weights file — LPIPS on a lower-face crop from the joint stage on. Checkpoints are
+safetensors written atomically; a killed run resumes from the last one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import AvatarConfig
+from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import NOSE_TIP, InitInputs, initial_gaussians
 from .data import TrainData
@@ -52,6 +54,59 @@ def _gauss_optimizer(model: GaussianAvatar, cfg, extent: float) -> torch.optim.O
 
 def _net_params(model: GaussianAvatar):
     return [p for n, p in model.named_parameters() if n not in PARAM_NAMES]
+
+
+def _net_optimizer(model: GaussianAvatar, cfg) -> torch.optim.Optimizer:
+    """Adam over the networks; the hash-grid tables (``*.encoding.*``) get their own, larger rate."""
+    t = cfg.train
+    grid, net = [], []
+    for n, p in model.named_parameters():
+        if n in PARAM_NAMES:
+            continue
+        (grid if ".encoding." in n else net).append(p)
+    groups = [{"params": net, "lr": t.lr_net, "name": "net"}]
+    if grid:
+        groups.append({"params": grid, "lr": t.lr_grid, "name": "grid"})
+    return torch.optim.Adam(groups)
+
+
+def lpips_term(cfg: AvatarConfig):
+    """The LPIPS network of ``train.lpips_weights`` (frozen), None when no file is set.
+
+    Raises a one-line ConfigError when the file is missing or unusable, so callers can check it
+    before any capture or training work (the file is read locally; nothing is downloaded).
+    """
+    path = cfg.train.lpips_weights
+    if not path:
+        return None
+    from ..eval._lpips import load_lpips
+
+    net = load_lpips(path)
+    if isinstance(net, str):
+        raise ConfigError(f"train.lpips_weights: {net.removeprefix('not computed: ')}")
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def lpips_crop(data: TrainData, i: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the square lower-face crop of frame i (mouth, cheeks, chin, nose) where
+    the LPIPS term applies: side twice the mouth box's width (at least 64 px), clamped to the image."""
+    x0, y0, x1, y1 = data.mouth_boxes[i].tolist()
+    H, W = data.height, data.width
+    side = int(min(min(H, W), max(64.0, 2.0 * (x1 - x0))))
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    left = round(min(max(cx - 0.5 * side, 0), W - side))
+    top = round(min(max(cy - 0.55 * side, 0), H - side))
+    return top, top + side, left, left + side
+
+
+def lpips_loss(net, pred: torch.Tensor, gt: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """LPIPS between the ``box`` (y0, y1, x0, x1) crops of (H, W, 3) images in [0, 1]; a scalar."""
+    y0, y1, x0, x1 = box
+    a = pred.clamp(0, 1)[y0:y1, x0:x1].permute(2, 0, 1)[None]
+    b = gt[y0:y1, x0:x1].permute(2, 0, 1)[None]
+    return net(a, b)[0]
 
 
 def build_model(cfg: AvatarConfig, cs, data: TrainData) -> GaussianAvatar:
@@ -156,6 +211,7 @@ def load_checkpoint(path: Path, model: GaussianAvatar) -> int:
 def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=None, log=print) -> TrainResult:
     """Fit an avatar to a CaptureSet. ``progress(iterable, description)`` wraps loops in a bar."""
     t = cfg.train
+    lpips_net = lpips_term(cfg)  # a bad weights file fails here, before any work
     torch.manual_seed(t.seed)
     rng = np.random.default_rng(t.seed)
     t0 = time.time()
@@ -173,7 +229,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         start = load_checkpoint(ckpt, model)
         log(f"resuming from step {start} ({ckpt})")
     g_opt = _gauss_optimizer(model, cfg, extent)
-    n_opt = torch.optim.Adam(_net_params(model), lr=t.lr_net)
+    n_opt = _net_optimizer(model, cfg)
     s_static = int(t.static_fraction * t.steps)
     s_audio = s_static + int(t.audio_fraction * t.steps)
     grad_acc = torch.zeros(model.n)
@@ -189,7 +245,9 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         train_canon = step < s_static or step >= s_audio
         i = int(rng.choice(data.train_idx, p=sample_p))
         teacher = step < s_audio or rng.random() < 0.5
-        loss, _ = frame_loss(model, data, i, cfg, nose_y, deform, teacher)
+        loss, pred = frame_loss(model, data, i, cfg, nose_y, deform, teacher)
+        if lpips_net is not None and t.lpips_weight > 0 and step >= s_audio:
+            loss = loss + t.lpips_weight * lpips_loss(lpips_net, pred, data.image(i), lpips_crop(data, i))
         if t.lambda_audio > 0:
             j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
             code = model.audio_code(data.features, j)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..render.camera import Camera, stack_cameras
 from ..render.rasterize import rasterize
 from ._drive import Layer, audio_codes, features_for, render_layer
-from .metrics import psnr
+from .metrics import psnr, ssim
 
 DEFAULT_ZOOM = 1.5  # orbit focal relative to the capture's (scaled to the output size): a head crop
 
@@ -424,7 +424,10 @@ def _to_16k(wave: np.ndarray, sr: int) -> np.ndarray:
 
 
 def truth_errors(sw: ViewSweep) -> dict:
-    """Per-angle PSNR of the avatar against the ground truth: whole image and head region."""
+    """Per-angle PSNR of the avatar against the ground truth (whole image and head region) and SSIM.
+
+    ``psnr_drop_30`` is frontal PSNR minus the mean PSNR of the views nearest to ±30° (the field's
+    "does the face hold together when the camera moves" figure); None when the sweep lacks them."""
     if sw.truth is None:
         return {}
     full = psnr(sw.frames, sw.truth)
@@ -434,11 +437,19 @@ def truth_errors(sw: ViewSweep) -> dict:
             for i in range(len(sw.angles))
         ]
     )
+    ang = np.asarray(sw.angles, np.float64)
+    drop = None
+    if len(ang) >= 3 and ang.min() <= -29.0 and ang.max() >= 29.0:
+        i0 = int(np.argmin(np.abs(ang)))
+        ip, im = int(np.argmin(np.abs(ang - 30.0))), int(np.argmin(np.abs(ang + 30.0)))
+        drop = float(full[i0] - 0.5 * (full[ip] + full[im]))
     return {
         "psnr_per_angle": _list(full),
         "psnr_head_per_angle": _list(head),
+        "ssim_per_angle": _list(ssim(sw.frames, sw.truth)),
         "psnr": _mean(full),
         "psnr_head": _mean(head),
+        "psnr_drop_30": None if drop is None else round(drop, 4),
     }
 
 

@@ -123,6 +123,17 @@ RIGID_INDICES: tuple[int, ...] = tuple(
     )
 )
 
+# The rigid points that sit on image features (nose and eye corners). The other rigid points lie on
+# the face oval or on smooth skin (forehead, temples, cheeks), where the landmarker places them from its
+# shape prior: on a turning head they slide along the silhouette and under-rotate, which biases a focal
+# estimate (it reads as strong perspective) while costing little in pose tracking.
+FEATURE_RIGID_INDICES: tuple[int, ...] = tuple(
+    sorted(
+        {168, 6, 197, 195, 5, 4, 1, 45, 275, 122, 351, 188, 412, 196, 419, 3, 248, 51, 281}
+        | {33, 133, 362, 263, 130, 359, 243, 463, 226, 446}
+    )
+)
+
 # Symmetric (subject's right, subject's left) pairs and midline points, to orient head space.
 SYMMETRIC_PAIRS = (
     (33, 263),

@@ -18,6 +18,7 @@ import torch
 
 from .geometry import interpolate_invalid, interpolate_rotations, project, robust_umeyama, transform
 from .topology import (
+    FEATURE_RIGID_INDICES,
     LEFT_IRIS_CENTER,
     MIDLINE_LOWER,
     MIDLINE_UPPER,
@@ -29,6 +30,10 @@ from .topology import (
 INTER_PUPIL_M = 0.063
 REF_SIZE = 512.0  # pixel errors and robust scales are expressed at this longest-side size
 SHAPE_WEIGHT = 0.01  # prior on rigid-shape offsets during bundle adjustment (per mm², per point)
+DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays MediaPipe's
+ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
+ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
+FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
 
 
 @dataclass
@@ -36,13 +41,14 @@ class CanonicalFit:
     """canonical: (478, 3) head space, metres. aligned: (T, 478, 3) each valid frame's MediaPipe points
     mapped into head space by a similarity (NaN for invalid frames). scale: (T,) pixels per metre of
     that similarity; rotation: (T, 3, 3) head->image axes; offset: (T, 3) image position (px) of the
-    head origin."""
+    head origin; points: (T, 478, 3) the MediaPipe points it was built from (or None)."""
 
     canonical: np.ndarray
     aligned: np.ndarray
     scale: np.ndarray
     rotation: np.ndarray
     offset: np.ndarray
+    points: np.ndarray | None = None
 
 
 @dataclass
@@ -110,7 +116,9 @@ def build_canonical(points: np.ndarray, valid: np.ndarray, iterations: int = 3) 
     rot = np.tile(np.eye(3), (T, 1, 1))
     off = np.full((T, 3), np.nan)
     scale[vidx], rot[vidx], off[vidx] = s, R, t
-    return CanonicalFit(canon.astype(np.float64), aligned_all, scale, rot, off)
+    return CanonicalFit(
+        canon.astype(np.float64), aligned_all, scale, rot, off, np.asarray(points, np.float64)
+    )
 
 
 def _weak_perspective_init(fit: CanonicalFit, valid: np.ndarray, focal: float, cx: float, cy: float):
@@ -149,6 +157,11 @@ def _pnp(
     return Rs, ts
 
 
+def _soft(x2: torch.Tensor, knee: float) -> torch.Tensor:
+    """Pseudo-Huber of squared values: ``x2`` below ``knee**2``, growing like 2·knee·|x| above."""
+    return 2 * knee**2 * (torch.sqrt(1 + x2 / knee**2) - 1)
+
+
 @contextmanager
 def _torch_threads(n: int = 1):
     """Small optimisations run far faster single-threaded (no intra-op scheduling overhead)."""
@@ -181,6 +194,7 @@ def bundle_adjust(
     *,
     optimise_focal: bool = True,
     shape_weight: float | None = 0.01,
+    depth_weight: float | None = None,
     smooth_rotation: float = 0.0,
     smooth_translation: float = 0.0,
     robust_px: float = 1.5,
@@ -193,9 +207,15 @@ def bundle_adjust(
 
     Objective: mean pseudo-Huber rigid-landmark reprojection error (pixels at 512 px) over valid
     frames + ``smooth_rotation`` × mean squared rotation acceleration (degrees, rotation vectors about
-    a reference) + ``smooth_translation`` × mean squared translation acceleration (mm) +
-    ``shape_weight`` × mean squared shape offset (mm; ``None`` keeps the shape fixed) +
-    ``prior_weight`` × (log f − log(prior × max(W, H)))².
+    a reference) + ``smooth_translation`` × mean squared translation acceleration (mm) (both squares
+    soft above ``ACC_KNEE_DEG`` / ``ACC_KNEE_MM``, so that a real abrupt turn is not flattened) + the mean
+    squared shape offset (mm), weighted ``shape_weight`` across the face (x, y) and ``depth_weight``
+    (default: ``shape_weight``) along the head's depth axis (``shape_weight=None`` keeps the shape
+    fixed) + ``prior_weight`` × (log f − log(prior × max(W, H)))².
+
+    Each frame's translation is parameterised by the image position of the head origin and
+    log(t_z / f): changing the focal then changes only the perspective, not where the head is or how
+    large it looks, which keeps the focal well conditioned.
 
     canon: (L, 3) rigid canonical points; obs2d: (T, L, 2); valid: (T,); R0: (T, 3, 3); t0: (T, 3);
     breaks: (T,) bool, True at t when no smoothness should link frame t-1 to t (cuts).
@@ -207,36 +227,48 @@ def bundle_adjust(
     vidx = np.flatnonzero(valid)
     R_ref = torch.as_tensor(R0[vidx[len(vidx) // 2]], dtype=dt)
     rv = roma.rotmat_to_rotvec(torch.as_tensor(R0, dtype=dt) @ R_ref.T).requires_grad_(True)
-    tr = torch.as_tensor(t0, dtype=dt).clone().requires_grad_(True)
+    t0 = np.asarray(t0, np.float64)
+    tz0 = np.maximum(t0[:, 2], 1e-3)
+    # origin's image position (in units of the image size) and log(t_z / f)
+    ab = torch.as_tensor(t0[:, :2] / tz0[:, None] * focal / size, dtype=dt).requires_grad_(True)
+    q = torch.as_tensor(np.log(tz0 / focal), dtype=dt).requires_grad_(True)
     logf = torch.tensor(math.log(focal), dtype=dt, requires_grad=optimise_focal)
     C = torch.as_tensor(canon, dtype=dt)
     dC = torch.zeros_like(C, requires_grad=shape_weight is not None)
+    w_xy = float(shape_weight or 0.0)
+    w_z = w_xy if depth_weight is None else float(depth_weight)
+    w_shape = torch.tensor([w_xy, w_xy, w_z], dtype=dt)
     U = torch.as_tensor(np.nan_to_num(obs2d), dtype=dt)
     w = torch.as_tensor(valid, dtype=dt)
     n_valid = max(float(valid.sum()), 1.0)
     c = torch.tensor([width / 2, height / 2], dtype=dt)
     log_prior = math.log(prior * size)
-    params = [rv, tr] + ([logf] if optimise_focal else []) + ([dC] if shape_weight is not None else [])
+    params = [rv, ab, q] + ([logf] if optimise_focal else []) + ([dC] if shape_weight is not None else [])
     # acceleration term k couples frames k, k+1, k+2: drop it when a break lies at k+1 or k+2
     brk = np.zeros(T, bool) if breaks is None else np.asarray(breaks, bool)
     acc_w = torch.as_tensor(~(brk[1:-1] | brk[2:]) if T >= 3 else np.zeros(0), dtype=dt)
     acc_n = max(float(acc_w.sum()), 1.0)
 
+    def translation() -> torch.Tensor:
+        tz = torch.exp(logf + q)  # (T,)
+        return torch.cat([ab * (size * torch.exp(q))[:, None], tz[:, None]], -1)
+
     def objective() -> torch.Tensor:
         R = roma.rotvec_to_rotmat(rv) @ R_ref  # (T, 3, 3)
+        tr = translation()
         Xc = torch.einsum("tij,nj->tni", R, C + dC) + tr[:, None, :]  # (T, L, 3)
         uv = Xc[..., :2] / Xc[..., 2:3].clamp_min(1e-4) * torch.exp(logf) + c
         e2 = ((uv - U) * px).pow(2).sum(-1)  # (T, L) squared error at 512 px
         rho = robust_px**2 * (torch.sqrt(1 + e2 / robust_px**2) - 1)
         loss = (rho.mean(-1) * w).sum() / n_valid
         if T >= 3 and smooth_rotation > 0:
-            acc_r = torch.rad2deg(rv[2:] - 2 * rv[1:-1] + rv[:-2])
-            loss = loss + smooth_rotation * (acc_r.pow(2).sum(-1) * acc_w).sum() / acc_n
+            acc_r = torch.rad2deg(rv[2:] - 2 * rv[1:-1] + rv[:-2]).pow(2).sum(-1)
+            loss = loss + smooth_rotation * (_soft(acc_r, ACC_KNEE_DEG) * acc_w).sum() / acc_n
         if T >= 3 and smooth_translation > 0:
-            acc_t = 1000.0 * (tr[2:] - 2 * tr[1:-1] + tr[:-2])
-            loss = loss + smooth_translation * (acc_t.pow(2).sum(-1) * acc_w).sum() / acc_n
+            acc_t = (1000.0 * (tr[2:] - 2 * tr[1:-1] + tr[:-2])).pow(2).sum(-1)
+            loss = loss + smooth_translation * (_soft(acc_t, ACC_KNEE_MM) * acc_w).sum() / acc_n
         if shape_weight is not None:
-            loss = loss + shape_weight * (1000.0 * dC).pow(2).sum(-1).mean()
+            loss = loss + ((1000.0 * dC).pow(2) * w_shape).sum(-1).mean()
         if optimise_focal:
             loss = loss + prior_weight * (logf - log_prior) ** 2
         return loss
@@ -263,32 +295,125 @@ def bundle_adjust(
         with torch.no_grad():
             cost = float(objective())
             R = (roma.rotvec_to_rotmat(rv) @ R_ref).numpy()
-            return _BAResult(R, tr.numpy().copy(), float(torch.exp(logf)), dC.numpy().copy(), cost)
+            return _BAResult(R, translation().numpy().copy(), float(torch.exp(logf)), dC.numpy().copy(), cost)
+
+
+def metric_canonical(
+    fit: CanonicalFit, valid: np.ndarray, focal: float, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical shape rebuilt from MediaPipe's points back-projected through a camera of this focal.
+
+    MediaPipe's x, y are image positions (perspective: nearer parts look larger, off-centre heads are
+    seen obliquely) while its z is a relative depth on the x scale without perspective, so a shape
+    averaged from similarity-aligned frames carries the perspective of the clip's distance. Each valid
+    frame's points (``fit.points``) are put back on their camera rays at depth
+    ``(f + z − t_z) / s_t`` (``s_t``, ``t_z``: scale and depth offset of the frame's similarity), aligned
+    to ``fit.canonical`` by a robust similarity on the rigid points, and their median re-centred and
+    re-scaled to the head-space conventions. Returns (canonical (478, 3), aligned (T, 478, 3), NaN
+    where invalid); without ``fit.points``, ``fit``'s own.
+    """
+    if fit.points is None:
+        return fit.canonical, fit.aligned
+    T = fit.points.shape[0]
+    vidx = np.flatnonzero(valid)
+    rig = np.array(RIGID_INDICES)
+    P = fit.points[vidx].astype(np.float64)
+    s = fit.scale[vidx][:, None]
+    depth = (focal + P[..., 2] - fit.offset[vidx][:, None, 2]) / s  # (V, 478) metres
+    c = np.array([width / 2, height / 2])
+    Xc = np.concatenate([(P[..., :2] - c) * (depth / focal)[..., None], depth[..., None]], -1)
+    ref = fit.canonical
+    for _ in range(2):
+        sc, R, t, _ = robust_umeyama(Xc[:, rig], ref[rig])  # frame -> head space
+        aligned = sc[:, None, None] * np.einsum("vij,vnj->vni", R, Xc) + t[:, None, :]
+        ref = np.median(aligned, axis=0)
+    ref = _neutral(ref, aligned)
+    centre = ref.mean(0)
+    a = INTER_PUPIL_M / max(np.linalg.norm(ref[LEFT_IRIS_CENTER] - ref[RIGHT_IRIS_CENTER]), 1e-9)
+    out = np.full((T, 478, 3), np.nan)
+    out[vidx] = a * (aligned - centre)
+    return a * (ref - centre), out
+
+
+def _neutral(shape: np.ndarray, aligned: np.ndarray, quantile: float = 25.0) -> np.ndarray:
+    """``shape`` (478, 3) with its non-rigid points replaced by their median over the frames of
+    ``aligned`` (V, 478, 3) whose mouth is among the most closed (``quantile``) and whose eyes are
+    open (above the 30th percentile): a neutral face rather than the clip's average expression."""
+    from .signals import eye_opening, mouth_opening
+
+    if len(aligned) < 8:
+        return shape
+    mouth, eyes = mouth_opening(aligned), eye_opening(aligned).mean(-1)
+    sel = (mouth <= np.percentile(mouth, quantile)) & (eyes >= np.percentile(eyes, 30.0))
+    if sel.sum() < 3:
+        return shape
+    out = np.median(aligned[sel], axis=0)
+    rigid = np.zeros(len(shape), bool)
+    rigid[list(RIGID_INDICES)] = True
+    out[rigid] = shape[rigid]
+    return out
+
+
+def _spread_frames(fit: CanonicalFit, valid: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` valid frame indices that span the clip's head rotations: farthest-point sampling
+    on the rotation vectors of the per-frame similarity (relative to the median one), half of them,
+    the other half evenly spaced in time (robust to a few frames with odd rotations)."""
+    vidx = np.flatnonzero(valid)
+    if len(vidx) <= n:
+        return vidx
+    R = torch.as_tensor(fit.rotation[vidx], dtype=torch.float64)
+    rv = roma.rotmat_to_rotvec(R @ R[len(vidx) // 2].T).numpy()
+    rv -= np.median(rv, axis=0)
+    even = np.unique(np.linspace(0, len(vidx) - 1, n - n // 2).round().astype(int))
+    chosen = list(even)
+    d = np.min(np.linalg.norm(rv[:, None] - rv[even][None], axis=-1), axis=1)
+    while len(chosen) < n:
+        k = int(np.argmax(d))
+        chosen.append(k)
+        d = np.minimum(d, np.linalg.norm(rv - rv[k], axis=-1))
+    return vidx[np.unique(chosen)]
 
 
 def search_focal(
     fit: CanonicalFit, obs2d: np.ndarray, valid: np.ndarray, width: int, height: int, config
 ) -> float:
-    """Focal (pixels): the best of a log-spaced grid over ``config.focal_search × max(W, H)``
-    under the bundle-adjustment objective (poses and rigid shape free, focal fixed) on
-    ``config.focal_frames`` evenly spaced valid frames, plus the log-focal prior, refined by the
-    vertex of a parabola in log f through the best grid point and its neighbours."""
+    """Focal (pixels): minimum over log f of the bundle-adjustment objective (poses and rigid offsets
+    free, focal fixed) on ``config.focal_frames`` valid frames, plus the log-focal prior.
+
+    - For each candidate the canonical shape is rebuilt through a camera of that focal
+      (:func:`metric_canonical`), so that the shape's own perspective does not vote for a focal.
+    - The depth relief stays MediaPipe's (``DEPTH_WEIGHT`` on depth offsets): with a free relief, a
+      deeper face and a shorter focal (or a flatter one and a longer focal) explain a few degrees of
+      head turn equally well.
+    - Only landmarks on image features are fitted (``FOCAL_INDICES``: nose and eye corners); the face
+      oval and smooth-skin points slide and under-rotate as the head turns and read as perspective.
+    - Frames are chosen to span the clip's head rotations (:func:`_spread_frames`).
+    - A 7-point log grid over ``config.focal_search × max(W, H)`` finds the basin, a 5-point grid a
+      third as wide around the best point and the parabola through the best three refine it.
+
+    With ±15° of head turn the perspective this measures is a few hundredths of a pixel per 5 % of
+    focal, well under the landmarker's pose-dependent errors, so on such clips the prior decides
+    (see BENCHMARKS.md, "Capture vs synthetic ground truth").
+    """
     size = float(max(width, height))
     cx, cy = width / 2, height / 2
-    rig = np.array(RIGID_INDICES)
-    vidx = np.flatnonzero(valid)
-    n = min(int(config.focal_frames), len(vidx))
-    pick = vidx[np.unique(np.linspace(0, len(vidx) - 1, n).round().astype(int))]
-    canon = fit.canonical[rig]
+    rig = np.array(FOCAL_INDICES)
+    n = min(int(config.focal_frames), int(valid.sum()))
+    pick = _spread_frames(fit, valid, n)
     obs = obs2d[pick][:, rig]
+    pts = None if fit.points is None else fit.points[pick]
     sub = CanonicalFit(
-        fit.canonical, fit.aligned[pick], fit.scale[pick], fit.rotation[pick], fit.offset[pick]
+        fit.canonical, fit.aligned[pick], fit.scale[pick], fit.rotation[pick], fit.offset[pick], pts
     )
     ones = np.ones(len(pick), bool)
     log_prior = math.log(config.focal_prior * size)
+    cache: dict[float, float] = {}
 
     def cost(logf: float) -> float:
+        if logf in cache:
+            return cache[logf]
         f = math.exp(logf)
+        canon = metric_canonical(sub, ones, f, width, height)[0][rig]
         R0, t0 = _weak_perspective_init(sub, ones, f, cx, cy)
         R0, t0 = _pnp(canon, obs, R0, t0, f, cx, cy)
         ba = bundle_adjust(
@@ -302,13 +427,18 @@ def search_focal(
             height,
             optimise_focal=False,
             shape_weight=SHAPE_WEIGHT,
+            depth_weight=DEPTH_WEIGHT,
             robust_px=config.robust_scale_px,
             iterations=40,
         )
-        return ba.cost + config.focal_prior_weight * (logf - log_prior) ** 2
+        cache[logf] = ba.cost + config.focal_prior_weight * (logf - log_prior) ** 2
+        return cache[logf]
 
     lo_s, hi_s = config.focal_search
     grid = np.linspace(math.log(lo_s * size), math.log(hi_s * size), 7)
+    k = int(np.argmin([cost(g) for g in grid]))
+    step = (grid[1] - grid[0]) / 3
+    grid = np.unique(np.clip(grid[k] + step * np.arange(-2, 3), grid[0], grid[-1]))
     costs = np.array([cost(g) for g in grid])
     k = int(np.argmin(costs))
     best = grid[k]
@@ -317,7 +447,7 @@ def search_focal(
         curv = c0 - 2 * c1 + c2
         if curv > 1e-12:
             step = grid[1] - grid[0]
-            best = grid[k] + 0.5 * step * (c0 - c2) / curv
+            best = grid[k] + float(np.clip(0.5 * step * (c0 - c2) / curv, -step, step))
     return float(math.exp(best))
 
 
@@ -342,7 +472,8 @@ def fit_rigid(
     config,
     breaks: np.ndarray | None = None,
 ) -> RigidFit:
-    """Focal search (unless ``config.focal`` is set), then a smooth bundle adjustment of all frames.
+    """Focal search (unless ``config.focal`` is set), the canonical shape rebuilt through a camera of
+    that focal (:func:`metric_canonical`), then a smooth bundle adjustment of all frames.
 
     obs2d: (T, 478, 2) observed landmarks (pixels of the stored images); config: CaptureConfig.
     Updates ``fit.canonical`` and ``fit.aligned`` in place with the refined rigid shape (re-centred and re-scaled so the
@@ -354,6 +485,8 @@ def fit_rigid(
         focal = float(config.focal)
     else:
         focal = search_focal(fit, obs2d, valid, width, height, config)
+    # the canonical shape as seen from the distance this focal implies, without its perspective
+    fit.canonical, fit.aligned = metric_canonical(fit, valid, focal, width, height)
     R0, t0 = _weak_perspective_init(fit, valid, focal, cx, cy)
     vidx = np.flatnonzero(valid)
     R0[vidx], t0[vidx] = _pnp(fit.canonical[rig], obs2d[vidx][:, rig], R0[vidx], t0[vidx], focal, cx, cy)

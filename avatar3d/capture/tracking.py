@@ -34,6 +34,7 @@ DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays Med
 ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
+FOCAL_SEARCH_ITERATIONS = 25  # L-BFGS iterations of each bundle adjustment in the focal search
 
 
 @dataclass
@@ -429,7 +430,7 @@ def search_focal(
             shape_weight=SHAPE_WEIGHT,
             depth_weight=DEPTH_WEIGHT,
             robust_px=config.robust_scale_px,
-            iterations=40,
+            iterations=FOCAL_SEARCH_ITERATIONS,
         )
         cache[logf] = ba.cost + config.focal_prior_weight * (logf - log_prior) ** 2
         return cache[logf]

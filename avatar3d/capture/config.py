@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import ConfigError
@@ -25,6 +26,10 @@ class CaptureConfig:
         max_num_faces: faces the landmarker looks for per frame (extra faces trigger a warning and
             the subject is kept by proximity to its previous position).
         min_detection_confidence, min_tracking_confidence: MediaPipe FaceMesh thresholds.
+        landmark_tracking: run FaceMesh in its video mode, where the previous frame's landmarks
+            place the next crop. Off (default), every frame is detected on its own: the crop then
+            does not lag a turning head, which halves the yaw error on the synthetic subject
+            (BENCHMARKS.md), at the same speed and a slightly higher reprojection error.
         reacquire_after_s: after the subject has been lost this long (seconds), any face may be
             taken as the subject again (largest / most central first).
         min_valid_fraction: raise :class:`NoFaceError` when fewer frames than this fraction (and
@@ -44,6 +49,12 @@ class CaptureConfig:
         canonical_iterations: alternations of (align all frames, re-estimate canonical shape).
         expression_dims: number of PCA expression coefficients per frame.
 
+    Morphable model (optional, after the rigid tracking; see ``avatar3d/capture/face_model.py``):
+        morphable: ``"none"`` (default), ``"open"`` (the per-subject open model built from the clip)
+            or ``"flame"`` (a user-supplied FLAME file); the fit goes to ``morphable.safetensors``.
+        flame_path: the FLAME ``.pkl`` / ``.npz`` (``None``: ``$AVATAR3D_FLAME_PATH``).
+        flame_landmarks: its MediaPipe landmark embedding (``None``: ``$AVATAR3D_FLAME_LANDMARKS``).
+
     Masks and background:
         mask_threshold: person-probability threshold of the selfie segmenter.
         background_frames: at most this many frames (evenly spaced) feed the background plate.
@@ -61,6 +72,7 @@ class CaptureConfig:
     max_num_faces: int = 4
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
+    landmark_tracking: bool = False
     reacquire_after_s: float = 1.0
     min_valid_fraction: float = 0.0
 
@@ -75,6 +87,10 @@ class CaptureConfig:
     fit_iterations: int = 60
     canonical_iterations: int = 3
     expression_dims: int = 16
+
+    morphable: str = "none"
+    flame_path: str | None = None
+    flame_landmarks: str | None = None
 
     mask_threshold: float = 0.5
     background_frames: int = 40
@@ -131,10 +147,19 @@ class CaptureConfig:
             raise bad("fit_iterations", "must be >= 0")
         if not 1 <= int(self.expression_dims) <= 64:
             raise bad("expression_dims", "must be within 1..64")
+        if self.morphable not in ("none", "open", "flame"):
+            raise bad("morphable", 'must be "none", "open" or "flame"')
+        for name in ("flame_path", "flame_landmarks"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise bad(name, "must be a file path or None")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["focal_search"] = list(self.focal_search)
+        for name in ("flame_path", "flame_landmarks"):
+            if d[name] is not None:
+                d[name] = str(d[name])
         return d
 
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import MediaError, NoFaceError
 from .config import CaptureConfig
+from .face_model import fit_face_model, load_face_model, write_morphable
 from .landmarks import FaceLandmarker, SubjectSelector
 from .segmentation import BackgroundPlate, PersonSegmenter, region_masks
 from .signals import compute_signals
@@ -125,6 +126,7 @@ def run_capture(
     cfg.validate()
     video = Path(video)
     t_start = time.time()
+    face_model = load_face_model(cfg)  # a wrong FLAME file fails here, before any decoding
     info = probe_video(video)
     if not info.has_audio:
         raise MediaError(
@@ -153,7 +155,10 @@ def run_capture(
         task = bar.add_task("capture: landmarks + masks", total=n_est)
         with (
             FaceLandmarker(
-                cfg.max_num_faces, cfg.min_detection_confidence, cfg.min_tracking_confidence
+                cfg.max_num_faces,
+                cfg.min_detection_confidence,
+                cfg.min_tracking_confidence,
+                static_image_mode=not cfg.landmark_tracking,
             ) as lmk,
             PersonSegmenter(cfg.mask_threshold) as seg,
             _BackgroundWriter(write_image) as writer,
@@ -214,6 +219,12 @@ def run_capture(
         write_image(tmp / "background.png", plate.result())
         clock = _tick(timings, "masks+plate", clock)
         bar.advance(task2)
+        morphable = None
+        if cfg.morphable != "none":
+            K = np.array([[rigid.focal, 0, W / 2], [0, rigid.focal, H / 2], [0, 0, 1.0]])
+            mfit = fit_face_model(cfg, face_model, lm2d, lm3d, valid, K)
+            morphable = write_morphable(tmp, mfit)
+            clock = _tick(timings, "morphable", clock)
 
         task3 = bar.add_task("capture: audio", total=1)
         wave = load_audio(video, AUDIO_SR)  # (N,) float32 mono at 16 kHz
@@ -270,6 +281,7 @@ def run_capture(
             "reprojection_error_px_median": float(np.nanmedian(rigid.errors)),
             "capture_seconds": round(time.time() - t_start, 2),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "morphable": morphable,
             "config": cfg.to_dict(),
         }
         write_transforms(

@@ -26,3 +26,21 @@ def rolling_capture(rolling_clip, tmp_path_factory):
     video, _ = rolling_clip
     out = tmp_path_factory.mktemp("cap") / "rolling_capture"
     return run_capture(video, out, CaptureConfig(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_talking_clip(tmp_path_factory):
+    """(video path, SyntheticTruth): the synthetic subject talking with head motion, 3 s, 25 fps,
+    256 px, seed 0 (rendered once per session, single-threaded)."""
+    import torch
+
+    from avatar3d.synthetic import make_talking_video
+
+    d = tmp_path_factory.mktemp("capture_synthetic")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the rendering is many small ops: extra threads only spin
+    try:
+        truth = make_talking_video(d / "synthetic.mp4", seconds=3.0, fps=25, size=256, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    return d / "synthetic.mp4", truth

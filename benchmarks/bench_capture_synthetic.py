@@ -13,7 +13,8 @@ compares the tracked quantities with the truth:
   ``R' = R_cap·Aᵀ``, ``t' = s·t_cap − R_cap·Aᵀ·b`` in the truth's head frame.
 - **rotation error:** per frame, the angle of ``R'_k · R_true_kᵀ`` (degrees); median over valid
   frames. Also reported (diagnostic): the same with the constant offset rotation fitted to the poses
-  instead of the landmarks (what is left is pure tracking error), and the relative error
+  instead of the landmarks (what is left is pure tracking error), the same with the landmark
+  alignment restricted to the rigid landmarks (``RIGID_INDICES``), and the relative error
   ``angle((R_cap_k R_cap_0ᵀ)(R_true_k R_true_0ᵀ)ᵀ)``.
 - **translation error:** per frame ``|t'_k − t_true_k|`` divided by the head width (x-extent of the
   subject's 478 rest landmarks); median. Split into lateral (x, y) and depth (z) parts, and the
@@ -23,6 +24,7 @@ compares the tracked quantities with the truth:
   (also of ``cap.jaw_open``).
 
     python benchmarks/bench_capture_synthetic.py [--seconds 8] [--size 320] [--seed 0] [--keep DIR]
+        [--true-focal]
 
 Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth").
 """
@@ -89,6 +91,12 @@ def evaluate(cap, truth) -> dict:
     # constant offset fitted to the poses: R_true_k ≈ R_cap_k · C
     C = _project_so3(np.einsum("kji,kjl->il", R_cap, R_true))
     rot_err_fit = _angle_deg((R_cap @ C) @ np.swapaxes(R_true, -1, -2))
+    # diagnostic: head frames aligned on the rigid landmarks only (no mouth, eyelids or brows)
+    from avatar3d.capture.topology import RIGID_INDICES
+
+    rig = np.array(RIGID_INDICES)
+    _, A_rig, _ = similarity(np.asarray(cap.canonical_landmarks, np.float64)[rig], rest[rig])
+    rot_err_rig = _angle_deg(R_cap @ A_rig.T @ np.swapaxes(R_true, -1, -2))
     rel_cap = R_cap @ np.swapaxes(R_cap[:1], -1, -2)
     rel_true = R_true @ np.swapaxes(R_true[:1], -1, -2)
     rot_err_rel = _angle_deg(rel_cap @ np.swapaxes(rel_true, -1, -2))
@@ -112,6 +120,7 @@ def evaluate(cap, truth) -> dict:
         "rotation_deg": float(np.median(rot_err)),
         "rotation_deg_p95": float(np.percentile(rot_err, 95)),
         "rotation_deg_posefit": float(np.median(rot_err_fit)),
+        "rotation_deg_rigid_aligned": float(np.median(rot_err_rig)),
         "rotation_deg_rel0": float(np.median(rot_err_rel)),
         "align_offset_deg": float(_angle_deg(A @ C)),  # landmark vs pose-fitted head-frame offset
         "translation_rel": float(np.median(np.linalg.norm(dt, axis=1)) / head_w),
@@ -131,8 +140,13 @@ def evaluate(cap, truth) -> dict:
     }
 
 
-def run(seconds: float, size: int, seed: int, keep: Path | None = None) -> tuple[dict, dict]:
+def run(
+    seconds: float, size: int, seed: int, keep: Path | None = None, true_focal: bool = False
+) -> tuple[dict, dict]:
+    """Render, capture (default config) and evaluate; with ``true_focal`` also capture once more with
+    the focal fixed to the truth (metrics under the ``true_focal.`` prefix)."""
     from avatar3d.capture import CaptureConfig, run_capture
+    from avatar3d.capture.pipeline import stored_size
     from avatar3d.synthetic import make_talking_video
 
     work = keep or Path(tempfile.mkdtemp(prefix="bench_capsyn_"))
@@ -146,7 +160,15 @@ def run(seconds: float, size: int, seed: int, keep: Path | None = None) -> tuple
     t1 = time.perf_counter()
     cap = run_capture(work / "synthetic.mp4", work / "capture", CaptureConfig(), progress=False)
     t2 = time.perf_counter()
-    return evaluate(cap, truth), {"render_s": t1 - t0, "capture_s": t2 - t1}
+    m = evaluate(cap, truth)
+    if true_focal:
+        w = stored_size(truth.camera.width, truth.camera.height, CaptureConfig().max_size)[0]
+        f = float(truth.camera.K[0, 0]) * w / truth.camera.width
+        cap_f = run_capture(
+            work / "synthetic.mp4", work / "capture_true_focal", CaptureConfig(focal=f), progress=False
+        )
+        m.update({f"true_focal.{k}": v for k, v in evaluate(cap_f, truth).items()})
+    return m, {"render_s": t1 - t0, "capture_s": t2 - t1}
 
 
 def table(m: dict) -> str:
@@ -177,11 +199,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument(
+        "--true-focal", action="store_true", help="also capture with the focal fixed to the truth"
+    )
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    m, times = run(a.seconds, a.size, a.seed, a.keep)
+    m, times = run(a.seconds, a.size, a.seed, a.keep, a.true_focal)
     print(
         f"synthetic clip: {a.seconds:g} s, 25 fps, {a.size} px, seed {a.seed}, head_motion=True; "
         f"render {times['render_s']:.1f} s, capture {times['capture_s']:.1f} s; "

@@ -1,10 +1,11 @@
 """run_capture on the synthetic subject against its exact ground truth (a 3 s, 25 fps, 256 px clip).
 
 The metrics are those of ``benchmarks/bench_capture_synthetic.py`` (see its docstring for how the
-capture's head frame is aligned with the truth's). The floors are looser than the issue's targets
-(rotation ≤ 1.5°, translation ≤ 2 % of the head width, focal ≤ 5 %, mouth correlation ≥ 0.9, which
-the benchmark prints on an 8 s, 320 px clip) and were measured to pass with margin; the two targets
-the capture currently misses (focal and absolute depth) are recorded as non-strict xfails.
+capture's head frame is aligned with the truth's). The floors are looser than what the capture
+measures on this clip (BENCHMARKS.md, "Capture vs synthetic ground truth"), with margin for seed to
+seed variation; the issue's targets are rotation ≤ 1.5°, translation ≤ 2 % of the head width, focal
+≤ 5 % and mouth correlation ≥ 0.9. The two it cannot meet from MediaPipe landmarks (focal, and the
+absolute depth that follows it) stay non-strict xfails.
 """
 
 from __future__ import annotations
@@ -27,18 +28,18 @@ def _bench():
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory) -> dict:
+def metrics(synthetic_talking_clip, tmp_path_factory) -> dict:
     import torch
 
     from avatar3d.capture import CaptureConfig, run_capture
-    from avatar3d.synthetic import make_talking_video
 
-    d = tmp_path_factory.mktemp("capture_synthetic")
+    video, truth = synthetic_talking_clip
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the rendering is many small ops: extra threads only spin
+    torch.set_num_threads(1)
     try:
-        truth = make_talking_video(d / "synthetic.mp4", seconds=3.0, fps=25, size=256, seed=0)
-        cap = run_capture(d / "synthetic.mp4", d / "capture", CaptureConfig(), progress=False)
+        cap = run_capture(
+            video, tmp_path_factory.mktemp("cap_syn") / "capture", CaptureConfig(), progress=False
+        )
     finally:
         torch.set_num_threads(threads)
     return _bench().evaluate(cap, truth)
@@ -49,31 +50,33 @@ def test_every_frame_tracked(metrics):
 
 
 def test_head_rotation_tracks_truth(metrics):
-    # measured 1.19° (pose-fitted head-frame offset) and 4.0° (offset from the canonical landmarks);
-    # seed 1: 1.48° and 3.2°
-    assert metrics["rotation_deg_posefit"] <= 3.0
-    assert metrics["rotation_deg"] <= 6.0
+    # measured 1.76° landmark-aligned, 1.64° with the offset fitted to the poses (seed 1: 1.58°, 1.05°;
+    # before the metric canonical shape and per-frame detection: 4.0° and 1.2°)
+    assert metrics["rotation_deg"] <= 2.75
+    assert metrics["rotation_deg_posefit"] <= 2.5
 
 
 def test_lateral_translation_tracks_truth(metrics):
-    # measured 0.94 % of the head width across the image plane, 1.1 % after removing the constant offset
-    # (seed 1: 0.83 % and 4.4 %; the motion part moves with the yaw error)
-    assert metrics["translation_lateral_rel"] <= 0.03
-    assert metrics["translation_motion_rel"] <= 0.08
+    # measured 0.62 % of the head width across the image plane, 1.4 % after removing the constant
+    # offset (seed 1: 0.46 % and 2.3 %)
+    assert metrics["translation_lateral_rel"] <= 0.015
+    assert metrics["translation_motion_rel"] <= 0.05
 
 
 def test_mouth_opening_follows_jaw(metrics):
-    # measured 0.96
-    assert metrics["mouth_corr"] >= 0.8
+    # measured 0.953 (seed 1: 0.958)
+    assert metrics["mouth_corr"] >= 0.88
 
 
 @pytest.mark.xfail(
-    strict=False, reason="focal is set by the prior (2.0 x size): measured 24 % off (truth 3.16)"
+    strict=False,
+    reason="focal is set by the prior (2.0 x size): measured 37 % off (truth 3.16); a 5 % focal change "
+    "moves the best fit by 0.01 px, MediaPipe's pose-dependent errors are ~2 px (BENCHMARKS.md)",
 )
 def test_focal_close_to_truth(metrics):
     assert metrics["focal_rel"] <= 0.15
 
 
-@pytest.mark.xfail(strict=False, reason="depth follows the focal error: measured 2.1 head widths off")
+@pytest.mark.xfail(strict=False, reason="depth follows the focal error: measured 3.1 head widths off")
 def test_translation_with_depth_close_to_truth(metrics):
     assert metrics["translation_rel"] <= 0.05

@@ -147,7 +147,16 @@ class Avatar:
             else:
                 cap_dir = workdir / "capture"
                 c = cfg.capture
-                ccfg = CaptureConfig(max_size=c.max_size, stride=c.stride, max_frames=c.max_frames or None)
+                ccfg = CaptureConfig(
+                    max_size=c.max_size,
+                    stride=c.stride,
+                    max_frames=c.max_frames or None,
+                    focal=c.focal or None,
+                    landmark_tracking=c.landmark_tracking,
+                    morphable=c.morphable,
+                    flame_path=c.flame_path or None,
+                    flame_landmarks=c.flame_landmarks or None,
+                )
                 if (cap_dir / "transforms.json").is_file():
                     say(f"reusing capture in {cap_dir}")
                     cs = CaptureSet.load(cap_dir)
@@ -174,6 +183,7 @@ class Avatar:
             "train_seconds": round(result.seconds, 1),
             "heldout": result.heldout,
             "history": result.history,
+            "audio_pretrain": result.audio,
             "source": str(video),
         }
         track = {"head_poses": d.head_poses[d.train_idx], "blink": d.blink[d.train_idx]}

@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("video")
     c.add_argument("-o", "--output", required=True, help="capture directory to write")
     c.add_argument("--max-size", type=int, default=512, help="longest side of stored frames (px)")
+    c.add_argument("--morphable", choices=["none", "open", "flame"], default="none",
+                   help="also fit a morphable model (flame needs --flame or AVATAR3D_FLAME_PATH)")
+    c.add_argument("--flame", help="FLAME model file (user-supplied, never downloaded)")
+    c.add_argument("--flame-landmarks", help="MediaPipe landmark embedding for the FLAME file")
+    c.add_argument("--focal", type=float, help="known focal length in pixels of the stored frames")
 
     f = sub.add_parser("fit", help="fit an avatar to a video or a capture directory")
     f.add_argument("input", help="video file or CaptureSet directory")
@@ -80,7 +85,9 @@ def _cmd_capture(a) -> None:
     from .capture.config import CaptureConfig
 
     t0 = time.time()
-    cs = run_capture(a.video, a.output, CaptureConfig(max_size=a.max_size))
+    cfg = CaptureConfig(max_size=a.max_size, morphable=a.morphable, flame_path=a.flame,
+                        flame_landmarks=a.flame_landmarks, focal=a.focal)
+    cs = run_capture(a.video, a.output, cfg)
     print(f"wrote {a.output}: {cs.n_frames} frames at {cs.width}x{cs.height} in {time.time() - t0:.1f} s")
 
 

@@ -32,6 +32,11 @@ class CaptureSection:
     max_size: int = 512  # longest side of the stored frames, pixels
     stride: int = 1  # keep every n-th frame
     max_frames: int = 0  # 0 = all frames
+    focal: float = 0.0  # known focal length in pixels of the stored frames; 0 = estimate it from the clip
+    landmark_tracking: bool = False  # MediaPipe video mode (faster, lags fast head turns); False = detect per frame
+    morphable: str = "none"  # also fit a morphable model into morphable.safetensors: none | open | flame
+    flame_path: str = ""  # FLAME model file (user-supplied; or AVATAR3D_FLAME_PATH); needed for morphable: flame
+    flame_landmarks: str = ""  # landmark embedding of MediaPipe points on FLAME, alongside the model file
 
 
 @dataclass
@@ -91,6 +96,9 @@ class TrainConfig:
     lambda_offset: float = 1e-3  # L1 on deformation offsets
     lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
     audio_batch: int = 16  # frames per step for that auxiliary loss
+    audio_pretrain_steps: int = 1500  # audio -> mouth/expression regression before any rendering (cheap)
+    audio_pretrain_batch: int = 32
+    audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
     mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
     densify_every: int = 100
     densify_until: float = 0.85  # fraction of steps (densification runs in the stages that train the Gaussians)

@@ -25,6 +25,7 @@ from ..config import AvatarConfig
 from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import NOSE_TIP, InitInputs, initial_gaussians
+from .audio_aug import audio_targets_loss, heldout_mouth_correlation, pretrain_audio
 from .data import TrainData
 from .losses import dssim, psnr, ssim
 
@@ -36,6 +37,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     heldout: dict = field(default_factory=dict)
     seconds: float = 0.0
+    audio: dict = field(default_factory=dict)  # audio pre-training summary
 
 
 def _gauss_optimizer(model: GaussianAvatar, cfg, extent: float) -> torch.optim.Optimizer:
@@ -228,6 +230,15 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     if ckpt is not None and ckpt.is_file():
         start = load_checkpoint(ckpt, model)
         log(f"resuming from step {start} ({ckpt})")
+    audio_stats: dict = {}
+    if start == 0 and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
+        audio_stats = pretrain_audio(
+            model, data, t.audio_pretrain_steps, t.audio_pretrain_batch, t.lr_net, t.seed, t.audio_augment, progress
+        )
+        corr = audio_stats.get("heldout_mouth_corr")
+        log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "
+            + ("n/a" if corr is None else f"{corr:.2f}"))
+    aug_gen = torch.Generator().manual_seed(t.seed + 2)
     g_opt = _gauss_optimizer(model, cfg, extent)
     n_opt = _net_optimizer(model, cfg)
     s_static = int(t.static_fraction * t.steps)
@@ -250,12 +261,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             loss = loss + t.lpips_weight * lpips_loss(lpips_net, pred, data.image(i), lpips_crop(data, i))
         if t.lambda_audio > 0:
             j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
-            code = model.audio_code(data.features, j)
-            pred = torch.sigmoid(model.mouth_readout(code))
-            expr = model.predict_expression(code, data.blink[j][:, None])
-            loss = loss + t.lambda_audio * (
-                torch.nn.functional.mse_loss(pred, data.mouth[j]) + torch.nn.functional.mse_loss(expr, data.expression[j])
-            )
+            loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, t.audio_augment, aug_gen)
         g_opt.zero_grad(set_to_none=True)
         n_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -288,7 +294,9 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     heldout = evaluate(model, data, data.test_idx) if len(data.test_idx) else {}
     if ckpt is not None:
         (Path(workdir) / "history.json").write_text(json.dumps(history, indent=1))
-    return TrainResult(model, data, history, heldout, time.time() - t0)
+    if audio_stats:
+        audio_stats["heldout_mouth_corr_final"] = heldout_mouth_correlation(model, data)
+    return TrainResult(model, data, history, heldout, time.time() - t0, audio_stats)
 
 
 @torch.no_grad()

@@ -97,7 +97,7 @@ class TrainConfig:
     lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
     audio_batch: int = 16  # frames per step for that auxiliary loss
     audio_pretrain_steps: int = 1500  # audio -> mouth/expression regression before any rendering (cheap)
-    audio_pretrain_batch: int = 32
+    audio_pretrain_batch: int = 64
     audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
     mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
     densify_every: int = 100

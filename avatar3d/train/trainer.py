@@ -231,9 +231,11 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         start = load_checkpoint(ckpt, model)
         log(f"resuming from step {start} ({ckpt})")
     audio_stats: dict = {}
+    # short fits (tests, quick looks) get a proportionally short pre-training: 2.5 per render step
+    n_pre = min(t.audio_pretrain_steps, max(100, int(2.5 * t.steps)))
     if start == 0 and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
         audio_stats = pretrain_audio(
-            model, data, t.audio_pretrain_steps, t.audio_pretrain_batch, t.lr_net, t.seed, t.audio_augment, progress
+            model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, t.audio_augment, progress
         )
         corr = audio_stats.get("heldout_mouth_corr")
         log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "

@@ -29,21 +29,23 @@ def _logit(x: Tensor) -> Tensor:
 
 
 def _encoding(cfg: ModelConfig, kind: str, mouth: bool) -> SpatialEncoding:
-    """The spatial encoding of the face (or, smaller, the mouth-interior) deformation field."""
-    if kind == "frequency":
+    """The spatial encoding of the face (``mouth``: the mouth-interior) deformation field.
+
+    The mouth interior (a few hundred Gaussians that slide almost as one) always uses the smooth
+    3-octave sin/cos encoding: a grid would add cost there and nothing to learn.
+    """
+    if kind == "frequency" or mouth:
         freqs = max(2, cfg.pe_freqs // 2) if mouth else cfg.pe_freqs
         return SpatialEncoding("frequency", pe_freqs=freqs, pe_scale=0.12)
-    levels, log2_table, max_res = cfg.grid_levels, cfg.grid_log2_table, cfg.grid_max_res
-    if mouth:  # a few hundred Gaussians that move almost as one: a coarse, small grid
-        levels, log2_table, max_res = max(2, levels // 2), min(log2_table, 12), max(cfg.grid_base_res, max_res // 4)
     return SpatialEncoding(
         kind,
         bound=cfg.grid_bound,
-        levels=levels,
+        levels=cfg.grid_levels,
         features=cfg.grid_features,
-        log2_table=log2_table,
+        log2_table=cfg.grid_log2_table,
         base_res=cfg.grid_base_res,
-        max_res=max_res,
+        max_res=cfg.grid_max_res,
+        smooth_freqs=cfg.grid_pe_freqs,
     )
 
 
@@ -215,7 +217,11 @@ class GaussianAvatar(nn.Module):
             d_scale = torch.zeros_like(log_s)
             hi = torch.nonzero(head).squeeze(1)
             mi = torch.nonzero(mouth).squeeze(1)
-            dp, dr, ds, a_att, e_att = self.deform(means[hi], audio, eye)
+            # grid encodings are keyed by the canonical position (a Gaussian's identity, as in
+            # TalkingGaussian), so the per-frame expression offsets do not move it across cells; the
+            # sin/cos field keeps the expression-moved position it was trained with
+            query = means if self.deform.encoding.kind == "frequency" else self.means
+            dp, dr, ds, a_att, e_att = self.deform(query[hi], audio, eye)
             d_pos = d_pos.index_put((hi,), dp)
             d_rot = d_rot.index_put((hi,), dr)
             d_scale = d_scale.index_put((hi,), ds)

@@ -55,14 +55,16 @@ class ModelConfig:
     max_offset: float = 0.02  # metres; bound of the predicted position offsets (tanh)
     # spatial encoding of the canonical position in the deformation field: "hashgrid" (multi-resolution
     # 3D hash grid), "triplane" (three 2D hash grids, ER-NeRF style) or "frequency" (sin/cos, pe_freqs
-    # octaves; what avatars saved before this key existed were trained with, and load as)
+    # octaves; what avatars saved before this key existed were trained with, and load as). Defaults:
+    # the grid that fitted best in the CPU budget (docs in avatar3d/models/encoding.py)
     encoding: str = "hashgrid"
-    grid_levels: int = 16  # hash grid levels, geometric from grid_base_res to grid_max_res
+    grid_levels: int = 8  # hash grid levels, geometric from grid_base_res to grid_max_res
     grid_features: int = 2  # features per level (1, 2, 4 or 8)
     grid_log2_table: int = 14  # log2 of the entries per level (a coarse level that fits is dense)
     grid_base_res: int = 16  # cells across the grid box at the coarsest level
-    grid_max_res: int = 512  # cells across the grid box at the finest level
+    grid_max_res: int = 128  # cells across the grid box at the finest level
     grid_bound: float = 0.18  # metres; the grid covers the head-space cube [-bound, bound]^3
+    grid_pe_freqs: int = 3  # sin/cos octaves of the position appended to the grid features (0 = none)
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hashgrid", "triplane", "frequency"):
@@ -73,6 +75,8 @@ class ModelConfig:
             raise ConfigError("model.grid_levels must be >= 1 and 2 <= grid_base_res <= grid_max_res")
         if not 8 <= self.grid_log2_table <= 24:
             raise ConfigError(f"model.grid_log2_table must be in 8..24, got {self.grid_log2_table}")
+        if self.grid_pe_freqs < 0:
+            raise ConfigError(f"model.grid_pe_freqs must be >= 0, got {self.grid_pe_freqs}")
 
 
 @dataclass
@@ -96,7 +100,7 @@ class TrainConfig:
     lambda_offset: float = 1e-3  # L1 on deformation offsets
     lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
     audio_batch: int = 16  # frames per step for that auxiliary loss
-    audio_pretrain_steps: int = 1500  # audio -> mouth/expression regression before any rendering (cheap)
+    audio_pretrain_steps: int = 1500  # audio -> mouth/expression regression before any rendering (cheap); at most 2.5 x steps
     audio_pretrain_batch: int = 64
     audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
     mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)

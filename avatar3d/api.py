@@ -208,8 +208,15 @@ class Avatar:
         from .io.avatar_dir import read_avatar_dir
 
         meta, cfg_text, state, track, bg = read_avatar_dir(path)
+        raw = yaml.safe_load(cfg_text) or {}
+        model_sec = raw.get("model") if isinstance(raw, dict) else None
+        if isinstance(model_sec, dict):
+            # keys added after an avatar was saved default to what it was trained with, not to today's defaults
+            model_sec.setdefault("encoding", "frequency")  # before the grid encodings existed
+            if model_sec["encoding"] != "frequency":
+                model_sec.setdefault("grid_pe_freqs", 0)  # grids before sin/cos octaves were appended
         try:
-            cfg = AvatarConfig.from_dict(yaml.safe_load(cfg_text) or {}, where=f"{path}/config.yaml")
+            cfg = AvatarConfig.from_dict(raw, where=f"{path}/config.yaml")
         except ConfigError as e:
             raise FormatError(str(e)) from None
         n_expr = int(state["expr_basis"].shape[0]) if "expr_basis" in state else 16

@@ -211,10 +211,10 @@ class Avatar:
         raw = yaml.safe_load(cfg_text) or {}
         model_sec = raw.get("model") if isinstance(raw, dict) else None
         if isinstance(model_sec, dict):
-            # keys added after an avatar was saved default to what it was trained with, not to today's defaults
-            model_sec.setdefault("encoding", "frequency")  # before the grid encodings existed
-            if model_sec["encoding"] != "frequency":
-                model_sec.setdefault("grid_pe_freqs", 0)  # grids before sin/cos octaves were appended
+            # grids saved before sin/cos octaves were appended had none (a missing `encoding` is handled
+            # by GaussianAvatar.load_state_dict, which reads the encoding from the weights)
+            if model_sec.get("encoding", "frequency") != "frequency":
+                model_sec.setdefault("grid_pe_freqs", 0)
         try:
             cfg = AvatarConfig.from_dict(raw, where=f"{path}/config.yaml")
         except ConfigError as e:

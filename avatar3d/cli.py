@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | demo | eval``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -77,6 +77,23 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--syncnet-weights", help="local SyncNet (syncnet_v2.model) weights file")
     e.add_argument("--truth", help="synthetic-subject truth .npz: compare novel views with ground truth")
     e.add_argument("--no-views", action="store_true", help="skip the view-consistency sweep")
+
+    v = sub.add_parser(
+        "view", help="interactive free-viewpoint viewer in the browser (needs avatar3d[view])",
+        description="Serve an interactive viewer on a local web page: orbit / zoom with the mouse, play, "
+                    "pause and scrub the animation, change pose, blinks, background and render size.",
+        epilog="The browser shows video only: the audio is not played (render an mp4 with "
+               "`avatar3d render` to hear it). Needs the optional extra: pip install \"avatar3d[view]\".",
+    )
+    v.add_argument("avatar", help="avatar directory")
+    v.add_argument("--audio", help="drive the avatar with this audio, looped (default: idle, mouth closed, blinking)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    v.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if busy)")
+    v.add_argument("--size", type=int, default=384,
+                   help="render about SIZE x SIZE pixels, shaped to the window (default 384; half while moving)")
+    v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
+    v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
+    v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
     return p
 
 
@@ -161,13 +178,20 @@ def _cmd_eval(a) -> None:
           f"LMD {m['lmd']}, LPIPS {m['lpips']}")
 
 
+def _cmd_view(a) -> None:
+    from .viewer import run_viewer
+
+    run_viewer(a.avatar, a.audio, host=a.host, port=a.port, size=a.size, pose=a.pose, blink=a.blink,
+               background=a.background)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import Avatar3DError
 
     args = _parser().parse_args(argv)
     try:
         {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
-         "eval": _cmd_eval}[args.cmd](args)
+         "eval": _cmd_eval, "view": _cmd_view}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,366 @@
+"""The interactive viewer: a viser server that renders the avatar from each browser's camera.
+
+One render thread serves every connected browser: it reads the browser's camera, renders the frame
+of the playback clock (:func:`render_frame`) and sends it as the scene's background image. While
+the camera moves it renders at half the size (fast feedback), and at full size once the camera has
+been still for a moment. GUI callbacks only change settings; the thread notices and re-renders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import Avatar3DError, ConfigError
+from .frames import (
+    BLINK_MODES,
+    POSE_MODES,
+    Clock,
+    Drive,
+    FrameCache,
+    camera_from_viewer,
+    check_size,
+    principal_offset,
+    render_frame,
+    viewer_pose,
+)
+
+INSTALL_HINT = 'avatar3d view needs the optional viewer: pip install "avatar3d[view]"'
+MOVING_HOLD_S = 0.25  # a camera still for this long is "stopped": render at full size
+MOVING_SCALE = 0.5  # render size while the camera moves
+BACKGROUNDS = ("plate", "white", "black", "green", "custom")
+
+
+def import_viser():
+    """The viser module, or an Avatar3DError naming the extra to install."""
+    try:
+        import viser
+    except ImportError:
+        raise Avatar3DError(INSTALL_HINT) from None
+    return viser
+
+
+@dataclass
+class CameraState:
+    """A snapshot of one browser camera (viser's convention, see :mod:`.frames`)."""
+
+    wxyz: tuple
+    position: tuple
+    fov: float
+    aspect: float
+
+    @classmethod
+    def of(cls, cam) -> CameraState:
+        return cls(
+            tuple(np.round(cam.wxyz, 7)), tuple(np.round(cam.position, 7)), float(cam.fov), float(cam.aspect)
+        )
+
+
+@dataclass
+class _ClientView:
+    state: CameraState | None = None
+    changed_at: float = 0.0
+    last_key: tuple | None = None
+
+
+class AvatarViewer:
+    """A running viser server showing ``avatar`` driven by ``drive``.
+
+    Args:
+        host, port: where to listen (port 0: any free port; a busy port makes viser take the next
+            free one; :attr:`port` is the one bound).
+        size: render about size x size pixels at rest (half that while the camera moves).
+        pose / blink / background: initial settings (see :func:`render_frame`).
+    Call :meth:`stop` to close it.
+    """
+
+    def __init__(
+        self,
+        avatar,
+        drive: Drive,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        size: int = 384,
+        pose: str = "static",
+        blink: str = "auto",
+        background="plate",
+        verbose: bool = False,
+    ):
+        viser = import_viser()
+        # a browser that closes while its frame renders: the frame is dropped, nothing to warn about
+        warnings.filterwarnings("ignore", message="Queued a BackgroundImageMessage on a closed connection")
+        if pose not in POSE_MODES:
+            raise ConfigError(f"unknown pose mode {pose!r}: use {', '.join(POSE_MODES)}")
+        if blink not in BLINK_MODES:
+            raise ConfigError(f"unknown blink mode {blink!r}: use {', '.join(BLINK_MODES)}")
+        self.avatar, self.drive = avatar, drive
+        self.size = check_size(size)
+        self.pose, self.blink = pose, blink
+        self.blink_amount = 0.0
+        self.background = background
+        if not (isinstance(background, str) and background == "plate"):
+            avatar._background(background, avatar.rest_camera)  # a ConfigError now rather than per frame
+        self.clock = Clock(drive.seconds, playing=True)
+        self.cache = FrameCache()
+        self.frames_rendered = 0
+        self.last_frame: np.ndarray | None = None
+        self.fps = 0.0
+        self._rest = avatar.rest_camera
+        self._offset = principal_offset(self._rest)
+        self._version = 0
+        self._views: dict[int, _ClientView] = {}
+        self._stop = threading.Event()
+        self._render_s: float | None = None
+        self._status_at = self._slider_at = 0.0
+        self._last_error = ""
+        self._wake = threading.Event()
+
+        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+        with quiet:  # viser prints a banner; the CLI prints the URL itself
+            self.server = viser.ViserServer(host=host, port=port, label="avatar3d", verbose=verbose)
+        self.host, self.port = host, int(self.server.get_port())
+        self.server.scene.set_up_direction("-y")  # the avatar's world: OpenCV axes, y down
+        rp = viewer_pose(self._rest)
+        ic = self.server.initial_camera
+        ic.fov, ic.position, ic.look_at, ic.up = rp.fov, rp.position, rp.look_at, rp.up
+        self._build_gui()
+        self.server.on_client_connect(self._on_connect)
+        self._thread = threading.Thread(target=self._loop, name="avatar3d-view", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def url(self) -> str:
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop rendering and close the server."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.server.stop()
+
+    def render_view(self, state: CameraState, t: float, moving: bool = False) -> np.ndarray:
+        """The frame at time ``t`` for a browser camera ``state`` with the current settings."""
+        size = max(32, int(self.size * MOVING_SCALE)) if moving else self.size
+        cam = camera_from_viewer(state.wxyz, state.position, state.fov, state.aspect, size, self._offset)
+        blink = self.blink_amount if self.blink == "manual" else self.blink
+        return render_frame(
+            self.avatar,
+            self.drive,
+            cam,
+            t,
+            pose=self.pose,
+            blink=blink,
+            background=self.background,
+            cache=self.cache,
+        )
+
+    def set_camera(self, client, camera) -> None:
+        """Move a browser's camera to ``camera`` (a :class:`Camera`) and orbit around the head."""
+        p = viewer_pose(camera)
+        with client.atomic():
+            client.camera.fov = p.fov
+            client.camera.position = p.position
+            client.camera.look_at = p.look_at
+            client.camera.up_direction = p.up
+
+    # ------------------------------------------------------------------ GUI
+    def _changed(self, *_args) -> None:
+        self._version += 1
+        self._wake.set()
+
+    def _build_gui(self) -> None:
+        gui, d = self.server.gui, self.drive
+        src = "idle (silence)" if d.audio is None else "audio"
+        gui.add_markdown(
+            f"**avatar3d** · {src}, {d.seconds:.1f} s loop at {d.fps:g} fps  \n"
+            "Drag to orbit, scroll to zoom, right-drag to pan. Video only: the audio is "
+            "not played in the browser."
+        )
+        self._status = gui.add_markdown("")
+        with gui.add_folder("Playback"):
+            self._play = gui.add_button("Pause")
+            self._time = gui.add_slider(
+                "Time (s)",
+                min=0.0,
+                max=round(max(d.seconds - 1.0 / d.fps, 1.0 / d.fps), 4),
+                step=round(1.0 / d.fps, 6),
+                initial_value=0.0,
+            )
+        with gui.add_folder("Avatar"):
+            self._pose = gui.add_dropdown(
+                "Pose",
+                POSE_MODES,
+                initial_value=self.pose,
+                hint="static: rest pose; track: the training head motion; generated: small natural motion",
+            )
+            self._blink = gui.add_dropdown("Blink", BLINK_MODES + ("manual",), initial_value=self.blink)
+            self._blink_amount = gui.add_slider(
+                "Blink amount",
+                min=0.0,
+                max=1.0,
+                step=0.05,
+                initial_value=0.0,
+                hint="eyelid closure when Blink is manual",
+            )
+        with gui.add_folder("View"):
+            bg0 = (
+                self.background
+                if isinstance(self.background, str) and self.background in BACKGROUNDS
+                else "custom"
+            )
+            self._bg = gui.add_dropdown("Background", BACKGROUNDS, initial_value=bg0)
+            rgb0 = (128, 128, 128)
+            if bg0 == "custom":
+                c = self.avatar._background(self.background, self._rest)[0].numpy()
+                rgb0 = tuple(round(float(v) * 255) for v in c)
+            self._rgb = gui.add_rgb("Colour", initial_value=rgb0, visible=bg0 == "custom")
+            self._size = gui.add_slider(
+                "Render size",
+                min=128,
+                max=1024,
+                step=32,
+                initial_value=int(np.clip(self.size, 128, 1024)),
+                hint="about size x size pixels; half while the camera moves",
+            )
+            rest_btn = gui.add_button("Capture camera")
+            front_btn = gui.add_button("Frontal camera")
+
+        @self._play.on_click
+        def _(_e) -> None:
+            if self.clock.playing:
+                self.clock.pause()
+                self._play.label = "Play"
+            else:
+                self.clock.play()
+                self._play.label = "Pause"
+            self._changed()
+
+        @self._time.on_update
+        def _(e) -> None:
+            if e.client is not None:  # the user moved it (our own updates come with no client)
+                self.clock.seek(float(self._time.value))
+                self._changed()
+
+        @self._pose.on_update
+        def _(_e) -> None:
+            self.pose = self._pose.value
+            self._changed()
+
+        @self._blink.on_update
+        def _(_e) -> None:
+            self.blink = self._blink.value
+            self._changed()
+
+        @self._blink_amount.on_update
+        def _(e) -> None:
+            self.blink_amount = float(self._blink_amount.value)
+            if e.client is not None and self._blink.value != "manual":
+                self._blink.value = "manual"
+            self._changed()
+
+        def _set_bg(_e=None) -> None:
+            v = self._bg.value
+            self._rgb.visible = v == "custom"
+            self.background = tuple(c / 255.0 for c in self._rgb.value) if v == "custom" else v
+            self._changed()
+
+        self._bg.on_update(_set_bg)
+        self._rgb.on_update(_set_bg)
+
+        @self._size.on_update
+        def _(_e) -> None:
+            self.size = int(self._size.value)
+            self._changed()
+
+        @rest_btn.on_click
+        def _(e) -> None:
+            if e.client is not None:
+                self.set_camera(e.client, self._rest)
+
+        @front_btn.on_click
+        def _(e) -> None:
+            if e.client is not None:
+                self.set_camera(e.client, self.avatar.camera(0.0, 0.0, (self._rest.width, self._rest.height)))
+
+    def _on_connect(self, client) -> None:
+        # keep the dolly within the head's scale (a long scroll must not lose the avatar)
+        dist = float(np.linalg.norm(viewer_pose(self._rest).look_at - viewer_pose(self._rest).position))
+        client.camera.min_orbit_distance = 0.1 * dist
+        client.camera.max_orbit_distance = 10.0 * dist
+        client.camera.on_update(lambda _cam: self._wake.set())
+        self._wake.set()
+
+    # ------------------------------------------------------------------ rendering
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rendered = self._tick()
+            except Exception as e:  # noqa: BLE001  (keep serving; say what went wrong once per kind of error)
+                rendered = False
+                msg = f"avatar3d view: {type(e).__name__}: {e}"
+                if msg != self._last_error:
+                    print(msg, flush=True)
+                    self._last_error = msg
+            if not rendered:
+                # nothing new: wait for a camera or GUI change, or the next frame while playing
+                self._wake.wait(timeout=0.5 / self.drive.fps if self.clock.playing else 0.1)
+                self._wake.clear()
+
+    def _tick(self) -> bool:
+        """Render what changed for each browser; True when something was rendered."""
+        clients = self.server.get_clients()
+        for cid in [c for c in self._views if c not in clients]:
+            del self._views[cid]
+        rendered = False
+        t = self.clock.time()
+        k = self.drive.index(t)
+        now = time.monotonic()
+        for cid, client in clients.items():
+            try:
+                state = CameraState.of(client.camera)
+            except (AssertionError, AttributeError):  # no camera message yet
+                continue
+            view = self._views.setdefault(cid, _ClientView())
+            if state != view.state:
+                view.state, view.changed_at = state, now
+            moving = now - view.changed_at < MOVING_HOLD_S
+            key = (state, k, self._version, moving)
+            if key == view.last_key:
+                continue
+            view.last_key = key
+            t0 = time.perf_counter()
+            img = self.render_view(state, t, moving)
+            dt = time.perf_counter() - t0
+            client.scene.set_background_image(img, format="jpeg", jpeg_quality=80 if moving else 92)
+            self.last_frame = img
+            self.frames_rendered += 1
+            self._render_s = dt if self._render_s is None else 0.8 * self._render_s + 0.2 * dt
+            self.fps = 1.0 / max(self._render_s, 1e-6)
+            rendered = True
+        if now - self._status_at > 0.5 and self.last_frame is not None:
+            h, w = self.last_frame.shape[:2]
+            self._status.content = (
+                f"frame {k + 1}/{self.drive.n_frames} · {w}×{h} px · {self.fps:.1f} fps render"
+            )
+            self._status_at = now
+        # the time slider follows the clock (4 times a second while playing, at once after a seek)
+        if abs(float(self._time.value) - t) > 0.5 / self.drive.fps and (
+            not self.clock.playing or now - self._slider_at > 0.25
+        ):
+            self._time.value = round(t, 4)
+            self._slider_at = now
+        return rendered
+
+
+__all__ = ["INSTALL_HINT", "AvatarViewer", "CameraState", "import_viser"]

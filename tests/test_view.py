@@ -1,0 +1,383 @@
+"""``avatar3d view``: browser camera <-> Camera conversion, per-frame rendering, the CLI's errors, and
+the viser server started and stopped on a free port (skipped without the optional extra)."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from avatar3d.cli import main
+from avatar3d.render.camera import Camera
+from avatar3d.viewer.frames import (
+    Clock,
+    FrameCache,
+    camera_from_viewer,
+    look_at_wxyz,
+    make_drive,
+    matrix_to_wxyz,
+    render_frame,
+    viewer_pose,
+    viewer_size,
+    wxyz_to_matrix,
+)
+
+SIZE = 64
+
+
+def _tiny_avatar():
+    """A 300-Gaussian avatar (a coloured blob of head, mouth and torso Gaussians) with a rest camera
+    slightly off-axis, a short training track and a gradient background plate: builds in milliseconds."""
+    from avatar3d import Avatar
+    from avatar3d.config import AvatarConfig
+    from avatar3d.models.gaussian_avatar import GaussianAvatar
+
+    torch.manual_seed(0)
+    cfg = AvatarConfig.from_dict({"preset": "fast", "model": {"encoding": "frequency", "hidden": 16}})
+    n = 300
+    m = GaussianAvatar(cfg.model, n, n_mels=80, n_expr=4)
+    with torch.no_grad():
+        m.means.copy_(torch.randn(n, 3) * torch.tensor([0.02, 0.025, 0.02]))
+        m.log_scales.fill_(math.log(0.012))
+        m.opacity_logits.fill_(2.0)
+        m.color_logits.copy_(torch.randn(n, 3))
+        m.group[: n // 6] = 1  # mouth
+        m.group[-n // 6 :] = 2  # torso
+        for p in m.deform.head[-1].parameters():
+            p.normal_(0, 0.05)
+    rest = Camera.look_at((0.05, -0.02, -0.5), (0.0, 0.0, 0.0), width=SIZE, height=SIZE, fov_degrees=25)
+    meta = {
+        "width": SIZE,
+        "height": SIZE,
+        "K": rest.K.tolist(),
+        "rest_viewmat": rest.world_to_camera.tolist(),
+        "fps": 25.0,
+        "n_mels": 80,
+        "audio_window": cfg.model.audio_window,
+    }
+    yaw = np.radians(np.linspace(-5, 5, 6))
+    poses = np.tile(np.eye(4), (6, 1, 1))
+    poses[:, 0, 0] = poses[:, 2, 2] = np.cos(yaw)
+    poses[:, 0, 2], poses[:, 2, 0] = np.sin(yaw), -np.sin(yaw)
+    track = {"head_poses": torch.as_tensor(poses, dtype=torch.float32), "blink": torch.linspace(0, 1, 6)}
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    plate = np.stack([xx * 255 // SIZE, yy * 255 // SIZE, np.full_like(xx, 90)], -1).astype(np.uint8)
+    return Avatar(m, cfg, meta, track, plate)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    av = _tiny_avatar()
+    d = tmp_path_factory.mktemp("view")
+    av.save(d / "avatar")
+    rng = np.random.default_rng(0)
+    wave = (0.2 * np.sin(2 * np.pi * 180 * np.arange(16000) / 16000) * rng.uniform(0.2, 1, 16000)).astype(
+        np.float32
+    )
+    return av, d / "avatar", wave
+
+
+@pytest.fixture(scope="module")
+def wav(tiny, tmp_path_factory):
+    from avatar3d.io.media import write_audio
+
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    write_audio(path, tiny[2], 16000)
+    return path
+
+
+def _viser_view_of(cam: Camera):
+    """What a viser browser reports after being placed at ``cam`` (its position / look_at / up)."""
+    p = viewer_pose(cam)
+    wxyz = look_at_wxyz(p.position, p.look_at, p.up)
+    return wxyz, p.position, p.fov, cam.width / cam.height
+
+
+# ------------------------------------------------------------------------------ cameras
+def test_quaternion_round_trip():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        R = wxyz_to_matrix(q)
+        assert np.allclose(R @ R.T, np.eye(3), atol=1e-12) and np.isclose(np.linalg.det(R), 1)
+        back = matrix_to_wxyz(R)
+        assert np.allclose(back, q if q[0] >= 0 else -q, atol=1e-9)
+    assert np.allclose(wxyz_to_matrix([1, 0, 0, 0]), np.eye(3))
+    # 90 degrees about +y takes +z to +x
+    assert np.allclose(
+        wxyz_to_matrix([math.cos(math.pi / 4), 0, math.sin(math.pi / 4), 0]) @ [0, 0, 1], [1, 0, 0]
+    )
+
+
+def test_viser_camera_convention_looks_along_plus_z():
+    """viser: wxyz/position are camera -> world with OpenCV axes (+z forward, -y up). A camera at
+    (0, 0, -1) with the identity rotation looks along +z at the origin, with world -y up."""
+    cam = camera_from_viewer((1, 0, 0, 0), (0, 0, -1), math.radians(30), 1.0, 64)
+    assert np.allclose(cam.center, [0, 0, -1])
+    uv = cam.K @ (cam.world_to_camera @ [0, 0, 0, 1])[:3]
+    assert np.allclose(uv[:2] / uv[2], [32, 32])  # the origin lands in the image centre
+    above = cam.K @ (cam.world_to_camera @ [0, -0.1, 0, 1])[:3]
+    assert above[1] / above[2] < 32  # world -y (up) is up in the image
+    right = cam.K @ (cam.world_to_camera @ [0.1, 0, 0, 1])[:3]
+    assert right[0] / right[2] > 32
+    # vertical fov: the image's top edge is 15 degrees above the axis
+    assert np.isclose(cam.K[1, 1], 32 / math.tan(math.radians(15)))
+
+
+@pytest.mark.parametrize("aspect", [1.0, 16 / 9, 0.6])
+def test_viewer_size_keeps_the_pixel_budget(aspect):
+    w, h = viewer_size(aspect, 384)
+    assert abs(w / h - aspect) < 0.02 and abs(w * h / 384**2 - 1) < 0.02 and w % 2 == 0 and h % 2 == 0
+
+
+def test_viser_camera_at_the_rest_camera_reproduces_its_view_matrix(tiny):
+    av = tiny[0]
+    rest = av.rest_camera
+    wxyz, pos, fov, aspect = _viser_view_of(rest)
+    cam = camera_from_viewer(wxyz, pos, fov, aspect, SIZE)
+    assert (cam.width, cam.height) == (rest.width, rest.height)
+    np.testing.assert_allclose(cam.world_to_camera, rest.world_to_camera, atol=1e-9)
+    np.testing.assert_allclose(cam.K, rest.K, atol=1e-9)
+    # the orbit centre is on the viewing axis, at the head's depth
+    p = viewer_pose(rest)
+    assert np.isclose(np.linalg.norm(p.look_at - p.position), 0.5, atol=0.01)
+
+
+def test_viser_camera_matches_orbit_cameras():
+    for yaw, pitch in [(0, 0), (35, 10), (-60, -20), (170, 5)]:
+        ref = Camera.orbit(yaw, pitch, distance=0.6, width=80, height=60, fov_degrees=20)
+        wxyz, pos, fov, aspect = _viser_view_of(ref)
+        cam = camera_from_viewer(wxyz, pos, fov, aspect, int(math.sqrt(80 * 60)))
+        np.testing.assert_allclose(cam.world_to_camera, ref.world_to_camera, atol=1e-9)
+        assert abs(cam.K[1, 1] / cam.height - ref.K[1, 1] / ref.height) < 1e-9
+
+
+def test_viser_itself_agrees(tiny):
+    """viser's own CameraHandle, given our position / look_at / up, derives the orientation we expect."""
+    viser = pytest.importorskip("viser")
+    from types import SimpleNamespace
+
+    rest = tiny[0].rest_camera
+    p = viewer_pose(rest)
+    client = SimpleNamespace(_websock_connection=SimpleNamespace(queue_message=lambda m: None))
+    handle = viser.CameraHandle(client)
+    handle._state.update_timestamp = time.time()
+    handle._state.up_direction = np.array([0.0, -1.0, 0.0])
+    handle._state.look_at = np.array([0.0, 0.0, 1.0])
+    handle.position = p.position
+    handle.look_at = p.look_at
+    handle.up_direction = p.up
+    cam = camera_from_viewer(handle.wxyz, handle.position, p.fov, 1.0, SIZE)
+    np.testing.assert_allclose(cam.world_to_camera, rest.world_to_camera, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------ frames
+def test_idle_drive_loops_seamlessly(tiny):
+    av = tiny[0]
+    d = make_drive(av, None, idle_seconds=4.0)
+    assert d.audio is None and d.n_frames >= 100 and d.n_frames % 12 == 0  # whole mirrored track loops
+    assert torch.allclose(d.codes[0], d.codes[-1])  # silence throughout
+    for mode in ("track", "generated"):
+        P = d.poses[mode]
+        step = np.abs(np.diff(np.concatenate([P, P[:1]]), axis=0)).max()
+        assert step < 0.05, mode  # no jump anywhere, the loop seam included
+    assert d.blinks["auto"].max() > 0.9  # at least one blink in 4 s
+    assert d.index(0) == 0 and d.index(d.seconds) == 0 and d.index(1.0) == 25
+
+
+def test_frame_at_rest_camera_matches_avatar_render(tiny, wav):
+    """The viewer's frame k at the rest camera (placed through the viser conversion) is frame k of
+    Avatar.render with the same audio, pose, blinks and background."""
+    av = tiny[0]
+    d = make_drive(av, wav)
+    wxyz, pos, fov, aspect = _viser_view_of(av.rest_camera)
+    cam = camera_from_viewer(wxyz, pos, fov, aspect, SIZE)
+    for pose, blink, bg in [
+        ("static", "auto", "plate"),
+        ("track", "track", "#336699"),
+        ("generated", "none", "plate"),
+    ]:
+        ref = av.render(wav, camera="capture", pose=pose, blink=blink, background=bg, progress=False)
+        assert len(ref) == d.n_frames
+        cache = FrameCache()
+        for k in (0, 7, d.n_frames - 1):
+            img = render_frame(av, d, cam, k / d.fps, pose=pose, blink=blink, background=bg, cache=cache)
+            diff = np.abs(img.astype(int) - ref.frames[k].astype(int)).max()
+            assert diff <= 1, (pose, blink, bg, k, diff)
+
+
+def test_frames_change_with_time_view_and_settings(tiny, wav):
+    av = tiny[0]
+    d = make_drive(av, wav)
+    rest = av.rest_camera
+    cache = FrameCache()
+    a = render_frame(av, d, rest, 0.1, cache=cache)
+    again = render_frame(av, d, rest, 0.1, cache=cache)
+    assert cache.hits == 1 and np.array_equal(a, again)  # paused, same camera: the posed Gaussians are reused
+    assert not np.array_equal(a, render_frame(av, d, rest, 0.5))  # the audio moves the face
+    side = Camera.orbit(40, 0, distance=0.5, width=SIZE, height=SIZE, fov_degrees=25)
+    assert not np.array_equal(a, render_frame(av, d, side, 0.1))
+    closed = render_frame(av, d, rest, 0.1, blink=1.0, background="white")
+    assert closed.shape == a.shape and (closed == 255).all(-1).mean() > 0.2
+    wide = camera_from_viewer(*_viser_view_of(rest)[:3], 16 / 9, 64)
+    assert render_frame(av, d, wide, 0.1).shape == (48, 86, 3)
+    with pytest.raises(Exception, match="pose"):
+        render_frame(av, d, rest, 0.0, pose="dance")
+
+
+def test_plate_is_exact_at_the_rest_camera_and_scaled_elsewhere(tiny):
+    from avatar3d.viewer.frames import _plate_for
+
+    av = tiny[0]
+    rest = av.rest_camera
+    plate = _plate_for(av, rest, None)[0].numpy()
+    assert np.allclose(plate * 255, av.background, atol=1e-3)
+    big = _plate_for(av, rest.resized(2 * SIZE, 2 * SIZE), None)[0].numpy() * 255
+    assert np.abs(big[::2, ::2].mean() - av.background.mean()) < 2
+
+
+def test_clock_plays_pauses_seeks_and_loops():
+    now = [100.0]
+    c = Clock(2.0, playing=True, now=lambda: now[0])
+    now[0] += 0.5
+    assert np.isclose(c.time(), 0.5)
+    c.pause()
+    now[0] += 5
+    assert np.isclose(c.time(), 0.5)
+    c.seek(1.9)
+    c.play()
+    now[0] += 0.3
+    assert np.isclose(c.time(), 0.2)  # looped
+
+
+# ------------------------------------------------------------------------------ CLI
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_help_lists_view(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "view" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["view", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--audio" in out and "not played" in out
+
+
+def test_view_without_viser_is_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_viser(name, *a, **k):
+        if name == "viser" or name.startswith("viser."):
+            raise ImportError("No module named 'viser'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_viser)
+    code, err = _run(["view", tmp_path], capsys)
+    assert code == 2 and len(err) == 1
+    assert 'avatar3d view needs the optional viewer: pip install "avatar3d[view]"' in err[0]
+
+
+def _bad_inputs(tiny, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    return [
+        (["view", tmp_path / "nope"], "not found"),
+        (["view", tmp_path], "avatar"),  # a directory that is not an avatar
+        (["view", tiny[1], "--audio", tmp_path / "missing.wav"], "missing.wav"),
+        (["view", tiny[1], "--audio", broken], "broken.wav"),
+        (["view", tiny[1], "--port", "70000"], "port"),
+        (["view", tiny[1], "--host", "no.such.host.invalid"], "host"),
+        (["view", tiny[1], "--size", "8"], "size"),
+        (["view", tiny[1], "--background", "plaid"], "background"),
+    ]
+
+
+def test_view_bad_input_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    """Every bad input is refused before a server starts (so this runs without viser too)."""
+    from avatar3d.viewer import server
+
+    def no_server(*a, **k):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(server, "import_viser", lambda: None)
+    monkeypatch.setattr(server, "AvatarViewer", no_server)
+    for args, word in _bad_inputs(tiny, tmp_path):
+        code, err = _run(args, capsys)
+        assert code == 2 and len(err) == 1 and word in err[0].lower(), (args, err)
+
+
+# ------------------------------------------------------------------------------ the server
+def test_server_serves_a_browser_camera(tiny, wav):
+    """Start on a free port, connect like a browser (a websocket speaking viser's protocol), send a
+    camera at the rest view, receive rendered frames; change settings; stop."""
+    viser = pytest.importorskip("viser")
+    import msgspec
+    from websockets.sync.client import connect
+
+    from avatar3d.viewer import start_viewer
+
+    viewer = start_viewer(tiny[1], wav, port=0, size=SIZE, log=None)
+    try:
+        assert viewer.port > 0 and viewer.url == f"http://127.0.0.1:{viewer.port}"
+        with socket.create_connection(("127.0.0.1", viewer.port), timeout=5):
+            pass
+        p = viewer_pose(tiny[0].rest_camera)
+        assert np.allclose(viewer.server.initial_camera.position, p.position)
+        with connect(
+            f"ws://127.0.0.1:{viewer.port}",
+            subprotocols=[f"viser-v{viser.__version__}"],
+            open_timeout=10,
+            close_timeout=0.5,
+        ) as ws:
+
+            def vec(x):
+                return [float(v) for v in x]
+
+            msg = {
+                "type": "ViewerCameraMessage",
+                "wxyz": vec(look_at_wxyz(p.position, p.look_at, p.up)),
+                "position": vec(p.position),
+                "fov": float(p.fov),
+                "near": 0.01,
+                "far": 100.0,
+                "image_height": 300,
+                "image_width": 300,
+                "look_at": vec(p.look_at),
+                "up_direction": vec(p.up),
+            }
+            viewer.clock.pause()
+            viewer.clock.seek(0.2)
+            ws.send(msgspec.msgpack.encode(msg))
+            deadline = time.time() + 20
+            while time.time() < deadline and (
+                viewer.last_frame is None or viewer.last_frame.shape[0] != SIZE
+            ):
+                time.sleep(0.05)  # first the half-size frame while "moving", then the full one
+            assert viewer.last_frame is not None and viewer.last_frame.shape == (SIZE, SIZE, 3)
+            ref = render_frame(tiny[0], viewer.drive, tiny[0].rest_camera, 0.2)
+            assert np.abs(viewer.last_frame.astype(int) - ref.astype(int)).max() <= 1
+            n = viewer.frames_rendered
+            viewer._bg.value = "white"  # a GUI change re-renders
+            deadline = time.time() + 10
+            while time.time() < deadline and viewer.frames_rendered == n:
+                time.sleep(0.05)
+            assert viewer.frames_rendered > n and (viewer.last_frame == 255).all(-1).mean() > 0.2
+            viewer.clock.play()  # playing advances frames in real time
+            n = viewer.frames_rendered
+            time.sleep(0.6)
+            assert viewer.frames_rendered > n
+            assert len(ws.recv(timeout=5)) > 0  # messages flow to the browser
+    finally:
+        viewer.stop()
+    assert not viewer._thread.is_alive()

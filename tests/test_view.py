@@ -148,6 +148,20 @@ def test_viser_camera_at_the_rest_camera_reproduces_its_view_matrix(tiny):
     assert np.isclose(np.linalg.norm(p.look_at - p.position), 0.5, atol=0.01)
 
 
+def test_off_centre_capture_camera_keeps_its_principal_point():
+    from avatar3d.viewer.frames import principal_offset
+
+    base = Camera.look_at((0.05, -0.02, -0.5), width=96, height=72, fov_degrees=25)
+    K = base.K.copy()
+    K[0, 2] += 6.0
+    K[1, 2] -= 4.0
+    rest = Camera(K, base.world_to_camera, 96, 72)
+    wxyz, pos, fov, aspect = _viser_view_of(rest)
+    cam = camera_from_viewer(wxyz, pos, fov, aspect, int(math.sqrt(96 * 72)), principal_offset(rest))
+    np.testing.assert_allclose(cam.K, rest.K, atol=1e-9)
+    np.testing.assert_allclose(cam.world_to_camera, rest.world_to_camera, atol=1e-9)
+
+
 def test_viser_camera_matches_orbit_cameras():
     for yaw, pitch in [(0, 0), (35, 10), (-60, -20), (170, 5)]:
         ref = Camera.orbit(yaw, pitch, distance=0.6, width=80, height=60, fov_degrees=20)

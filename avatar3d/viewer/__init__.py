@@ -86,16 +86,20 @@ def start_viewer(
 
 
 def run_viewer(avatar_dir, audio=None, **kwargs) -> None:
-    """Start the viewer, print its URL and serve until Ctrl+C."""
-    viewer = start_viewer(avatar_dir, audio, **kwargs)
-    print(f"avatar3d view: open {viewer.url} in a browser (Ctrl+C to stop)", flush=True)
+    """Start the viewer, print its URL and serve until Ctrl+C (which ends it normally)."""
+    viewer = None
     try:
+        viewer = start_viewer(avatar_dir, audio, **kwargs)
+        print(f"avatar3d view: open {viewer.url} in a browser (Ctrl+C to stop)", flush=True)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
-        print("avatar3d view: stopped")
+        if viewer is None:
+            raise  # interrupted while loading: the CLI reports it
+        print("avatar3d view: stopped", flush=True)
     finally:
-        viewer.stop()
+        if viewer is not None:
+            viewer.stop()
 
 
 __all__ = [

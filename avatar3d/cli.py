@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         "view", help="interactive free-viewpoint viewer in the browser (needs avatar3d[view])",
         description="Serve an interactive viewer on a local web page: orbit / zoom with the mouse, play, "
                     "pause and scrub the animation, change pose, blinks, background and render size.",
-        epilog="The browser shows video only: the audio is not played (render an mp4 with "
-               "`avatar3d render` to hear it). Needs the optional extra: pip install \"avatar3d[view]\".",
+        epilog="With --audio, tick Sound in the panel to hear it in the browser, kept in step with the "
+               "video (browsers allow sound only after a click in the page). "
+               "Needs the optional extra: pip install \"avatar3d[view]\".",
     )
     v.add_argument("avatar", help="avatar directory")
     v.add_argument("--audio", help="drive the avatar with this audio, looped (default: idle, mouth closed, blinking)")

@@ -3,9 +3,12 @@ the viser server started and stopped on a free port (skipped without the optiona
 
 from __future__ import annotations
 
+import base64
 import math
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,6 +272,24 @@ def test_clock_plays_pauses_seeks_and_loops():
     assert np.isclose(c.time(), 0.2)  # looped
 
 
+def test_sound_helpers(tiny):
+    from avatar3d.audio import load_audio
+    from avatar3d.viewer.sound import AUDIO_ID, audio_data_url, audio_element_html, control_html
+
+    wave = tiny[2]
+    url = audio_data_url(wave, 16000)
+    assert url.startswith("data:audio/flac;base64,")
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "back.flac"
+        f.write_bytes(base64.b64decode(url.split(",", 1)[1]))
+        back = load_audio(f, sr=16000)
+    assert len(back) == len(wave) and np.abs(back - wave).max() < 1e-3
+    assert f'id="{AUDIO_ID}"' in audio_element_html(url)
+    play, pause = control_html(12.3456, True, 7), control_html(-1.0, False, 8)
+    assert "currentTime=12.346" in play and "play()" in play and 'data-n="7"' in play
+    assert "currentTime=0.000" in pause and "pause()" in pause and "<script" not in play + pause
+
+
 # ------------------------------------------------------------------------------ CLI
 def _run(args, capsys):
     code = main([str(a) for a in args])
@@ -283,7 +304,7 @@ def test_help_lists_view(capsys):
     with pytest.raises(SystemExit) as e:
         main(["view", "--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and "--audio" in out and "not played" in out
+    assert e.value.code == 0 and "--audio" in out and "Sound" in out
 
 
 def test_view_without_viser_is_one_line(tmp_path, capsys, monkeypatch):
@@ -392,6 +413,16 @@ def test_server_serves_a_browser_camera(tiny, wav):
             time.sleep(0.6)
             assert viewer.frames_rendered > n
             assert len(ws.recv(timeout=5)) > 0  # messages flow to the browser
+            viewer._sound.value = True  # sound: the browser's audio element is told to play, then to pause
+            deadline = time.time() + 5
+            while time.time() < deadline and "play()" not in viewer._sound_ctl.content:
+                time.sleep(0.05)
+            assert "play()" in viewer._sound_ctl.content
+            viewer.clock.pause()
+            deadline = time.time() + 5
+            while time.time() < deadline and "pause()" not in viewer._sound_ctl.content:
+                time.sleep(0.05)
+            assert "pause()" in viewer._sound_ctl.content
     finally:
         viewer.stop()
     assert not viewer._thread.is_alive()

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import Avatar3DError, ConfigError
 from .frames import (
+    AUDIO_SR,
     BLINK_MODES,
     POSE_MODES,
     Clock,
@@ -30,6 +31,7 @@ from .frames import (
     render_frame,
     viewer_pose,
 )
+from .sound import MAX_SOUND_S, audio_data_url, audio_element_html, control_html
 
 INSTALL_HINT = 'avatar3d view needs the optional viewer: pip install "avatar3d[view]"'
 MOVING_HOLD_S = 0.25  # a camera still for this long is "stopped": render at full size
@@ -120,6 +122,7 @@ class AvatarViewer:
         self._render_s: float | None = None
         self._status_at = self._slider_at = 0.0
         self._last_error = ""
+        self._sound_playing, self._sound_at, self._sound_nonce = False, 0.0, 0
         self._wake = threading.Event()
 
         quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
@@ -184,8 +187,7 @@ class AvatarViewer:
         src = "idle (silence)" if d.audio is None else "audio"
         gui.add_markdown(
             f"**avatar3d** · {src}, {d.seconds:.1f} s loop at {d.fps:g} fps  \n"
-            "Drag to orbit, scroll to zoom, right-drag to pan. Video only: the audio is "
-            "not played in the browser."
+            "Drag to orbit, scroll to zoom, right-drag to pan."
         )
         self._status = gui.add_markdown("")
         with gui.add_folder("Playback"):
@@ -197,6 +199,14 @@ class AvatarViewer:
                 step=round(1.0 / d.fps, 6),
                 initial_value=0.0,
             )
+            self._sound = None
+            if d.audio is not None and d.seconds <= MAX_SOUND_S:
+                self._sound = gui.add_checkbox(
+                    "Sound", False, hint="play the audio in this browser, in step with the video"
+                )
+                self._sound.on_update(lambda _e: self._wake.set())
+                gui.add_html(audio_element_html(audio_data_url(d.audio, AUDIO_SR)))
+                self._sound_ctl = gui.add_html("")
         with gui.add_folder("Avatar"):
             self._pose = gui.add_dropdown(
                 "Pose",
@@ -250,6 +260,7 @@ class AvatarViewer:
         def _(e) -> None:
             if e.client is not None:  # the user moved it (our own updates come with no client)
                 self.clock.seek(float(self._time.value))
+                self._sound_at = 0.0  # re-sync the sound now
                 self._changed()
 
         @self._pose.on_update
@@ -360,7 +371,23 @@ class AvatarViewer:
         ):
             self._time.value = round(t, 4)
             self._slider_at = now
+        self._sync_sound(t, now)
         return rendered
+
+    def _sync_sound(self, t: float, now: float) -> None:
+        """Steer the browsers' audio: while Sound is on and the clock plays, every 0.5 s (and at once
+        after a seek) tell it where the clock is, lagging by the render time as the video does."""
+        if self._sound is None:
+            return
+        play = bool(self._sound.value) and self.clock.playing
+        if play and (not self._sound_playing or now - self._sound_at > 0.5):
+            self._sound_nonce += 1
+            self._sound_ctl.content = control_html(t - (self._render_s or 0.0), True, self._sound_nonce)
+            self._sound_playing, self._sound_at = True, now
+        elif not play and self._sound_playing:
+            self._sound_nonce += 1
+            self._sound_ctl.content = control_html(t, False, self._sound_nonce)
+            self._sound_playing = False
 
 
 __all__ = ["INSTALL_HINT", "AvatarViewer", "CameraState", "import_viser"]

@@ -288,6 +288,7 @@ def test_sound_helpers(tiny):
     play, pause = control_html(12.3456, True, 7), control_html(-1.0, False, 8)
     assert "currentTime=12.346" in play and "play()" in play and 'data-n="7"' in play
     assert "currentTime=0.000" in pause and "pause()" in pause and "<script" not in play + pause
+    assert "playbackRate" in play and "if(true)" in control_html(1.0, True, 9, seek=True)
 
 
 # ------------------------------------------------------------------------------ CLI

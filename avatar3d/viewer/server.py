@@ -122,7 +122,8 @@ class AvatarViewer:
         self._render_s: float | None = None
         self._status_at = self._slider_at = 0.0
         self._last_error = ""
-        self._sound_playing, self._sound_at, self._sound_nonce = False, 0.0, 0
+        self._sound_playing, self._sound_seek, self._sound_at, self._sound_nonce = False, False, 0.0, 0
+        self._sound_t = 0.0
         self._wake = threading.Event()
 
         quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
@@ -260,7 +261,7 @@ class AvatarViewer:
         def _(e) -> None:
             if e.client is not None:  # the user moved it (our own updates come with no client)
                 self.clock.seek(float(self._time.value))
-                self._sound_at = 0.0  # re-sync the sound now
+                self._sound_seek = True  # re-sync the sound now
                 self._changed()
 
         @self._pose.on_update
@@ -376,14 +377,21 @@ class AvatarViewer:
 
     def _sync_sound(self, t: float, now: float) -> None:
         """Steer the browsers' audio: while Sound is on and the clock plays, every 0.5 s (and at once
-        after a seek) tell it where the clock is, lagging by the render time as the video does."""
+        after a seek) tell it where the clock is, minus the video's own lag: a frame shows the clock
+        of its render's start, arrives one render time later and stays up for another, 1.5 render
+        times on average (the transport delay is common to both)."""
         if self._sound is None:
             return
         play = bool(self._sound.value) and self.clock.playing
-        if play and (not self._sound_playing or now - self._sound_at > 0.5):
+        if t + 1.0 < self._sound_t:  # the clock looped: start the sound over at once
+            self._sound_seek = True
+        self._sound_t = t
+        if play and (not self._sound_playing or self._sound_seek or now - self._sound_at > 0.5):
             self._sound_nonce += 1
-            self._sound_ctl.content = control_html(t - (self._render_s or 0.0), True, self._sound_nonce)
-            self._sound_playing, self._sound_at = True, now
+            seek = self._sound_seek or not self._sound_playing
+            target = self.clock.time() - 1.5 * (self._render_s or 0.0)  # now, not the tick's start
+            self._sound_ctl.content = control_html(target, True, self._sound_nonce, seek=seek)
+            self._sound_playing, self._sound_at, self._sound_seek = True, now, False
         elif not play and self._sound_playing:
             self._sound_nonce += 1
             self._sound_ctl.content = control_html(t, False, self._sound_nonce)

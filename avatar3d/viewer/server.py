@@ -126,6 +126,12 @@ class AvatarViewer:
         self._sound_t = 0.0
         self._wake = threading.Event()
 
+        # one small frame here, in the caller's thread: a first use may JIT-compile the CPU kernels, and
+        # a compile killed with the daemon render thread (at exit) would leave its build lock behind
+        render_frame(
+            avatar, drive, self._rest.resized(64, 64), 0.0, pose=pose, blink=blink, background=background
+        )
+
         quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
         with quiet:  # viser prints a banner; the CLI prints the URL itself
             self.server = viser.ViserServer(host=host, port=port, label="avatar3d", verbose=verbose)

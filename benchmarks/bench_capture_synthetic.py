@@ -24,7 +24,7 @@ compares the tracked quantities with the truth:
   (also of ``cap.jaw_open``).
 
     python benchmarks/bench_capture_synthetic.py [--seconds 8] [--size 320] [--seed 0] [--keep DIR]
-        [--true-focal]
+        [--true-focal] [--fov 18]
 
 Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth").
 """
@@ -141,7 +141,12 @@ def evaluate(cap, truth) -> dict:
 
 
 def run(
-    seconds: float, size: int, seed: int, keep: Path | None = None, true_focal: bool = False
+    seconds: float,
+    size: int,
+    seed: int,
+    keep: Path | None = None,
+    true_focal: bool = False,
+    fov: float = 18.0,
 ) -> tuple[dict, dict]:
     """Render, capture (default config) and evaluate; with ``true_focal`` also capture once more with
     the focal fixed to the truth (metrics under the ``true_focal.`` prefix)."""
@@ -153,7 +158,7 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     truth = make_talking_video(
-        work / "synthetic.mp4", seconds=seconds, fps=25, size=size, seed=seed, head_motion=True
+        work / "synthetic.mp4", seconds=seconds, fps=25, size=size, seed=seed, head_motion=True, fov_degrees=fov
     )
     if keep is not None:
         truth.save(work / "truth.npz")
@@ -200,15 +205,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument(
+        "--fov", type=float, default=18.0,
+        help="camera field of view in degrees (18: portrait lens, the default; 50-70: a phone at arm's length)",
+    )
+    ap.add_argument(
         "--true-focal", action="store_true", help="also capture with the focal fixed to the truth"
     )
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    m, times = run(a.seconds, a.size, a.seed, a.keep, a.true_focal)
+    m, times = run(a.seconds, a.size, a.seed, a.keep, a.true_focal, a.fov)
     print(
-        f"synthetic clip: {a.seconds:g} s, 25 fps, {a.size} px, seed {a.seed}, head_motion=True; "
+        f"synthetic clip: {a.seconds:g} s, 25 fps, {a.size} px, seed {a.seed}, fov {a.fov:g}°, head_motion=True; "
         f"render {times['render_s']:.1f} s, capture {times['capture_s']:.1f} s; "
         f"{m['n_valid']}/{m['n_frames']} valid frames\n"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import roma
 import torch
 from torch import Tensor, nn
 
@@ -106,6 +107,36 @@ class DeformationField(nn.Module):
         d_rot = out[:, 3:7] * 0.1
         d_scale = 0.3 * torch.tanh(out[:, 7:10])
         return d_pos, d_rot, d_scale, a_att.mean(-1), e_att.mean(-1)
+
+
+class TorsoMotion(nn.Module):
+    """Head pose -> rigid motion of the torso.
+
+    People lean and sway while they talk: the shoulders follow the head's translation and part of its
+    turn. ER-NeRF conditions its torso field on the head pose; here a small MLP maps the head's pose
+    relative to the rest frame — (rotation vector in rad, translation / 0.1 m) — to a rotation (at most
+    ``max_angle`` rad) and a translation (at most ``max_shift`` m per axis) of all torso Gaussians about
+    ``pivot`` (the torso's centroid). The output is differenced against the rest pose's, so the rest
+    pose leaves the torso exactly where it was captured; the last layer starts at zero (a static torso).
+    """
+
+    def __init__(self, hidden: int = 32, max_angle: float = 0.2, max_shift: float = 0.05):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, hidden), nn.Tanh(), nn.Linear(hidden, 6))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.max_angle, self.max_shift = float(max_angle), float(max_shift)
+        self.register_buffer("pivot", torch.zeros(3))
+
+    def forward(self, head_pose: Tensor) -> tuple[Tensor, Tensor]:
+        """(4, 4) head -> world pose (relative to the rest frame) -> torso rotation (3, 3), translation (3,)
+        such that a torso point x moves to ``R (x - pivot) + pivot + t``."""
+        x = torch.cat([roma.rotmat_to_rotvec(head_pose[:3, :3]), head_pose[:3, 3] / 0.1])
+        y = self.net(x) - self.net(torch.zeros_like(x))
+        n = y[:3].norm().clamp_min(1e-12)
+        rot = y[:3] * (self.max_angle * torch.tanh(n / self.max_angle) / n)
+        shift = self.max_shift * torch.tanh(y[3:] / self.max_shift)
+        return roma.rotvec_to_rotmat(rot), shift
 
 
 class AudioMotion(nn.Module):

@@ -3,7 +3,8 @@
 Groups: ``HEAD`` Gaussians (face, scalp) are moved by the deformation field and then rigidly by the
 head pose; ``MOUTH`` Gaussians (teeth, tongue, cavity) have their own audio-only motion field that
 mostly slides vertically (TalkingGaussian's face/mouth decomposition), and are composited behind the
-lips naturally by depth; ``TORSO`` Gaussians live in the body frame and ignore the head pose.
+lips naturally by depth; ``TORSO`` Gaussians live in the body frame and move rigidly with a learned
+function of the head pose (:class:`~.deform.TorsoMotion`: people lean and sway as they talk).
 Colour and opacity are never changed by audio ("deform, don't repaint").
 """
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..render.rasterize import RenderOutput, rasterize
-from .deform import AudioMotion, DeformationField, gather_windows
+from .deform import AudioMotion, DeformationField, TorsoMotion, gather_windows
 from .encoding import SpatialEncoding
 from .geometry import quat_multiply, rotmat_to_quat
 from .init import HEAD, MOUTH, TORSO
@@ -84,6 +85,7 @@ class GaussianAvatar(nn.Module):
         self.register_buffer("landmarks", torch.zeros(478, 3))  # canonical landmarks, head space
         self.register_buffer("expr_basis", torch.zeros(n_expr, 478, 3))
         self.register_buffer("expr_mean", torch.zeros(478, 3))
+        self.torso_motion = TorsoMotion()
         self.deform_enabled = True
 
     # ------------------------------------------------------------------ building
@@ -106,6 +108,9 @@ class GaussianAvatar(nn.Module):
         """As nn.Module's, but an avatar saved with another spatial encoding than ``cfg.encoding``
         (avatars saved before the key existed used "frequency") rebuilds its deformation fields with
         the saved one first, and ``cfg.encoding`` is set to it."""
+        state_dict = dict(state_dict)
+        for k, v in TorsoMotion().state_dict(prefix="torso_motion.").items():
+            state_dict.setdefault(k, v)  # avatars saved before the torso followed the head: a static torso
         kind = encoding_of_state(state_dict)
         if kind is not None and kind != self.deform.encoding.kind:
             dev = self.means.device
@@ -132,6 +137,9 @@ class GaussianAvatar(nn.Module):
             m.opacity_logits.copy_(_logit(init["opacities"]))
             m.color_logits.copy_(_logit(init["colors"]))
             m.group.copy_(init["group"])
+            torso = m.group == TORSO
+            if torso.any():
+                m.torso_motion.pivot.copy_(m.means[torso].mean(0))
         return m
 
     @property
@@ -239,6 +247,13 @@ class GaussianAvatar(nn.Module):
             means = torch.where(mv, means @ R.T + t, means)
             qR = rotmat_to_quat(R)[None].expand_as(quats)
             quats = torch.where(mv, quat_multiply(qR, quats), quats)
+            torso = (self.group == TORSO)[:, None]
+            if self.cfg.torso_motion and bool(torso.any()):
+                Rt, tt = self.torso_motion(head_pose)
+                pivot = self.torso_motion.pivot
+                means = torch.where(torso, (means - pivot) @ Rt.T + pivot + tt, means)
+                qT = rotmat_to_quat(Rt)[None].expand_as(quats)
+                quats = torch.where(torso, quat_multiply(qT, quats), quats)
         out.update(
             means=means,
             quats=quats,

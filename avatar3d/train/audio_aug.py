@@ -94,6 +94,15 @@ def heldout_mouth_correlation(model, data) -> float | None:
     return float(np.corrcoef(pred, true)[0, 1])
 
 
+def audio_branch_parameters(model) -> list:
+    """The parameters the audio pre-training fits: audio encoder + smoother, mouth read-out, expression head."""
+    return (
+        list(model.audio.parameters())
+        + list(model.mouth_readout.parameters())
+        + list(model.expr_head.parameters())
+    )
+
+
 def pretrain_audio(model, data, steps: int, batch: int, lr: float, seed: int, augment: bool, progress=None) -> dict:
     """Pre-train the audio encoder, temporal smoother, mouth read-out and expression head on the
     auxiliary targets alone (no rendering: cheap), before the avatar is rendered at all.
@@ -101,12 +110,7 @@ def pretrain_audio(model, data, steps: int, batch: int, lr: float, seed: int, au
     Returns ``{"steps", "loss", "heldout_mouth_corr"}``."""
     if steps <= 0 or len(data.train_idx) == 0:
         return {"steps": 0}
-    params = (
-        list(model.audio.parameters())
-        + list(model.mouth_readout.parameters())
-        + list(model.expr_head.parameters())
-    )
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.Adam(audio_branch_parameters(model), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     rng = np.random.default_rng(int(seed) + 1)
     w = 1.0 + data.mouth[data.train_idx, 0].numpy()  # open mouths are rarer: sample them more

@@ -25,7 +25,7 @@ from ..config import AvatarConfig
 from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import NOSE_TIP, InitInputs, initial_gaussians
-from .audio_aug import audio_targets_loss, heldout_mouth_correlation, pretrain_audio
+from .audio_aug import audio_branch_parameters, audio_targets_loss, heldout_mouth_correlation, pretrain_audio
 from .data import TrainData
 from .losses import dssim, psnr, ssim
 
@@ -59,11 +59,11 @@ def _net_params(model: GaussianAvatar):
 
 
 def _net_optimizer(model: GaussianAvatar, cfg) -> torch.optim.Optimizer:
-    """Adam over the networks; the hash-grid tables (``*.encoding.*``) get their own, larger rate."""
+    """Adam over the trainable networks; the hash-grid tables (``*.encoding.*``) get their own, larger rate."""
     t = cfg.train
     grid, net = [], []
     for n, p in model.named_parameters():
-        if n in PARAM_NAMES:
+        if n in PARAM_NAMES or not p.requires_grad:
             continue
         (grid if ".encoding." in n else net).append(p)
     groups = [{"params": net, "lr": t.lr_net, "name": "net"}]
@@ -241,6 +241,10 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "
             + ("n/a" if corr is None else f"{corr:.2f}"))
     aug_gen = torch.Generator().manual_seed(t.seed + 2)
+    frozen = t.audio_freeze and t.audio_pretrain_steps > 0 and t.lambda_audio > 0
+    if frozen:  # (also when resuming: the checkpoint holds the pre-trained audio branch)
+        for p in audio_branch_parameters(model):
+            p.requires_grad_(False)
     g_opt = _gauss_optimizer(model, cfg, extent)
     n_opt = _net_optimizer(model, cfg)
     s_static = int(t.static_fraction * t.steps)
@@ -261,7 +265,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         loss, pred = frame_loss(model, data, i, cfg, nose_y, deform, teacher)
         if lpips_net is not None and t.lpips_weight > 0 and step >= s_audio:
             loss = loss + t.lpips_weight * lpips_loss(lpips_net, pred, data.image(i), lpips_crop(data, i))
-        if t.lambda_audio > 0:
+        if t.lambda_audio > 0 and not frozen:
             j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
             loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, t.audio_augment, aug_gen)
         g_opt.zero_grad(set_to_none=True)
@@ -293,6 +297,8 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             history.append(rec)
         if ckpt is not None and t.checkpoint_every > 0 and (step + 1) % t.checkpoint_every == 0:
             save_checkpoint(ckpt, model, step + 1)
+    for p in audio_branch_parameters(model):
+        p.requires_grad_(True)
     heldout = evaluate(model, data, data.test_idx) if len(data.test_idx) else {}
     if ckpt is not None:
         (Path(workdir) / "history.json").write_text(json.dumps(history, indent=1))

@@ -7,11 +7,14 @@
 * audio signal ``a[t]``: :func:`avatar3d.audio.audio_energy` (RMS envelope of the 1/fps span centred on
   the frame's timestamp, dB mapped to [0, 1]);
 * ``corr[L]`` = Pearson correlation of ``m[t]`` with ``a[t - L]`` over the frames where both exist,
-  for lags ``L = -N..N`` (N = 5 frames by default). **Positive L: the mouth moves L frames after the
-  sound** (the video lags the audio);
+  for lags ``L = -N..N`` (N = 15 frames by default, SyncNet's search range; ``T // 3`` for clips of
+  T < 45 frames). **Positive L: the mouth moves L frames after the sound** (the video lags the audio);
 * ``offset`` = the lag of the highest correlation; ``peak`` = that correlation;
   ``confidence = peak - median(corr over all lags)`` — like SyncNet's confidence (median distance
-  minus minimum distance), high when one lag clearly stands out;
+  minus minimum distance), high when one lag clearly stands out. The range matters: mouth and
+  envelope change at the syllable rate (4-5 Hz), so over ±5 frames the correlation curve is one broad
+  hump whose median is close to its peak, and a well-synced mouth (peak 0.85) scored no better than
+  shuffled audio; over ±15 frames the median falls to what unrelated timing gives;
 * baselines: the same measure against **shuffled audio** (the envelope cut into segments, the
   segments permuted so none stays in place; mean over several permutations) — what chance gives —
   and on the **ground-truth video** — the ceiling a real speaker reaches with this measure.
@@ -31,7 +34,7 @@ import numpy as np
 
 from ..capture.topology import INNER_LIP_PAIRS
 
-MAX_LAG = 5
+MAX_LAG = 15  # frames; SyncNet's ±15-frame offset search
 MIN_MOUTH_STD = (
     0.01  # real mouth-opening std (fraction of the inter-ocular distance) below which it is "still"
 )
@@ -59,13 +62,15 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 def lag_correlations(
     mouth: np.ndarray, audio: np.ndarray, max_lag: int = MAX_LAG
 ) -> tuple[np.ndarray, np.ndarray]:
-    """corr[L] = Pearson(mouth[t], audio[t - L]) for L in -max_lag..max_lag -> (lags (2N+1,), corr (2N+1,))."""
+    """corr[L] = Pearson(mouth[t], audio[t - L]) for L in -N..N -> (lags (2N+1,), corr (2N+1,)), where
+    N = min(max_lag, T // 3) (at least 1)."""
     m, a = np.asarray(mouth, np.float64), np.asarray(audio, np.float64)
     if m.shape != a.shape or m.ndim != 1:
         raise ValueError(f"mouth and audio signals must be (T,) of one length, got {m.shape} and {a.shape}")
+    T = len(m)
+    max_lag = int(min(max_lag, max(1, T // 3)))  # short clips: keep every lag's overlap >= 2/3 of them
     lags = np.arange(-max_lag, max_lag + 1)
     corr = np.full(len(lags), np.nan)
-    T = len(m)
     for k, L in enumerate(lags):
         if L >= 0:
             corr[k] = _pearson(m[L:], a[: T - L]) if T - L >= 3 else np.nan

@@ -124,13 +124,14 @@ class Avatar:
         from .capture import run_capture
         from .capture.config import CaptureConfig
         from .io.captureset import CaptureSet
-        from .train.trainer import train
+        from .train.trainer import lpips_term, train
 
         cfg = load_config(config, preset)
         if steps is not None:
             if steps < 1:
                 raise ConfigError(f"steps must be positive, got {steps}")
             cfg.train.steps = int(steps)
+        lpips_term(cfg)  # an unusable train.lpips_weights file fails now, not after the capture
         say = log or (lambda s: None)
         video = Path(video)
         if not video.exists():

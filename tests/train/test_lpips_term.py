@@ -73,3 +73,21 @@ def test_crop_is_a_square_inside_the_image_around_the_mouth():
         assert 0 <= y0 and y1 <= 200 and 0 <= x0 and x1 <= 256
     y0, y1, x0, x1 = lpips_crop(data, 0)
     assert x0 <= 110 and x1 >= 150 and y0 <= 140 and y1 >= 160  # the mouth is inside
+
+
+def test_fit_checks_the_file_before_the_capture(tmp_path, monkeypatch):
+    """Avatar.fit on a video: a bad LPIPS file is reported before minutes of capture work."""
+    import avatar3d.capture as capture
+    from avatar3d import Avatar
+
+    def no_capture(*a, **k):
+        raise AssertionError("the capture ran before the config was checked")
+
+    monkeypatch.setattr(capture, "run_capture", no_capture)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read")
+    cfg = AvatarConfig.preset_config("fast")
+    cfg.train.lpips_weights = str(tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match="not found"):
+        Avatar.fit(video, config=cfg, workdir=tmp_path / "work", progress=False, log=None)
+    assert not (tmp_path / "work").exists()

@@ -17,6 +17,7 @@ more colour channel, so it is differentiable). :func:`rasterize_kernels` chains 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -70,7 +71,10 @@ def _compile(kind: str) -> ModuleType:
     if missing:
         raise FileNotFoundError(f"kernel sources not found: {', '.join(missing)}")
     name = f"avatar3d_raster_{kind}"
-    build_dir = build_root() / name
+    # one build folder per checkout: the build file records the sources' absolute paths, so two
+    # checkouts sharing a folder would rebuild each other's extension on every switch (~1 min)
+    where = hashlib.sha1(str(EXT_ROOT.resolve()).encode()).hexdigest()[:10]
+    build_dir = build_root() / f"{name}-{where}"
     build_dir.mkdir(parents=True, exist_ok=True)
     log.info("loading the %s rasteriser kernels from %s (the first build takes about a minute)", kind, build_dir)
     common: dict[str, Any] = {

@@ -37,6 +37,9 @@ class CaptureSection:
     morphable: str = "none"  # also fit a morphable model into morphable.safetensors: none | open | flame
     flame_path: str = ""  # FLAME model file (user-supplied; or AVATAR3D_FLAME_PATH); needed for morphable: flame
     flame_landmarks: str = ""  # landmark embedding of MediaPipe points on FLAME, alongside the model file
+    # local speech model (HuBERT / wav2vec2 HF directory, TorchScript file or .pt2; never downloaded):
+    # the avatar is then trained on, and rendered from, its features instead of log-mel; empty = log-mel
+    speech_model: str = ""
 
 
 @dataclass

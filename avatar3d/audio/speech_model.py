@@ -29,7 +29,9 @@ import numpy as np
 from avatar3d.audio.features import _check_frames, load_audio
 from avatar3d.errors import Avatar3DError, FormatError
 
-__all__ = ["SpeechFeatureExtractor"]
+__all__ = ["SpeechFeatureExtractor", "cached_extractor"]
+
+_CACHE: dict[tuple, SpeechFeatureExtractor] = {}
 
 
 def _conv_geometry(kernels: list[int], strides: list[int]) -> tuple[int, int]:
@@ -241,3 +243,19 @@ class SpeechFeatureExtractor:
         i1 = np.minimum(i0 + 1, feats.shape[0] - 1)
         a = (u - i0)[..., None].astype(np.float32)
         return ((1.0 - a) * feats[i0] + a * feats[i1]).astype(np.float32)  # (n, window, D)
+
+
+def cached_extractor(path: str | os.PathLike[str], device: str = "cpu") -> SpeechFeatureExtractor:
+    """:meth:`SpeechFeatureExtractor.from_path` with defaults, loaded once per process per
+    (resolved path, modification time, device); raises like ``from_path``."""
+    p = Path(path).expanduser()
+    try:
+        key = (str(p.resolve()), p.stat().st_mtime_ns, device)
+    except OSError:
+        raise FormatError(f"{p}: speech model not found") from None
+    ext = _CACHE.get(key)
+    if ext is None:
+        ext = SpeechFeatureExtractor.from_path(p, device=device)
+        _CACHE.clear()  # one model at a time: a HuBERT is a few hundred MB
+        _CACHE[key] = ext
+    return ext

@@ -55,6 +55,12 @@ class CaptureConfig:
         flame_path: the FLAME ``.pkl`` / ``.npz`` (``None``: ``$AVATAR3D_FLAME_PATH``).
         flame_landmarks: its MediaPipe landmark embedding (``None``: ``$AVATAR3D_FLAME_LANDMARKS``).
 
+    Audio:
+        speech_model: a local speech model (Hugging Face HuBERT / wav2vec2 directory, TorchScript
+            file or ``.pt2``; never downloaded, see ``avatar3d/audio/speech_model.py``). When set, its
+            frame-aligned features go to ``audio.safetensors`` as ``speech_features`` (T, 16, D)
+            next to the log-mel ``features``, and the trainer uses them. ``None``: log-mel only.
+
     Masks and background:
         mask_threshold: person-probability threshold of the selfie segmenter.
         background_frames: at most this many frames (evenly spaced) feed the background plate.
@@ -91,6 +97,8 @@ class CaptureConfig:
     morphable: str = "none"
     flame_path: str | None = None
     flame_landmarks: str | None = None
+
+    speech_model: str | None = None
 
     mask_threshold: float = 0.5
     background_frames: int = 40
@@ -149,7 +157,7 @@ class CaptureConfig:
             raise bad("expression_dims", "must be within 1..64")
         if self.morphable not in ("none", "open", "flame"):
             raise bad("morphable", 'must be "none", "open" or "flame"')
-        for name in ("flame_path", "flame_landmarks"):
+        for name in ("flame_path", "flame_landmarks", "speech_model"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise bad(name, "must be a file path or None")
@@ -157,7 +165,7 @@ class CaptureConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["focal_search"] = list(self.focal_search)
-        for name in ("flame_path", "flame_landmarks"):
+        for name in ("flame_path", "flame_landmarks", "speech_model"):
             if d[name] is not None:
                 d[name] = str(d[name])
         return d

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MediaError, NoFaceError
+from ..errors import Avatar3DError, MediaError, NoFaceError
 from .config import CaptureConfig
 from .face_model import fit_face_model, load_face_model, write_morphable
 from .landmarks import FaceLandmarker, SubjectSelector
@@ -127,6 +127,7 @@ def run_capture(
     video = Path(video)
     t_start = time.time()
     face_model = load_face_model(cfg)  # a wrong FLAME file fails here, before any decoding
+    speech = load_speech_model(cfg)  # so does a missing or unreadable speech model
     info = probe_video(video)
     if not info.has_audio:
         raise MediaError(
@@ -239,10 +240,20 @@ def run_capture(
         write_audio(tmp / "audio.wav", wave, AUDIO_SR)
         feats = frame_features(wave, AUDIO_SR, fps, n_frames=T, window=AUDIO_WINDOW)
         energy = audio_energy(wave, AUDIO_SR, fps, n_frames=T)
-        write_audio_features(
-            tmp / "audio.safetensors",
-            {"features": feats.astype(np.float32), "energy": energy.astype(np.float32)},
-        )
+        arrays = {"features": feats.astype(np.float32), "energy": energy.astype(np.float32)}
+        speech_meta = None
+        if speech is not None:
+            sf = speech(wave, AUDIO_SR, fps, n_frames=T, window=AUDIO_WINDOW)  # (T, 16, D)
+            arrays["speech_features"] = sf.astype(np.float32)
+            speech_meta = {
+                "path": speech.source,
+                "dim": int(sf.shape[-1]),
+                "window": AUDIO_WINDOW,
+                "hop": speech.hop,
+                "receptive_field": speech.receptive_field,
+                "sample_rate": speech.sample_rate,
+            }
+        write_audio_features(tmp / "audio.safetensors", arrays)
         clock = _tick(timings, "audio", clock)
         bar.advance(task3)
 
@@ -282,6 +293,7 @@ def run_capture(
             "capture_seconds": round(time.time() - t_start, 2),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "morphable": morphable,
+            "speech_model": speech_meta,
             "config": cfg.to_dict(),
         }
         write_transforms(
@@ -300,6 +312,21 @@ def run_capture(
             extra=extra,
         )
     return CaptureSet.load(out_dir)
+
+
+def load_speech_model(cfg: CaptureConfig):
+    """The capture's :class:`SpeechFeatureExtractor` (cached per process), None when
+    ``cfg.speech_model`` is unset; a missing or unusable model is a one-line error naming it."""
+    if not cfg.speech_model:
+        return None
+    from ..audio.speech_model import cached_extractor
+
+    try:
+        ext = cached_extractor(cfg.speech_model)
+    except Avatar3DError as e:
+        raise type(e)(f"capture.speech_model: {e}") from None
+    ext.source = str(Path(ext.source).resolve())  # recorded so rendering finds it from anywhere
+    return ext
 
 
 class _BackgroundWriter:

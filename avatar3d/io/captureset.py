@@ -12,7 +12,9 @@ Layout (docs/INTERNALS.md; T frames, E expression coefficients)::
     background.png        clean background plate
     tracking.safetensors  see TRACKING_SPEC
     audio.wav             16 kHz mono PCM of the clip's audio
-    audio.safetensors     features (T, 16, 80); energy (T,)
+    audio.safetensors     features (T, 16, 80); energy (T,); optional speech_features (T, 16, D) of a
+                          local speech model, described by "avatar3d": {"speech_model": {path, dim,
+                          window, hop, receptive_field, sample_rate}} in transforms.json
 
 ``train_split`` is ``{"train": [0, n_train], "test": [n_train, T]}`` (half-open frame ranges).
 """
@@ -53,6 +55,7 @@ TRACKING_SPEC: dict[str, tuple[tuple, str, bool]] = {
 AUDIO_SPEC: dict[str, tuple[tuple, str, bool]] = {
     "features": (("T", 16, 80), "f", True),
     "energy": (("T",), "f", False),
+    "speech_features": (("T", 16, "D"), "f", False),  # raw (unnormalised) speech-model features
 }
 
 
@@ -110,7 +113,8 @@ class CaptureSet:
     ``TRACKING_SPEC``: ``rotation``, ``translation``, ``landmarks2d``, ...), ``features``
     (= ``audio_features``, (T, 16, 80)), ``energy`` (T,) or None, ``K`` (3, 3), ``width``,
     ``height``, ``fps``, ``n_frames``, ``focal``, ``frame_indices`` (T,), ``times`` (T,) seconds,
-    ``train_idx``, ``test_idx``, ``mask_kinds``.
+    ``train_idx``, ``test_idx``, ``mask_kinds``; ``speech_features`` (T, 16, D) and ``speech_model``
+    (its record from transforms.json) or None for both when the capture has no speech-model features.
     """
 
     def __init__(self, root: Path, transforms: dict, tracking: dict, audio: dict) -> None:
@@ -123,7 +127,9 @@ class CaptureSet:
         self.features = audio["features"]
         self.audio_features = self.features
         self.energy = audio.get("energy")
+        self.speech_features = audio.get("speech_features")
         t = transforms
+        self.speech_model = t["avatar3d"].get("speech_model") if self.speech_features is not None else None
         self.width, self.height = int(t["w"]), int(t["h"])
         self.K = np.array([[t["fl_x"], 0, t["cx"]], [0, t["fl_y"], t["cy"]], [0, 0, 1.0]])
         self.focal = float(t["fl_x"])
@@ -192,6 +198,13 @@ class CaptureSet:
         _check_arrays(tracking, TRACKING_SPEC, "tracking.safetensors", dims)
         audio = _load_safetensors(root / "audio.safetensors")
         _check_arrays(audio, AUDIO_SPEC, "audio.safetensors", dims)
+        if "speech_features" in audio:
+            sm = meta.get("speech_model")
+            if not isinstance(sm, dict) or not isinstance(sm.get("path"), str) or not sm["path"]:
+                raise FormatError(
+                    f"{tpath}: audio.safetensors has speech_features but 'avatar3d.speech_model.path' "
+                    "does not name the model that made them"
+                )
         for name in ("background.png", "audio.wav"):
             if not (root / name).is_file():
                 raise FormatError(f"capture set {root} is missing {name}")

@@ -46,6 +46,20 @@ class RenderResult:
         return path
 
 
+def _check_speech_capture(cs, speech_model: str) -> None:
+    """A capture made with another speech model (or none) than the config asks for is an error."""
+    have = cs.speech_model["path"] if cs.speech_model else None
+    if not speech_model:
+        return
+    want = str(Path(speech_model).expanduser().resolve())
+    if have is None or str(Path(have).resolve()) != want:
+        made = f"with the speech model {have}" if have else "without a speech model"
+        raise ConfigError(
+            f"the capture {cs.root} was made {made}, but capture.speech_model is {want}: "
+            "capture again (a new --workdir, or remove its capture/ folder)"
+        )
+
+
 def _progress_factory(enabled: bool) -> Callable | None:
     if not enabled:
         return None
@@ -132,6 +146,11 @@ class Avatar:
                 raise ConfigError(f"steps must be positive, got {steps}")
             cfg.train.steps = int(steps)
         lpips_term(cfg)  # an unusable train.lpips_weights file fails now, not after the capture
+        if cfg.capture.speech_model:  # so does a missing or unreadable speech model (cached for the capture)
+            from .capture.config import CaptureConfig as _CC
+            from .capture.pipeline import load_speech_model
+
+            load_speech_model(_CC(speech_model=cfg.capture.speech_model))
         say = log or (lambda s: None)
         video = Path(video)
         if not video.exists():
@@ -157,6 +176,7 @@ class Avatar:
                     morphable=c.morphable,
                     flame_path=c.flame_path or None,
                     flame_landmarks=c.flame_landmarks or None,
+                    speech_model=c.speech_model or None,
                 )
                 if (cap_dir / "transforms.json").is_file():
                     say(f"reusing capture in {cap_dir}")
@@ -165,6 +185,7 @@ class Avatar:
                     t0 = time.time()
                     cs = run_capture(video, cap_dir, ccfg, progress=progress)
                     say(f"captured {cs.n_frames} frames in {time.time() - t0:.1f} s")
+            _check_speech_capture(cs, cfg.capture.speech_model)
             result = train(cs, cfg, workdir, progress=_progress_factory(progress), log=say)
         finally:
             if tmp is not None:
@@ -187,6 +208,12 @@ class Avatar:
             "audio_pretrain": result.audio,
             "source": str(video),
         }
+        if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
+            meta["speech_model"] = {
+                **d.speech_model,
+                "mean": [float(x) for x in d.feature_mean],
+                "std": [float(x) for x in d.feature_std],
+            }
         track = {"head_poses": d.head_poses[d.train_idx], "blink": d.blink[d.train_idx]}
         bg = (d.plate.numpy() * 255).round().astype(np.uint8)
         if result.heldout:
@@ -237,17 +264,54 @@ class Avatar:
         gs = self.model.posed(code, torch.tensor([float(blink)]), pose)
         return {k: gs[k].numpy() for k in ("means", "quats", "scales", "opacities", "colors")}
 
-    def _silence_code(self) -> torch.Tensor:
-        from .audio import frame_features
+    @property
+    def speech_model(self) -> str | None:
+        """Path of the local speech model this avatar was trained with, None for log-mel."""
+        sm = self.meta.get("speech_model")
+        return str(sm["path"]) if isinstance(sm, dict) and sm.get("path") else None
 
-        fps = float(self.meta["fps"])
+    def audio_features(self, wave16k: np.ndarray, fps: float | None = None, n_frames: int | None = None) -> np.ndarray:
+        """The avatar's audio features (n_frames, W, M) float32 of a 16 kHz mono wave, computed as
+        in training: normalised log-mel (:func:`avatar3d.audio.frame_features`) or, for an avatar
+        trained with a speech model, that model's features (loaded from its recorded path once per
+        process) normalised with the training statistics. ``fps`` defaults to the avatar's;
+        ``n_frames`` to ``floor(duration * fps)``. Every renderer computes its features here."""
+        fps = float(self.meta["fps"]) if fps is None else float(fps)
+        window = int(self.meta.get("audio_window", 16))
+        wave = np.asarray(wave16k, np.float32)
+        if n_frames is None:
+            n_frames = math.floor(len(wave) / AUDIO_SR * fps + 1e-6)
+        sm = self.meta.get("speech_model")
+        if not sm:
+            from .audio import frame_features
+
+            return frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window)
+        from .audio.speech_model import cached_extractor
+
+        path = Path(str(sm.get("path") or "<no path recorded>"))
+        if not path.exists():
+            raise FormatError(
+                f"{path}: speech model not found; this avatar was trained with it and needs it to render "
+                "(put the file back at that path)"
+            )
+        feats = cached_extractor(path)(wave, AUDIO_SR, fps, n_frames=n_frames, window=window)  # (n, W, D)
+        mean = np.asarray(sm["mean"], np.float32)
+        std = np.asarray(sm["std"], np.float32)
+        if feats.shape[-1] != mean.shape[0]:
+            raise FormatError(
+                f"{path}: speech model gives {feats.shape[-1]} features, but this avatar was trained on "
+                f"{mean.shape[0]} (the file changed since training)"
+            )
+        return ((feats - mean) / std).astype(np.float32)
+
+    def _silence_code(self) -> torch.Tensor:
         wave = np.zeros(AUDIO_SR, np.float32)
-        feats = torch.as_tensor(frame_features(wave, AUDIO_SR, fps, window=int(self.meta.get("audio_window", 16))))
+        feats = torch.as_tensor(self.audio_features(wave))
         return self.model.audio(gather_windows(feats.float(), torch.tensor([len(feats) // 2]), self.model.cfg.smooth_window))[0]
 
     def export_ply(self, path: str | Path, audio=None, sample_rate: int | None = None) -> list[Path]:
         """Export standard 3DGS PLY: one file (neutral face) or, with ``audio``, one per frame into a directory."""
-        from .audio import frame_features, load_audio
+        from .audio import load_audio
         from .io.atomic import atomic_dir
         from .io.ply import write_gaussian_ply
 
@@ -259,7 +323,7 @@ class Avatar:
         n = int(len(wave) / AUDIO_SR * fps)
         if n < 1:
             raise Avatar3DError("the audio is too short for one frame")
-        feats = torch.as_tensor(frame_features(wave, AUDIO_SR, fps, n_frames=n, window=int(self.meta.get("audio_window", 16))))
+        feats = torch.as_tensor(self.audio_features(wave, fps, n))
         out = []
         with atomic_dir(path) as tmp:
             for k in range(n):
@@ -332,7 +396,7 @@ class Avatar:
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
         """
-        from .audio import frame_features, load_audio
+        from .audio import load_audio
 
         src = audio if sample_rate is None else (audio, sample_rate)
         wave = load_audio(src, sr=AUDIO_SR)
@@ -342,10 +406,7 @@ class Avatar:
         n = int(math.floor(len(wave) / AUDIO_SR * fps))
         if n < 1:
             raise Avatar3DError(f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps")
-        feats = torch.as_tensor(
-            frame_features(wave, AUDIO_SR, fps, n_frames=n, window=int(self.meta.get("audio_window", 16))),
-            dtype=torch.float32,
-        )
+        feats = torch.as_tensor(self.audio_features(wave, fps, n), dtype=torch.float32)
         if size is not None:
             w, h = int(size[0]), int(size[1])
             if w < 16 or h < 16 or w > 8192 or h > 8192:

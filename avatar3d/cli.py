@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--flame", help="FLAME model file (user-supplied, never downloaded)")
     c.add_argument("--flame-landmarks", help="MediaPipe landmark embedding for the FLAME file")
     c.add_argument("--focal", type=float, help="known focal length in pixels of the stored frames")
+    c.add_argument("--speech-model", help="local speech model (HuBERT/wav2vec2 directory, TorchScript or .pt2; "
+                   "never downloaded): also store its features for training")
 
     f = sub.add_parser("fit", help="fit an avatar to a video or a capture directory")
     f.add_argument("input", help="video file or CaptureSet directory")
@@ -41,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--config", help="YAML config layered over the preset")
     f.add_argument("--steps", type=int, help="training steps (overrides the config)")
     f.add_argument("--workdir", help="keep capture and checkpoints here (resumable)")
+    f.add_argument("--speech-model", help="local speech model (HuBERT/wav2vec2 directory, TorchScript or .pt2; "
+                   "never downloaded) driving the avatar instead of log-mel (capture.speech_model)")
 
     r = sub.add_parser("render", help="render an avatar speaking an audio file")
     r.add_argument("avatar", help="avatar directory")
@@ -104,7 +108,7 @@ def _cmd_capture(a) -> None:
 
     t0 = time.time()
     cfg = CaptureConfig(max_size=a.max_size, morphable=a.morphable, flame_path=a.flame,
-                        flame_landmarks=a.flame_landmarks, focal=a.focal)
+                        flame_landmarks=a.flame_landmarks, focal=a.focal, speech_model=a.speech_model)
     cs = run_capture(a.video, a.output, cfg)
     print(f"wrote {a.output}: {cs.n_frames} frames at {cs.width}x{cs.height} in {time.time() - t0:.1f} s")
 
@@ -116,7 +120,13 @@ def _cmd_fit(a) -> None:
     if not inp.exists():
         raise FileNotFoundError(f"input not found: {inp}")
     t0 = time.time()
-    av = Avatar.fit(inp, a.config, workdir=a.workdir, preset=a.preset, steps=a.steps)
+    config, preset = a.config, a.preset
+    if a.speech_model:
+        from .config import load_config
+
+        config, preset = load_config(a.config, a.preset), None
+        config.capture.speech_model = a.speech_model
+    av = Avatar.fit(inp, config, workdir=a.workdir, preset=preset, steps=a.steps)
     av.save(a.output)
     print(f"wrote avatar {a.output} ({av.model.n} Gaussians) in {time.time() - t0:.1f} s")
 

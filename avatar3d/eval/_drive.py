@@ -56,12 +56,22 @@ def audio_codes(avatar, features: np.ndarray | torch.Tensor, index: np.ndarray |
 
 
 def features_for(avatar, wave16k: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """The avatar's audio features (n_frames, W, M) of a 16 kHz wave (the capture's computation)."""
-    from ..audio import frame_features
+    """The avatar's audio features (n_frames, W, M) of a 16 kHz wave: :meth:`Avatar.audio_features`
+    (log-mel, or the speech model the avatar was trained with)."""
+    return avatar.audio_features(wave16k, fps, n_frames)
 
-    return frame_features(
-        wave16k, 16000, fps, n_frames=n_frames, window=int(avatar.meta.get("audio_window", 16))
-    )
+
+def capture_features(avatar, cs) -> np.ndarray:
+    """The avatar's audio features (T, W, M) for every frame of a CaptureSet: the capture's own
+    log-mel ``features`` for a log-mel avatar, else recomputed from its ``audio.wav``."""
+    if not avatar.meta.get("speech_model"):
+        return cs.features
+    wave, sr = cs.audio()
+    if sr != 16000:
+        from ..audio import load_audio
+
+        wave = load_audio((wave, sr), sr=16000)
+    return avatar.audio_features(wave, cs.fps, cs.n_frames)
 
 
 @torch.no_grad()
@@ -130,6 +140,7 @@ __all__ = [
     "HEAD_GROUPS",
     "Layer",
     "audio_codes",
+    "capture_features",
     "features_for",
     "render_layer",
     "render_layers",

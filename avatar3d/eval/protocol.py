@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import Avatar3DError
 from . import metrics as M
 from . import sync as S
-from ._drive import HEAD_GROUPS, audio_codes, render_layers
+from ._drive import HEAD_GROUPS, audio_codes, capture_features, render_layers
 
 CROPS = ("head", "full")
 HEAD_CROP_SCALE = 1.7  # head crop side / landmark extent
@@ -266,7 +266,7 @@ def evaluate_avatar(
         # body-frame camera and per-frame head poses in the avatar's world
         V = np.tile(np.eye(4), (cs.n_frames, 1, 1))
         V[:, :3, :3], V[:, :3, 3] = cs.rotation, cs.translation
-        codes = audio_codes(avatar, cs.features, idx)
+        codes = audio_codes(avatar, capture_features(avatar, cs), idx)
         if clip.same_capture:
             C = np.asarray(avatar.meta["rest_viewmat"], float)
             pose_note = "the training capture's tracking (the avatar's own head space)"

@@ -59,6 +59,16 @@ class TrainData:
     width: int
     height: int
     fps: float
+    # speech-model features (instead of log-mel): the capture's record of the model (path, dim, hop...)
+    # and the per-dimension normalisation (D,) applied to ``features``; None for log-mel
+    speech_model: dict | None = None
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+
+    @property
+    def feature_kind(self) -> str:
+        """``"speech"`` when trained on speech-model features, else ``"mel"``."""
+        return "mel" if self.speech_model is None else "speech"
 
     @classmethod
     def from_capture(cls, cs, resolution: int, holdout_fraction: float, progress=None) -> "TrainData":
@@ -95,6 +105,16 @@ class TrainData:
         feats = getattr(cs, "features", None)
         if feats is None:
             feats = cs.audio_features
+        speech, f_mean, f_std = None, None, None
+        if getattr(cs, "speech_features", None) is not None:
+            # speech-model features are unnormalised: each dimension -> zero mean, unit std over
+            # the training frames (every window step), the same statistics at render time
+            raw = np.asarray(cs.speech_features, np.float64)  # (T, W, D)
+            fit = raw[: max(1, T - n_hold)].reshape(-1, raw.shape[-1])
+            f_mean = fit.mean(0).astype(np.float32)
+            f_std = np.maximum(fit.std(0), 1e-5).astype(np.float32)
+            feats = ((raw - f_mean) / f_std).astype(np.float32)
+            speech = dict(cs.speech_model)
         blink = np.asarray(getattr(cs, "blink", np.zeros(T)), np.float32)
         if blink.ndim == 2:
             blink = blink.mean(1)
@@ -124,6 +144,9 @@ class TrainData:
             width=w,
             height=h,
             fps=float(cs.fps),
+            speech_model=speech,
+            feature_mean=f_mean,
+            feature_std=f_std,
         )
 
     def image(self, i: int) -> Tensor:

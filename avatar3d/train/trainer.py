@@ -233,9 +233,11 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     audio_stats: dict = {}
     # short fits (tests, quick looks) get a proportionally short pre-training: 2.5 per render step
     n_pre = min(t.audio_pretrain_steps, max(100, int(2.5 * t.steps)))
+    # the re-voicing augmentation shifts mel bins: meaningless for speech-model features
+    augment = t.audio_augment and data.feature_kind == "mel"
     if start == 0 and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
         audio_stats = pretrain_audio(
-            model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, t.audio_augment, progress
+            model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, augment, progress
         )
         corr = audio_stats.get("heldout_mouth_corr")
         log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "
@@ -267,7 +269,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             loss = loss + t.lpips_weight * lpips_loss(lpips_net, pred, data.image(i), lpips_crop(data, i))
         if t.lambda_audio > 0 and not frozen:
             j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
-            loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, t.audio_augment, aug_gen)
+            loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, augment, aug_gen)
         g_opt.zero_grad(set_to_none=True)
         n_opt.zero_grad(set_to_none=True)
         loss.backward()

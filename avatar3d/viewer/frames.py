@@ -180,7 +180,7 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
     """The per-frame inputs of ``avatar`` driven by ``audio`` (a path, or an array with
     ``sample_rate``), exactly as :meth:`Avatar.render` computes them; with no audio, an idle loop of
     ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion."""
-    from ..audio import frame_features, load_audio
+    from ..audio import load_audio
 
     fps = float(avatar.meta["fps"])
     m = avatar.model
@@ -197,10 +197,7 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
             raise Avatar3DError(
                 f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps"
             )
-        feats = torch.as_tensor(
-            frame_features(wave, AUDIO_SR, fps, n_frames=n, window=int(avatar.meta.get("audio_window", 16))),
-            dtype=torch.float32,
-        )
+        feats = torch.as_tensor(avatar.audio_features(wave, fps, n), dtype=torch.float32)
         codes = torch.cat(
             [
                 m.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), m.cfg.smooth_window))

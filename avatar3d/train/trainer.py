@@ -241,7 +241,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         )
         corr = audio_stats.get("heldout_mouth_corr")
         log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "
-            + ("n/a" if corr is None else f"{corr:.2f}"))
+            + ("n/a (held-out mouth still or < 3 frames)" if corr is None else f"{corr:.2f}"))
     aug_gen = torch.Generator().manual_seed(t.seed + 2)
     frozen = t.audio_freeze and t.audio_pretrain_steps > 0 and t.lambda_audio > 0
     if frozen:  # (also when resuming: the checkpoint holds the pre-trained audio branch)

@@ -8,7 +8,6 @@ docstring); the floors are looser than what it measures on the 3 s, 256 px test 
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -18,14 +17,11 @@ import pytest
 from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.errors import ConfigError, FormatError
 
-_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_capture_flame.py"
+from ._bench import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_capture_flame", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_capture_flame")
 
 
 @pytest.fixture(scope="module")

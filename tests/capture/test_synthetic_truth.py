@@ -10,21 +10,15 @@ absolute depth that follows it) stay non-strict xfails.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from ._bench import load_bench
 
 pytestmark = pytest.mark.slow
 
-_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_capture_synthetic.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_capture_synthetic", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_capture_synthetic")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import roma
 import torch
 
 from ..errors import Avatar3DError, ConfigError
@@ -32,33 +33,16 @@ MIN_SIZE, MAX_SIZE = 64, 2048
 # ------------------------------------------------------------------------------ rotations
 def wxyz_to_matrix(wxyz) -> np.ndarray:
     """Unit quaternion (w, x, y, z) -> (3, 3) rotation matrix (normalised first)."""
-    w, x, y, z = np.asarray(wxyz, np.float64) / np.linalg.norm(wxyz)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    q = np.asarray(wxyz, np.float64)
+    xyzw = torch.as_tensor(np.concatenate([q[1:], q[:1]]) / np.linalg.norm(q))
+    return roma.unitquat_to_rotmat(xyzw).numpy()
 
 
 def matrix_to_wxyz(R: np.ndarray) -> np.ndarray:
     """(3, 3) rotation matrix -> unit quaternion (w, x, y, z) with w >= 0."""
-    R = np.asarray(R, np.float64)
-    tr = np.trace(R)
-    if tr > 0:
-        s = 2.0 * math.sqrt(tr + 1.0)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(max(1e-12, 1.0 + R[i, i] - R[j, j] - R[k, k]))
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (R[k, j] - R[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (R[j, i] + R[i, j]) / s
-        q[1 + k] = (R[k, i] + R[i, k]) / s
-    q = np.asarray(q) / np.linalg.norm(q)
+    xyzw = roma.rotmat_to_unitquat(torch.as_tensor(np.asarray(R, np.float64))).numpy()
+    q = np.concatenate([xyzw[3:], xyzw[:3]])
+    q = q / np.linalg.norm(q)
     return -q if q[0] < 0 else q
 
 

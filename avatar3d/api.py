@@ -147,10 +147,9 @@ class Avatar:
             cfg.train.steps = int(steps)
         lpips_term(cfg)  # an unusable train.lpips_weights file fails now, not after the capture
         if cfg.capture.speech_model:  # so does a missing or unreadable speech model (cached for the capture)
-            from .capture.config import CaptureConfig as _CC
             from .capture.pipeline import load_speech_model
 
-            load_speech_model(_CC(speech_model=cfg.capture.speech_model))
+            load_speech_model(CaptureConfig(speech_model=cfg.capture.speech_model))
         say = log or (lambda s: None)
         video = Path(video)
         if not video.exists():

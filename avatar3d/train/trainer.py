@@ -54,10 +54,6 @@ def _gauss_optimizer(model: GaussianAvatar, cfg, extent: float) -> torch.optim.O
     )
 
 
-def _net_params(model: GaussianAvatar):
-    return [p for n, p in model.named_parameters() if n not in PARAM_NAMES]
-
-
 def _net_optimizer(model: GaussianAvatar, cfg) -> torch.optim.Optimizer:
     """Adam over the trainable networks; the hash-grid tables (``*.encoding.*``) get their own, larger rate."""
     t = cfg.train

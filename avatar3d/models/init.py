@@ -104,6 +104,145 @@ def _sample_triangles(v: np.ndarray, f: np.ndarray, n: int, rng) -> tuple[np.nda
     return pts, nrm, float(area.sum())
 
 
+@dataclass
+class ShellFit:
+    """An ellipsoid head shell (centre ``ctr``, radii ``ax, ay, az``) whose width follows the person's
+    silhouette: per row of the head, ``rows`` (R,) head-space heights, ``left`` / ``right`` (R,) the
+    factors applied to the x radius on each side, ``depth`` (R,) the factor on the z radius; ``top``
+    the factor on the y radius above the centre."""
+
+    ctr: np.ndarray
+    ax: float
+    ay: float
+    az: float
+    rows: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    depth: np.ndarray
+    top: float = 1.0
+
+    def points(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points and outward normals of the shell for unit directions d (M, 3)."""
+        ry = self.ay * np.where(d[:, 1] < 0, self.top, 1.0)
+        y = self.ctr[1] + d[:, 1] * ry
+        fx = np.where(d[:, 0] < 0, np.interp(y, self.rows, self.left), np.interp(y, self.rows, self.right))
+        r = np.stack([self.ax * fx, ry, self.az * np.interp(y, self.rows, self.depth)], 1)
+        p = self.ctr + d * r
+        nrm = d / r  # the normal of the local ellipsoid (the factors vary slowly along y)
+        return p, nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
+
+
+def fit_shell_to_silhouette(
+    ctr: np.ndarray,
+    ax: float,
+    ay: float,
+    mask: np.ndarray,
+    viewmat: np.ndarray,
+    K: np.ndarray,
+    az: float | None = None,
+    n_rows: int = 48,
+    lo: float = 0.85,
+    hi: float = 1.6,
+) -> ShellFit:
+    """Widen (or narrow) the default head ellipsoid, row by row, to the person mask of the reference
+    frame, so hair that stands out from the skull starts where the frame shows it.
+
+    For each head-space row y, the half-widths at the ellipsoid's centre depth are found by walking
+    out from the centre along the row (projected with ``viewmat`` / ``K``) until the mask drops below
+    0.5 on each side: a contiguous run, so the shoulders or another person further out do not count.
+    The factors against the ellipsoid's own half-width are smoothed over the rows, clamped to
+    [``lo``, ``hi``] and taken from the nearest well-measured row near the top and bottom of the
+    ellipsoid, where its width is too small to measure. The depth stays the default's (a frontal
+    silhouette does not measure it; the default is already a little deeper than a typical head). The
+    top of the shell follows the silhouette the same way along the vertical through the centre. Without a usable mask (nothing
+    above 0.5 at the centre) the plain ellipsoid is returned.
+    """
+    az = 1.2857 * ax if az is None else az  # the default proportions: depth 0.72, width 0.56 of the face
+    rows = ctr[1] + np.linspace(-0.98, 0.98, n_rows) * ay
+    plain = ShellFit(ctr, ax, ay, az, rows, np.ones(n_rows), np.ones(n_rows), np.ones(n_rows), 1.0)
+    m = np.asarray(mask, np.float64)
+    if m.ndim != 2 or m.size == 0:
+        return plain
+    H, W = m.shape
+
+    def inside(pts: np.ndarray) -> np.ndarray:
+        uv, pc = _project(pts, viewmat, K)
+        ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+        val = np.zeros(len(pts))
+        val[ok] = _sample(m, uv[ok])[:, 0]
+        return val > 0.5
+
+    def run(origin: np.ndarray, direction: np.ndarray, reach: float, n: int = 160) -> float:
+        """Distance along ``direction`` from ``origin`` to the end of the mask's contiguous run."""
+        steps = np.linspace(0.0, reach, n)
+        ok = inside(origin + steps[:, None] * direction)
+        if not ok[0]:
+            return float("nan")
+        bad = np.nonzero(~ok)[0]
+        return float(steps[bad[0] - 1] if len(bad) else steps[-1])
+
+    if not inside(ctr[None])[0]:
+        return plain
+    t = run(ctr.copy(), np.array([0.0, -1.0, 0.0]), hi * ay * 1.05)
+    top = float(np.clip(t / ay, lo, 1.35)) if np.isfinite(t) else 1.0
+    lin = np.linspace(-0.98, 0.98, n_rows)
+    ry = ay * np.where(lin < 0, top, 1.0)
+    rows = ctr[1] + lin * ry
+    reach = hi * ax * 1.05
+    base = ax * np.sqrt(np.clip(1 - lin**2, 0, 1))
+    fac = {}
+    for side, sgn in (("left", -1.0), ("right", 1.0)):
+        w = np.array([run(np.array([ctr[0], y, ctr[2]]), np.array([sgn, 0.0, 0.0]), reach) for y in rows])
+        good = np.isfinite(w) & (base > 0.45 * ax)
+        if good.sum() < 3:
+            return plain
+        f = np.clip(w / np.maximum(base, 1e-9), lo, hi)
+        f = np.interp(rows, rows[good], f[good])  # the ends take the nearest measured row
+        k = np.ones(5) / 5
+        fac[side] = np.clip(np.convolve(np.pad(f, 2, mode="edge"), k, mode="valid"), lo, hi)
+    depth = np.ones(n_rows)  # the silhouette says nothing about depth: keep the default's
+    return ShellFit(ctr, ax, ay, az, rows, fac["left"], fac["right"], depth, top)
+
+
+def torso_relief(
+    mask: np.ndarray, pix: np.ndarray, face_half: float, metres_per_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth relief of the body seen in the reference frame: each row's contiguous run of the person
+    mask is taken as the front half of an elliptic cross-section (a vertical cylinder), so the neck
+    and shoulders curve away from the camera instead of standing as a flat card, which a turned
+    camera would see edge-on.
+
+    pix: (N, 2) pixel positions (u, v) inside the mask; face_half: half the face's width in pixels;
+    metres_per_px: lateral metres per pixel at the body's depth. The cross-section's depth/width ratio
+    is 1 for a run as narrow as the face (the neck: round) and falls to 0.55 for runs twice the face
+    width or wider (shoulders and chest: flatter). Returns (dz (N,) metres added to the front depth,
+    normals (N, 3) in camera space, facing the camera).
+    """
+    m = np.asarray(mask) > 0.5
+    H, W = m.shape
+    u = np.clip(pix[:, 0], 0, W - 1e-6)
+    v = np.clip(pix[:, 1].astype(int), 0, H - 1)
+    centre = np.zeros(len(pix))
+    half = np.ones(len(pix))
+    for row in np.unique(v):
+        sel = v == row
+        line = m[row].astype(np.int8)
+        edges = np.diff(np.concatenate([[0], line, [0]]))
+        starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # runs [start, end)
+        if len(starts) == 0:
+            continue
+        k = np.clip(np.searchsorted(starts, u[sel], side="right") - 1, 0, len(starts) - 1)
+        centre[sel] = 0.5 * (starts[k] + ends[k])
+        half[sel] = np.maximum(0.5 * (ends[k] - starts[k]), 1.0)
+    x = np.clip((u - centre) / half, -1.0, 1.0)
+    ratio = np.interp(half / max(face_half, 1.0), [1.0, 2.0], [1.0, 0.55])
+    root = np.sqrt(np.clip(1 - x**2, 0, 1))
+    dz = ratio * half * metres_per_px * (1 - root)
+    # outward normal of x²/a² + z²/b² = 1 on its front half, a = half, b = ratio·half (pixels)
+    n = np.stack([x / half, np.zeros_like(x), -root / (ratio * half)], 1)
+    return dz, n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
 def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, seed: int = 0) -> dict[str, Tensor]:
     """Build the initial Gaussian set.
 
@@ -135,9 +274,8 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     m = n_shell * 3
     d = rng.normal(size=(m, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    p_shell = ctr + d * np.array([ax, ay, az])
-    n_shell_nrm = d / np.array([ax, ay, az])
-    n_shell_nrm /= np.linalg.norm(n_shell_nrm, axis=1, keepdims=True)
+    fit = fit_shell_to_silhouette(ctr, ax, ay, inp.mask, inp.viewmat, inp.K, az=az)
+    p_shell, n_shell_nrm = fit.points(d)
     from matplotlib.path import Path as MplPath
 
     inside_oval = MplPath(oval[:, :2]).contains_points(p_shell[:, :2])
@@ -145,6 +283,8 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     keep &= p_shell[:, 1] < chin - 0.01  # no shell below the jaw line
     p_shell, n_shell_nrm = p_shell[keep][:n_shell], n_shell_nrm[keep][:n_shell]
     shell_area = 4 * np.pi * ((ax * ay) ** 1.6 + (ax * az) ** 1.6 + (ay * az) ** 1.6) ** (1 / 1.6) / 3
+    fx, fz = 0.5 * (fit.left.mean() + fit.right.mean()), fit.depth.mean()
+    shell_area *= (fx * fz + fx * fit.top + fz * fit.top) / 3  # the silhouette fit's change of area
     s_shell = np.sqrt(shell_area / max(len(p_shell), 1))
 
     # mouth interior: inside the inner-lip polygon, pushed back into the cavity
@@ -197,13 +337,17 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
         pick = rng.choice(len(uu), size=n_torso, replace=len(uu) < n_torso)
         pix = np.stack([uu[pick], vv[pick]], 1) + rng.random((n_torso, 2))
         depth = origin_c[2] + 0.05
+        face_half = 0.5 * float(np.ptp(oval_uv[:, 0]))
+        dz, n_cam = torso_relief(inp.mask, pix, face_half, depth / inp.K[0, 0])
         ray = np.concatenate([(pix - inp.K[:2, 2]) / np.diag(inp.K)[:2], np.ones((n_torso, 1))], 1)
-        pc = ray * depth
+        pc = ray * (depth + dz)[:, None]
         inv = np.linalg.inv(inp.viewmat)
         p_torso = pc @ inv[:3, :3].T + inv[:3, 3]
+        n_torso_nrm = n_cam @ inv[:3, :3].T
         col_torso = _sample(inp.image, pix)
         s_torso = np.sqrt(len(uu) / n_torso) * depth / inp.K[0, 0]
-    n_torso_nrm = np.tile(-np.linalg.inv(inp.viewmat)[:3, 2], (len(p_torso), 1))
+    if len(p_torso) == 0:
+        n_torso_nrm = np.zeros((0, 3))
 
     means = np.concatenate([p_face, p_shell, p_mouth, p_torso])
     normals = np.concatenate([n_face_nrm, n_shell_nrm, n_mouth_nrm, n_torso_nrm])

@@ -55,13 +55,31 @@ def cross_speaker_sync(avatar, wave: np.ndarray, sr: int, seconds: float, size: 
     }
 
 
-def run_clip(path: Path, out: Path, preset: str, steps: int | None, cross, lpips_weights) -> dict:
+def overrides(pairs: list[str]) -> dict:
+    """``["train.resolution=384", ...]`` -> ``{"train": {"resolution": 384}}`` (values parsed as YAML)."""
+    import yaml
+
+    cfg: dict = {}
+    for p in pairs:
+        key, sep, val = p.partition("=")
+        if not sep or "." not in key:
+            sys.exit(f"--set wants SECTION.KEY=VALUE, got {p!r}")
+        sec, k = key.split(".", 1)
+        cfg.setdefault(sec, {})[k] = yaml.safe_load(val)
+    return cfg
+
+
+def run_clip(
+    path: Path, out: Path, preset: str, steps: int | None, cross, lpips_weights, config: dict | None = None
+) -> dict:
     from avatar3d import Avatar
     from avatar3d.eval import evaluate_avatar
 
     name = path.stem
     t0 = time.time()
-    av = Avatar.fit(path, preset=preset, steps=steps, workdir=out / name / "work", progress=False, log=None)
+    av = Avatar.fit(
+        path, config or None, preset=preset, steps=steps, workdir=out / name / "work", progress=False, log=None
+    )
     av.save(out / name / "avatar")
     t_fit = time.time() - t0
     rep = evaluate_avatar(
@@ -126,7 +144,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_quality_out"))
     ap.add_argument("--cross-seconds", type=float, default=20.0)
     ap.add_argument("--lpips-weights", default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config overrides on top of the preset, e.g. train.resolution=384")
     a = ap.parse_args()
+    config = overrides(a.set)
     os.environ.setdefault("AVATAR3D_QUIET", "1")
     if not DATA.is_dir():
         sys.exit(f"no real data at {DATA}")
@@ -140,10 +161,11 @@ def main() -> None:
     for c in a.clips:
         p = DATA / f"{c}.mp4"
         t0 = time.time()
-        rows.append(run_clip(p, a.out, a.preset, a.steps, cross, a.lpips_weights))
+        rows.append(run_clip(p, a.out, a.preset, a.steps, cross, a.lpips_weights, config))
         print(f"{c}: done in {time.time() - t0:.0f} s", flush=True)
         print(table(rows[-1:]), flush=True)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch CPU; preset {a.preset}\n")
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch CPU; preset {a.preset}"
+          + (f", overrides {' '.join(a.set)}" if a.set else "") + "\n")
     print(table(rows))
     (a.out / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
 

@@ -60,6 +60,61 @@ def face_oval() -> np.ndarray:
     return np.array(order)
 
 
+def _loop(edges) -> np.ndarray:
+    """Vertices of a closed loop given as undirected edges, in order around it."""
+    adj: dict[int, list[int]] = {}
+    for a, b in edges:
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    start = min(adj)
+    order, prev, cur = [start], None, start
+    while True:
+        nxt = next(v for v in adj[cur] if v != prev)
+        if nxt == start or len(order) > len(adj):
+            break
+        order.append(nxt)
+        prev, cur = cur, nxt
+    return np.array(order)
+
+
+@lru_cache(maxsize=1)
+def eye_contours() -> tuple[np.ndarray, np.ndarray]:
+    """Ordered indices of the two eye openings (the lid margins)."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
+
+    return _loop(FACEMESH_LEFT_EYE), _loop(FACEMESH_RIGHT_EYE)
+
+
+def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Points filling the two eye openings of the canonical landmarks (the face mesh leaves them as
+    holes): uniform inside each lid contour (x, y), on a surface 1.5 mm behind the lid margin that bulges
+    forward by 2 mm at the centre like a cornea. Returns (points (n, 3), normals (n, 3) facing -z).
+
+    Without them, what the frames show through the openings is learnt by Gaussians at the back of
+    the head, which a turned camera then sees in the wrong place."""
+    from matplotlib.path import Path as MplPath
+
+    pts = []
+    for k, ring in enumerate(eye_contours()):
+        m = n // 2 + (n % 2 if k == 0 else 0)
+        if m == 0:
+            continue
+        c = can[ring]
+        poly = MplPath(c[:, :2])
+        lo, hi = c[:, :2].min(0), c[:, :2].max(0)
+        got = np.zeros((0, 2))
+        while len(got) < m:
+            cand = lo + rng.random((4 * m + 16, 2)) * (hi - lo)
+            got = np.concatenate([got, cand[poly.contains_points(cand)]])
+        xy = got[:m]
+        ctr = c[:, :2].mean(0)
+        r2 = (((xy - ctr) / np.maximum((hi - lo) / 2, 1e-6)) ** 2).sum(1).clip(0, 1)
+        z = c[:, 2].mean() + 0.0015 - 0.002 * (1 - r2)
+        pts.append(np.concatenate([xy, z[:, None]], 1))
+    p = np.concatenate(pts) if pts else np.zeros((0, 3))
+    return p, np.tile([0.0, 0.0, -1.0], (len(p), 1))
+
+
 @dataclass
 class InitInputs:
     canonical: np.ndarray  # (478, 3) head-space landmarks
@@ -259,9 +314,13 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     faces[flip] = faces[flip][:, [0, 2, 1]]
 
     n_face = int(n_head * 0.55)
-    n_shell = n_head - n_face
+    n_eye = int(n_head * 0.02)
+    n_shell = n_head - n_face - n_eye
     p_face, n_face_nrm, face_area = _sample_triangles(can[:468], faces, n_face, rng)
     s_face = np.sqrt(face_area / n_face)
+    p_eye, n_eye_nrm = eye_points(can, n_eye, rng)
+    p_face = np.concatenate([p_face, p_eye])
+    n_face_nrm = np.concatenate([n_face_nrm, n_eye_nrm])
 
     # head shell: an ellipsoid closing the head behind and above the face
     oval = can[face_oval()]

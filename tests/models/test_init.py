@@ -113,3 +113,23 @@ def test_initial_gaussians_put_hair_and_body_where_the_frame_shows_them():
     assert width > 1.15 * 1.12 * oval_w  # wider than the default ellipsoid: the hair was seen
     torso = means[group == TORSO]
     assert np.ptp(torso[:, 2]) > 0.03  # relief, not a card
+
+
+def test_eye_openings_are_filled_at_the_eyes_not_behind_the_head():
+    """The face mesh leaves the eye openings as holes; the eyeball points fill each one in place."""
+    from matplotlib.path import Path as MplPath
+
+    from avatar3d.models.init import eye_contours, eye_points
+    from avatar3d.synthetic.subject import SyntheticSubject
+
+    can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float)
+    rings = eye_contours()
+    assert [len(r) for r in rings] == [16, 16] and all(len(set(r.tolist())) == 16 for r in rings)
+    p, n = eye_points(can, 241, np.random.default_rng(0))
+    assert p.shape == (241, 3) and n.shape == (241, 3)
+    inside = [MplPath(can[r][:, :2]).contains_points(p[:, :2]) for r in rings]
+    assert inside[0].sum() == 121 and inside[1].sum() == 120 and not (inside[0] & inside[1]).any()
+    for r, ins in zip(rings, inside):
+        rim_z = can[r, 2].mean()
+        assert np.all(np.abs(p[ins, 2] - rim_z) < 0.004)  # at the lids' depth, within a few mm
+    np.testing.assert_allclose(n, np.tile([0.0, 0.0, -1.0], (241, 1)))

@@ -209,8 +209,10 @@ def fit_shell_to_silhouette(
     [``lo``, ``hi``] and taken from the nearest well-measured row near the top and bottom of the
     ellipsoid, where its width is too small to measure. The depth stays the default's (a frontal
     silhouette does not measure it; the default is already a little deeper than a typical head). The
-    top of the shell follows the silhouette the same way along the vertical through the centre. Without a usable mask (nothing
-    above 0.5 at the centre) the plain ellipsoid is returned.
+    top of the shell follows the silhouette the same way along the vertical through the centre. A
+    side that cannot be measured on at least three rows (the mask reaches the image border, as in a
+    close-up, or runs on past ``hi`` times the default width) keeps the default's width; without a
+    usable mask (nothing above 0.5 at the centre) the plain ellipsoid is returned.
     """
     az = 1.2857 * ax if az is None else az  # the default proportions: depth 0.72, width 0.56 of the face
     rows = ctr[1] + np.linspace(-0.98, 0.98, n_rows) * ay
@@ -220,23 +222,28 @@ def fit_shell_to_silhouette(
         return plain
     H, W = m.shape
 
-    def inside(pts: np.ndarray) -> np.ndarray:
+    def inside(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(in the mask, in the image) for head-space points."""
         uv, pc = _project(pts, viewmat, K)
         ok = (pc[:, 2] > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
         val = np.zeros(len(pts))
         val[ok] = _sample(m, uv[ok])[:, 0]
-        return val > 0.5
+        return val > 0.5, ok
 
     def run(origin: np.ndarray, direction: np.ndarray, reach: float, n: int = 160) -> float:
-        """Distance along ``direction`` from ``origin`` to the end of the mask's contiguous run."""
+        """Distance along ``direction`` from ``origin`` to the end of the mask's contiguous run; NaN
+        when it cannot be told: the origin is outside the mask, or the run reaches the image border
+        (a close-up, a head cut by the frame) or goes on past ``reach``."""
         steps = np.linspace(0.0, reach, n)
-        ok = inside(origin + steps[:, None] * direction)
+        ok, seen = inside(origin + steps[:, None] * direction)
         if not ok[0]:
             return float("nan")
         bad = np.nonzero(~ok)[0]
-        return float(steps[bad[0] - 1] if len(bad) else steps[-1])
+        if len(bad) == 0 or not seen[bad[0]]:
+            return float("nan")
+        return float(steps[bad[0] - 1])
 
-    if not inside(ctr[None])[0]:
+    if not inside(ctr[None])[0][0]:
         return plain
     t = run(ctr.copy(), np.array([0.0, -1.0, 0.0]), hi * ay * 1.05)
     top = float(np.clip(t / ay, lo, 1.35)) if np.isfinite(t) else 1.0
@@ -250,7 +257,8 @@ def fit_shell_to_silhouette(
         w = np.array([run(np.array([ctr[0], y, ctr[2]]), np.array([sgn, 0.0, 0.0]), reach) for y in rows])
         good = np.isfinite(w) & (base > 0.45 * ax)
         if good.sum() < 3:
-            return plain
+            fac[side] = np.ones(n_rows)
+            continue
         f = np.clip(w / np.maximum(base, 1e-9), lo, hi)
         f = np.interp(rows, rows[good], f[good])  # the ends take the nearest measured row
         k = np.ones(5) / 5
@@ -260,7 +268,7 @@ def fit_shell_to_silhouette(
 
 
 def torso_relief(
-    mask: np.ndarray, pix: np.ndarray, face_half: float, metres_per_px: float
+    mask: np.ndarray, pix: np.ndarray, face_half: float, metres_per_px: float, axis_u: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth relief of the body seen in the reference frame: each row's contiguous run of the person
     mask is taken as the front half of an elliptic cross-section (a vertical cylinder), so the neck
@@ -270,7 +278,9 @@ def torso_relief(
     pix: (N, 2) pixel positions (u, v) inside the mask; face_half: half the face's width in pixels;
     metres_per_px: lateral metres per pixel at the body's depth. The cross-section's depth/width ratio
     is 1 for a run as narrow as the face (the neck: round) and falls to 0.55 for runs twice the face
-    width or wider (shoulders and chest: flatter). Returns (dz (N,) metres added to the front depth,
+    width or wider (shoulders and chest: flatter). A run cut by the image's left or right border (the
+    shoulders often are) does not show its centre: with ``axis_u`` (the body's vertical axis, e.g. the
+    chin's column) it is centred there, wide enough to reach both of its ends. Returns (dz (N,) metres added to the front depth,
     normals (N, 3) in camera space, facing the camera).
     """
     m = np.asarray(mask) > 0.5
@@ -287,8 +297,14 @@ def torso_relief(
         if len(starts) == 0:
             continue
         k = np.clip(np.searchsorted(starts, u[sel], side="right") - 1, 0, len(starts) - 1)
-        centre[sel] = 0.5 * (starts[k] + ends[k])
-        half[sel] = np.maximum(0.5 * (ends[k] - starts[k]), 1.0)
+        a, b = starts[k].astype(float), ends[k].astype(float)
+        c, h = 0.5 * (a + b), 0.5 * (b - a)
+        if axis_u is not None:
+            cut = ((a <= 0) | (b >= W)) & (a <= axis_u) & (axis_u <= b)
+            c = np.where(cut, axis_u, c)
+            h = np.where(cut, np.maximum(axis_u - a, b - axis_u), h)
+        centre[sel] = c
+        half[sel] = np.maximum(h, 1.0)
     x = np.clip((u - centre) / half, -1.0, 1.0)
     ratio = np.interp(half / max(face_half, 1.0), [1.0, 2.0], [1.0, 0.55])
     root = np.sqrt(np.clip(1 - x**2, 0, 1))
@@ -397,7 +413,7 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
         pix = np.stack([uu[pick], vv[pick]], 1) + rng.random((n_torso, 2))
         depth = origin_c[2] + 0.05
         face_half = 0.5 * float(np.ptp(oval_uv[:, 0]))
-        dz, n_cam = torso_relief(inp.mask, pix, face_half, depth / inp.K[0, 0])
+        dz, n_cam = torso_relief(inp.mask, pix, face_half, depth / inp.K[0, 0], axis_u=float(chin_uv[0, 0]))
         ray = np.concatenate([(pix - inp.K[:2, 2]) / np.diag(inp.K)[:2], np.ones((n_torso, 1))], 1)
         pc = ray * (depth + dz)[:, None]
         inv = np.linalg.inv(inp.viewmat)

@@ -133,3 +133,23 @@ def test_eye_openings_are_filled_at_the_eyes_not_behind_the_head():
         rim_z = can[r, 2].mean()
         assert np.all(np.abs(p[ins, 2] - rim_z) < 0.004)  # at the lids' depth, within a few mm
     np.testing.assert_allclose(n, np.tile([0.0, 0.0, -1.0], (241, 1)))
+
+
+def test_a_close_up_keeps_the_default_shell_width():
+    """When the person mask reaches the image border at the head's rows, the width cannot be read."""
+    m = np.ascontiguousarray(_silhouette(1.0, 1.0)[:, :180])  # the frame ends 14 px past the head
+    m[:, 128:] = 1.0  # and the person fills it from the head's centre rightwards
+    fit = fit_shell_to_silhouette(CTR, AX, AY, m, VIEW, K)
+    np.testing.assert_allclose(fit.right, 1.0)
+    np.testing.assert_allclose(fit.left[_middle(fit)], 1.0, atol=0.04)  # the other side still measured
+
+
+def test_torso_relief_of_shoulders_cut_by_the_frame():
+    m = np.zeros((40, 200), np.float32)
+    m[10:20, 0:160] = 1  # shoulders cut by the left border; the body's axis at u = 100
+    pix = np.array([[100.0, 15.5], [1.0, 15.5], [159.5, 15.5]])
+    dz, _ = torso_relief(m, pix, face_half=20.0, metres_per_px=0.001, axis_u=100.0)
+    assert dz[0] == pytest.approx(0.0, abs=1e-9)  # the axis is the front, not the run's middle (80)
+    assert dz[1] > dz[2] > 0  # the far (cut) side bends back more than the near end
+    dz_own, _ = torso_relief(m, pix, face_half=20.0, metres_per_px=0.001)
+    assert dz_own[0] > 0  # without the axis the run's own middle is taken as the front

@@ -27,10 +27,11 @@ def test_evaluate_synthetic_heldout(fitted_avatar, synthetic_video, tmp_path):
     assert len(v["psnr_per_angle"]) == 7 and all(math.isfinite(x) for x in v["psnr_per_angle"])
     assert v["flicker_mae"] is not None and v["flicker_mae"] < 0.2
     # unseen camera views against the ground truth: a floor, and the face holds together off-axis
-    # (issue target: ±30° within 3 dB of the frontal view; measured ~2 dB with the fast preset)
+    # (issue target: ±30° within 3 dB of the frontal view; this fit measures 1.5 dB, the 600-step demo
+    # avatar 2.1 dB: BENCHMARKS.md)
     assert len(v["ssim_per_angle"]) == 7 and min(v["ssim_per_angle"]) > 0.5, v["ssim_per_angle"]
     assert min(v["psnr_per_angle"]) > 16.0, v["psnr_per_angle"]
-    assert v["psnr_drop_30"] is not None and v["psnr_drop_30"] < 4.0, v["psnr_drop_30"]
+    assert v["psnr_drop_30"] is not None and v["psnr_drop_30"] < 3.0, v["psnr_drop_30"]
     js, png = write_report(rep, tmp_path / "report.json")
     data = json.loads(js.read_text())
     assert len(data["per_frame"]["psnr"]) == prot["n_frames"] and png.stat().st_size > 10_000

@@ -103,9 +103,13 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         poly = MplPath(c[:, :2])
         lo, hi = c[:, :2].min(0), c[:, :2].max(0)
         got = np.zeros((0, 2))
-        while len(got) < m:
+        for _ in range(50):  # rejection sampling; a collapsed contour (no area) ends the loop
+            if len(got) >= m:
+                break
             cand = lo + rng.random((4 * m + 16, 2)) * (hi - lo)
             got = np.concatenate([got, cand[poly.contains_points(cand)]])
+        if len(got) < m:  # degenerate opening: the points sit on its contour
+            got = np.concatenate([got, c[rng.integers(len(c), size=m - len(got)), :2]])
         xy = got[:m]
         ctr = c[:, :2].mean(0)
         r2 = (((xy - ctr) / np.maximum((hi - lo) / 2, 1e-6)) ** 2).sum(1).clip(0, 1)

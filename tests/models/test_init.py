@@ -153,3 +153,14 @@ def test_torso_relief_of_shoulders_cut_by_the_frame():
     assert dz[1] > dz[2] > 0  # the far (cut) side bends back more than the near end
     dz_own, _ = torso_relief(m, pix, face_half=20.0, metres_per_px=0.001)
     assert dz_own[0] > 0  # without the axis the run's own middle is taken as the front
+
+
+def test_eye_points_survive_a_collapsed_eye_contour():
+    from avatar3d.models.init import eye_contours, eye_points
+    from avatar3d.synthetic.subject import SyntheticSubject
+
+    can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float).copy()
+    ring = eye_contours()[0]
+    can[ring, 1] = can[ring, 1].mean()  # a fully closed eye seen as a line: no area
+    p, _ = eye_points(can, 40, np.random.default_rng(0))
+    assert p.shape == (40, 3) and np.isfinite(p).all()

@@ -193,6 +193,16 @@ def face_oval_loop() -> np.ndarray:
 
 
 @cache
+def eye_loops() -> tuple[np.ndarray, np.ndarray]:
+    """(16,) lid-margin indices of each eye opening in polygon order: (subject's left eye, starting at
+    its outer corner 263; right eye, starting at 33)."""
+    return (
+        np.array(_loop_from_edges(_edges("FACEMESH_LEFT_EYE"), LEFT_EYE_CORNERS[0]), dtype=np.int64),
+        np.array(_loop_from_edges(_edges("FACEMESH_RIGHT_EYE"), RIGHT_EYE_CORNERS[0]), dtype=np.int64),
+    )
+
+
+@cache
 def inner_lip_loop() -> np.ndarray:
     """(20,) inner-lip contour indices in polygon order (starts at the mouth corner 78)."""
     edges = _edges("FACEMESH_LIPS")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..capture.topology import eye_loops, face_oval_loop
 from .geometry import quats_from_normals
 
 HEAD, MOUTH, TORSO = 0, 1, 2
@@ -46,45 +47,6 @@ def face_triangles() -> np.ndarray:
     return np.array(sorted(tris), dtype=np.int64)
 
 
-@lru_cache(maxsize=1)
-def face_oval() -> np.ndarray:
-    """Ordered indices of the face-oval contour."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
-
-    nxt = {a: b for a, b in FACEMESH_FACE_OVAL}
-    start = next(iter(nxt))
-    order, cur = [start], nxt[start]
-    while cur != start and len(order) < len(nxt):
-        order.append(cur)
-        cur = nxt[cur]
-    return np.array(order)
-
-
-def _loop(edges) -> np.ndarray:
-    """Vertices of a closed loop given as undirected edges, in order around it."""
-    adj: dict[int, list[int]] = {}
-    for a, b in edges:
-        adj.setdefault(a, []).append(b)
-        adj.setdefault(b, []).append(a)
-    start = min(adj)
-    order, prev, cur = [start], None, start
-    while True:
-        nxt = next(v for v in adj[cur] if v != prev)
-        if nxt == start or len(order) > len(adj):
-            break
-        order.append(nxt)
-        prev, cur = cur, nxt
-    return np.array(order)
-
-
-@lru_cache(maxsize=1)
-def eye_contours() -> tuple[np.ndarray, np.ndarray]:
-    """Ordered indices of the two eye openings (the lid margins)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
-
-    return _loop(FACEMESH_LEFT_EYE), _loop(FACEMESH_RIGHT_EYE)
-
-
 def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Points filling the two eye openings of the canonical landmarks (the face mesh leaves them as
     holes): uniform inside each lid contour (x, y), on a surface 1.5 mm behind the lid margin that bulges
@@ -95,7 +57,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     from matplotlib.path import Path as MplPath
 
     pts = []
-    for k, ring in enumerate(eye_contours()):
+    for k, ring in enumerate(eye_loops()):
         m = n // 2 + (n % 2 if k == 0 else 0)
         if m == 0:
             continue
@@ -343,7 +305,7 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     n_face_nrm = np.concatenate([n_face_nrm, n_eye_nrm])
 
     # head shell: an ellipsoid closing the head behind and above the face
-    oval = can[face_oval()]
+    oval = can[face_oval_loop()]
     width = oval[:, 0].max() - oval[:, 0].min()
     top, chin = can[FOREHEAD, 1], can[CHIN, 1]
     ax = 0.56 * width

@@ -90,7 +90,8 @@ def test_torso_relief_is_an_elliptic_cross_section():
 def test_initial_gaussians_put_hair_and_body_where_the_frame_shows_them():
     """On the synthetic subject's rest frame: the shell's outline matches the person mask's width at
     the eyes, and the torso is not a flat card."""
-    from avatar3d.models.init import InitInputs, face_oval, initial_gaussians
+    from avatar3d.capture.topology import face_oval_loop
+    from avatar3d.models.init import InitInputs, initial_gaussians
     from avatar3d.synthetic.subject import SyntheticSubject
 
     subj = SyntheticSubject(seed=0)
@@ -109,7 +110,7 @@ def test_initial_gaussians_put_hair_and_body_where_the_frame_shows_them():
     truth_row = truth_row[np.abs(truth_row[:, 1] - eyes_y) < 0.005]
     width, truth_width = np.ptp(row[:, 0]), np.ptp(truth_row[:, 0])
     assert width == pytest.approx(truth_width, rel=0.15)
-    oval_w = np.ptp(can[face_oval(), 0])
+    oval_w = np.ptp(can[face_oval_loop(), 0])
     assert width > 1.15 * 1.12 * oval_w  # wider than the default ellipsoid: the hair was seen
     torso = means[group == TORSO]
     assert np.ptp(torso[:, 2]) > 0.03  # relief, not a card
@@ -119,11 +120,12 @@ def test_eye_openings_are_filled_at_the_eyes_not_behind_the_head():
     """The face mesh leaves the eye openings as holes; the eyeball points fill each one in place."""
     from matplotlib.path import Path as MplPath
 
-    from avatar3d.models.init import eye_contours, eye_points
+    from avatar3d.capture.topology import eye_loops
+    from avatar3d.models.init import eye_points
     from avatar3d.synthetic.subject import SyntheticSubject
 
     can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float)
-    rings = eye_contours()
+    rings = eye_loops()
     assert [len(r) for r in rings] == [16, 16] and all(len(set(r.tolist())) == 16 for r in rings)
     p, n = eye_points(can, 241, np.random.default_rng(0))
     assert p.shape == (241, 3) and n.shape == (241, 3)
@@ -156,11 +158,12 @@ def test_torso_relief_of_shoulders_cut_by_the_frame():
 
 
 def test_eye_points_survive_a_collapsed_eye_contour():
-    from avatar3d.models.init import eye_contours, eye_points
+    from avatar3d.capture.topology import eye_loops
+    from avatar3d.models.init import eye_points
     from avatar3d.synthetic.subject import SyntheticSubject
 
     can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float).copy()
-    ring = eye_contours()[0]
+    ring = eye_loops()[0]
     can[ring, 1] = can[ring, 1].mean()  # a fully closed eye seen as a line: no area
     p, _ = eye_points(can, 40, np.random.default_rng(0))
     assert p.shape == (40, 3) and np.isfinite(p).all()

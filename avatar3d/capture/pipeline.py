@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import Avatar3DError, MediaError, NoFaceError
 from .config import CaptureConfig
+from .feature_tracks import FeatureTracker
 from .face_model import fit_face_model, load_face_model, write_morphable
 from .landmarks import FaceLandmarker, SubjectSelector
 from .segmentation import BackgroundPlate, PersonSegmenter, region_masks
@@ -153,6 +154,7 @@ def run_capture(
         p1 = _Pass1()
         plate = BackgroundPlate(W, H, cfg.background_margin)
         selector = SubjectSelector(W, H, reacquire, source=str(video))
+        tracker = FeatureTracker(W, H) if cfg.feature_tracks else None
         task = bar.add_task("capture: landmarks + masks", total=n_est)
         with (
             FaceLandmarker(
@@ -181,9 +183,17 @@ def run_capture(
                 p1.n_faces.append(len(faces))
                 p1.valid.append(subject is not None)
                 p1.points.append(subject if subject is not None else np.zeros((N_LANDMARKS, 3), np.float32))
-                if subject is not None and cfg.region_masks:
-                    _write_regions(tmp, i, region_masks(subject[:, :2], person), writer.submit)
+                regions = None
+                if subject is not None and (cfg.region_masks or tracker is not None):
+                    regions = region_masks(subject[:, :2], person)
+                if regions is not None and cfg.region_masks:
+                    _write_regions(tmp, i, regions, writer.submit)
                 clock = _tick(timings, "masks+plate", clock)
+                if tracker is not None:
+                    tracker.update(
+                        frame, None if subject is None else subject[:, :2], None if regions is None else regions["head"]
+                    )
+                    clock = _tick(timings, "feature tracks", clock)
                 bar.advance(task)
         T = len(p1.valid)
         if T == 0:
@@ -205,7 +215,8 @@ def run_capture(
         fit = build_canonical(points, valid, cfg.canonical_iterations)
         bar.advance(task2)
         breaks = motion_breaks(obs2d, valid)
-        rigid = fit_rigid(fit, obs2d, valid, W, H, cfg, breaks=breaks)
+        tracks = tracker.result() if tracker is not None else None
+        rigid = fit_rigid(fit, obs2d, valid, W, H, cfg, breaks=breaks, tracks=tracks)
         bar.advance(task2)
         lm3d, lm2d = pose_free_landmarks(fit, rigid, obs2d, valid, W, H)
         sig = compute_signals(lm3d, fit.canonical, valid, cfg.expression_dims)
@@ -290,6 +301,7 @@ def run_capture(
             "valid_frames": int(valid.sum()),
             "motion_breaks": np.flatnonzero(breaks).tolist(),
             "reprojection_error_px_median": float(np.nanmedian(rigid.errors)),
+            "feature_tracks": None if tracks is None else {"tracks": tracks.n_tracks, "observations": len(tracks)},
             "capture_seconds": round(time.time() - t_start, 2),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "morphable": morphable,

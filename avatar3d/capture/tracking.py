@@ -16,6 +16,7 @@ import numpy as np
 import roma
 import torch
 
+from .feature_tracks import FeatureTracks
 from .geometry import interpolate_invalid, interpolate_rotations, project, robust_umeyama, transform
 from .topology import (
     FEATURE_RIGID_INDICES,
@@ -34,7 +35,10 @@ DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays Med
 ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
-FOCAL_SEARCH_ITERATIONS = 25  # L-BFGS iterations of each bundle adjustment in the focal search
+FOCAL_SEARCH_ITERATIONS = 25
+RESECTION_ROUNDS = 3
+TRACK_DEPTH_WEIGHT = 0.2  # per mm², on face tracks' depth off the canonical relief (see bundle_adjust)
+TRACK_DEPTH_KNEE_MM = 5.0  # L-BFGS iterations of each bundle adjustment in the focal search
 
 
 @dataclass
@@ -203,6 +207,9 @@ def bundle_adjust(
     prior_weight: float = 0.02,
     iterations: int = 60,
     breaks: np.ndarray | None = None,
+    tracks: FeatureTracks | None = None,
+    track_weight: float = 1.0,
+    track_robust_px: float = 1.0,
 ) -> _BAResult:
     """Joint L-BFGS over frames' poses, optionally the log focal and offsets of the rigid shape.
 
@@ -213,6 +220,12 @@ def bundle_adjust(
     squared shape offset (mm), weighted ``shape_weight`` across the face (x, y) and ``depth_weight``
     (default: ``shape_weight``) along the head's depth axis (``shape_weight=None`` keeps the shape
     fixed) + ``prior_weight`` × (log f − log(prior × max(W, H)))².
+
+    With ``tracks`` (optical-flow points on the rigid head, :mod:`.feature_tracks`), one free
+    head-space point per track joins the fit, and ``track_weight`` × the mean pseudo-Huber
+    reprojection error of its observations (scale ``track_robust_px`` at 512 px) joins the objective.
+    The landmarks still fix the head frame; the tracks, which follow the skull's own texture, carry
+    most of the frame-to-frame motion.
 
     Each frame's translation is parameterised by the image position of the head origin and
     log(t_z / f): changing the focal then changes only the perspective, not where the head is or how
@@ -245,6 +258,17 @@ def bundle_adjust(
     c = torch.tensor([width / 2, height / 2], dtype=dt)
     log_prior = math.log(prior * size)
     params = [rv, ab, q] + ([logf] if optimise_focal else []) + ([dC] if shape_weight is not None else [])
+    use_tracks = tracks is not None and len(tracks) > 0 and track_weight > 0
+    if use_tracks:
+        X_init, X_surf, on_face = init_track_points(tracks, canon, R0, t0, focal, width, height, surface=True)
+        Xt = torch.as_tensor(X_init, dtype=dt).requires_grad_(True)
+        z_surf = torch.as_tensor(X_surf[:, 2], dtype=dt)
+        w_face = torch.as_tensor(on_face, dtype=dt)
+        n_face = max(float(on_face.sum()), 1.0)
+        t_frame = torch.as_tensor(tracks.frame)
+        t_id = torch.as_tensor(tracks.track)
+        t_uv = torch.as_tensor(tracks.uv, dtype=dt)
+        params.append(Xt)
     # acceleration term k couples frames k, k+1, k+2: drop it when a break lies at k+1 or k+2
     brk = np.zeros(T, bool) if breaks is None else np.asarray(breaks, bool)
     acc_w = torch.as_tensor(~(brk[1:-1] | brk[2:]) if T >= 3 else np.zeros(0), dtype=dt)
@@ -262,6 +286,15 @@ def bundle_adjust(
         e2 = ((uv - U) * px).pow(2).sum(-1)  # (T, L) squared error at 512 px
         rho = robust_px**2 * (torch.sqrt(1 + e2 / robust_px**2) - 1)
         loss = (rho.mean(-1) * w).sum() / n_valid
+        if use_tracks:
+            Xk = torch.einsum("oij,oj->oi", R[t_frame], Xt[t_id]) + tr[t_frame]
+            uvk = Xk[:, :2] / Xk[:, 2:3].clamp_min(1e-4) * torch.exp(logf) + c
+            e2k = ((uvk - t_uv) * px).pow(2).sum(-1)
+            loss = loss + track_weight * (_soft(e2k, track_robust_px) / 2).mean()
+            # the face's tracks stay near the canonical relief: free track depths and the head's
+            # rotation are otherwise traded off (the bas-relief ambiguity of a distant, turning head)
+            dz2 = (1000.0 * (Xt[:, 2] - z_surf)).pow(2)
+            loss = loss + TRACK_DEPTH_WEIGHT * (_soft(dz2, TRACK_DEPTH_KNEE_MM) * w_face).sum() / n_face
         if T >= 3 and smooth_rotation > 0:
             acc_r = torch.rad2deg(rv[2:] - 2 * rv[1:-1] + rv[:-2]).pow(2).sum(-1)
             loss = loss + smooth_rotation * (_soft(acc_r, ACC_KNEE_DEG) * acc_w).sum() / acc_n
@@ -297,6 +330,96 @@ def bundle_adjust(
             cost = float(objective())
             R = (roma.rotvec_to_rotmat(rv) @ R_ref).numpy()
             return _BAResult(R, translation().numpy().copy(), float(torch.exp(logf)), dC.numpy().copy(), cost)
+
+
+def init_track_points(
+    tracks: FeatureTracks,
+    canon: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    focal: float,
+    width: int,
+    height: int,
+    surface: bool = False,
+):
+    """Head-space start points (n_tracks, 3) of feature tracks.
+
+    Each track is triangulated from all its observations with the given poses (linear least squares
+    on the rays). Where that is ill-conditioned (too little head motion along the track) or lands
+    away from the head (farther from every canonical point than the canonical shape's own width),
+    the track's middle observation is put on its camera ray at the depth of the nearby posed
+    canonical points instead (inverse-distance weights of the 4 nearest in the image).
+
+    With ``surface=True`` also returns that on-the-face point of every track (n_tracks, 3) and
+    whether the track lies within the face (n_tracks,) bool: its middle observation inside the
+    hull of the posed canonical points.
+    """
+    c = np.array([width / 2, height / 2])
+    n = tracks.n_tracks
+    order = np.lexsort((tracks.frame, tracks.track))
+    starts = np.searchsorted(tracks.track[order], np.arange(n))
+    counts = np.bincount(tracks.track, minlength=n)
+    mid = order[starts + counts // 2]  # (n,) one observation per track
+    k = tracks.frame[mid]
+    uv = tracks.uv[mid]
+    Xc = np.einsum("nij,lj->nli", R[k], canon) + t[k][:, None, :]  # (n, L, 3)
+    proj = Xc[..., :2] / np.maximum(Xc[..., 2:3], 1e-4) * focal + c
+    d = np.linalg.norm(proj - uv[:, None, :], axis=-1)  # (n, L)
+    near = np.argsort(d, axis=1)[:, :4]
+    wgt = 1.0 / (np.take_along_axis(d, near, 1) + 1.0)
+    z = (np.take_along_axis(Xc[..., 2], near, 1) * wgt).sum(1) / wgt.sum(1)
+    cam = np.concatenate([(uv - c) / focal * z[:, None], z[:, None]], 1)
+    X = np.einsum("nji,nj->ni", R[k], cam - t[k])
+    # Linear triangulation: each observation's ray d_o = R_kᵀ K⁻¹ [u, 1] from the camera centre
+    # o_k = -R_kᵀ t_k; minimise sum |(I - d dᵀ)(X - o)|² per track (3x3 normal equations).
+    fr = tracks.frame
+    ray = np.concatenate([(tracks.uv - c) / focal, np.ones((len(fr), 1))], 1)
+    dirs = np.einsum("oji,oj->oi", R[fr], ray)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    origin = -np.einsum("oji,oj->oi", R[fr], t[fr])
+    Pm = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (N, 3, 3)
+    A = np.zeros((n, 3, 3))
+    b = np.zeros((n, 3))
+    np.add.at(A, tracks.track, Pm)
+    np.add.at(b, tracks.track, np.einsum("oij,oj->oi", Pm, origin))
+    ev = np.linalg.eigvalsh(A)  # ascending; the smallest measures the rays' spread
+    good = ev[:, 0] > 1e-4 * ev[:, -1]
+    Xt = np.full((n, 3), np.inf)
+    Xt[good] = np.linalg.solve(A[good], b[good][..., None])[..., 0]
+    width_m = float(np.ptp(canon[:, 0]))
+    near_head = np.min(np.linalg.norm(Xt[:, None, :] - canon[None], axis=-1), axis=1) < width_m
+    use = good & near_head
+    on_face = np.ones(n, bool)
+    if surface:
+        for i in range(n):  # inside the hull of the posed canonical points (the face's outline)
+            hull = cv2.convexHull(proj[i].astype(np.float32))
+            on_face[i] = cv2.pointPolygonTest(hull, (float(uv[i, 0]), float(uv[i, 1])), False) >= 0
+        X_surf = X.copy()
+    X[use] = Xt[use]
+    return (X, X_surf, on_face) if surface else X
+
+
+def _pnp_tracks(
+    tracks: FeatureTracks, X: np.ndarray, R0: np.ndarray, t0: np.ndarray, focal: float, cx: float, cy: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's pose refined by PnP on its feature-track observations and the tracks' head-space
+    points ``X`` (frames with fewer than 12 observations keep their pose)."""
+    K = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
+    Rs, ts = R0.copy(), t0.copy()
+    order = np.argsort(tracks.frame, kind="stable")
+    frames, starts, counts = np.unique(tracks.frame[order], return_index=True, return_counts=True)
+    for k, a, n in zip(frames, starts, counts):
+        if n < 12:
+            continue
+        sel = order[a : a + n]
+        rvec, _ = cv2.Rodrigues(R0[k])
+        ok, rvec, tvec = cv2.solvePnP(
+            X[tracks.track[sel]], tracks.uv[sel], K, None, rvec, t0[k].reshape(3, 1).copy(),
+            useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE,
+        )
+        if ok and np.isfinite(tvec).all() and tvec[2, 0] > 0:
+            Rs[k], ts[k] = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+    return Rs, ts
 
 
 def metric_canonical(
@@ -472,11 +595,13 @@ def fit_rigid(
     height: int,
     config,
     breaks: np.ndarray | None = None,
+    tracks: FeatureTracks | None = None,
 ) -> RigidFit:
     """Focal search (unless ``config.focal`` is set), the canonical shape rebuilt through a camera of
     that focal (:func:`metric_canonical`), then a smooth bundle adjustment of all frames.
 
-    obs2d: (T, 478, 2) observed landmarks (pixels of the stored images); config: CaptureConfig.
+    obs2d: (T, 478, 2) observed landmarks (pixels of the stored images); config: CaptureConfig;
+    tracks: optical-flow feature tracks (``config.feature_tracks``), cut at ``breaks``.
     Updates ``fit.canonical`` and ``fit.aligned`` in place with the refined rigid shape (re-centred and re-scaled so the
     head-space conventions still hold). Invalid frames get poses interpolated from valid neighbours.
     """
@@ -492,6 +617,13 @@ def fit_rigid(
     vidx = np.flatnonzero(valid)
     R0[vidx], t0[vidx] = _pnp(fit.canonical[rig], obs2d[vidx][:, rig], R0[vidx], t0[vidx], focal, cx, cy)
     R0, t0 = interpolate_rotations(R0, valid), interpolate_invalid(t0, valid)
+    if tracks is not None:
+        tracks = tracks.in_frames(valid).split_at(breaks).min_length(5)
+    R_landmarks = R0.copy()
+    if tracks is not None and len(tracks):
+        for _ in range(RESECTION_ROUNDS):  # resection-intersection: a good start for the joint fit
+            X = init_track_points(tracks, fit.canonical[rig], R0, t0, focal, width, height)
+            R0, t0 = _pnp_tracks(tracks, X, R0, t0, focal, cx, cy)
     ba = bundle_adjust(
         fit.canonical[rig],
         obs2d[:, rig],
@@ -510,8 +642,18 @@ def fit_rigid(
         prior_weight=config.focal_prior_weight,
         iterations=config.fit_iterations,
         breaks=breaks,
+        tracks=tracks,
+        track_weight=config.track_weight,
+        track_robust_px=config.track_robust_scale_px,
     )
     R, t, focal = ba.rotation, ba.translation, ba.focal
+    if tracks is not None and len(tracks):
+        # The tracks give the motion; the head frame's orientation stays the landmarks': the constant
+        # rotation G that brings the poses closest, on average, to the landmark-only poses.
+        M = np.einsum("kji,kjl->il", R[vidx], R_landmarks[vidx])
+        U, _, Vt = np.linalg.svd(M)
+        G = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+        R = R @ G
     # Fold the refined rigid shape into the canonical shape, keeping the head-space gauge
     # (centroid at the origin, inter-pupillary distance 0.063 m): x' = a (x - c) => t' = a (R c + t).
     canon = _propagate_offsets(fit.canonical, rig, ba.offsets)

@@ -44,17 +44,20 @@ def test_every_frame_tracked(metrics):
 
 
 def test_head_rotation_tracks_truth(metrics):
-    # measured 1.76° landmark-aligned, 1.64° with the offset fitted to the poses (seed 1: 1.58°, 1.05°;
-    # before the metric canonical shape and per-frame detection: 4.0° and 1.2°)
-    assert metrics["rotation_deg"] <= 2.75
-    assert metrics["rotation_deg_posefit"] <= 2.5
+    # With the optical-flow feature tracks: 0.88° with the offset fitted to the poses (the tracking
+    # error; landmarks only: 1.64°), 2.05° relative to frame 0, 2.40° landmark-aligned (landmarks
+    # only: 1.76°; this one also measures how MediaPipe's landmark shape is oriented on the face,
+    # BENCHMARKS.md). The 1.5° holds for the tracking error.
+    assert metrics["rotation_deg_posefit"] <= 1.5
+    assert metrics["rotation_deg_rel0"] <= 2.5
+    assert metrics["rotation_deg"] <= 3.25
 
 
 def test_lateral_translation_tracks_truth(metrics):
-    # measured 0.62 % of the head width across the image plane, 1.4 % after removing the constant
-    # offset (seed 1: 0.46 % and 2.3 %)
+    # measured 0.55 % of the head width across the image plane, 1.4 % after removing the constant
+    # offset (landmarks only: 0.62 % and 1.4 %)
     assert metrics["translation_lateral_rel"] <= 0.015
-    assert metrics["translation_motion_rel"] <= 0.05
+    assert metrics["translation_motion_rel"] <= 0.03
 
 
 def test_mouth_opening_follows_jaw(metrics):

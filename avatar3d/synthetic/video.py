@@ -75,8 +75,17 @@ class SyntheticTruth:
         return self.subject.landmarks(self.jaw_open[i], self.blink[i], self.head_R[i], self.head_t[i])
 
     def save(self, path: str | Path) -> Path:
-        """Write an ``.npz`` (the camera as its K / world_to_camera / size)."""
+        """Write an ``.npz`` (the camera as its K / world_to_camera / size), atomically: an
+        interrupted save leaves no partial file. ``path`` without the ``.npz`` suffix gets it."""
+        from ..io.atomic import atomic_file
+
         p = Path(path)
+        p = p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+        with atomic_file(p, suffix=".npz") as tmp:
+            self._write(tmp)
+        return p
+
+    def _write(self, p: Path) -> None:
         np.savez_compressed(
             p,
             version=np.int64(TRUTH_VERSION),
@@ -96,7 +105,6 @@ class SyntheticTruth:
             meta_keys=np.array(list(self.meta.keys()), dtype=str),
             meta_values=np.array([str(v) for v in self.meta.values()], dtype=str),
         )
-        return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> SyntheticTruth:

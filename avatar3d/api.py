@@ -172,6 +172,7 @@ class Avatar:
                     max_frames=c.max_frames or None,
                     focal=c.focal or None,
                     landmark_tracking=c.landmark_tracking,
+                    feature_tracks=c.feature_tracks,
                     morphable=c.morphable,
                     flame_path=c.flame_path or None,
                     flame_landmarks=c.flame_landmarks or None,

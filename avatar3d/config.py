@@ -34,6 +34,7 @@ class CaptureSection:
     max_frames: int = 0  # 0 = all frames
     focal: float = 0.0  # known focal length in pixels of the stored frames; 0 = estimate it from the clip
     landmark_tracking: bool = False  # MediaPipe video mode (faster, lags fast head turns); False = detect per frame
+    feature_tracks: bool = True  # optical-flow tracks on the rigid face join the pose fit (BENCHMARKS.md)
     morphable: str = "none"  # also fit a morphable model into morphable.safetensors: none | open | flame
     flame_path: str = ""  # FLAME model file (user-supplied; or AVATAR3D_FLAME_PATH); needed for morphable: flame
     flame_landmarks: str = ""  # landmark embedding of MediaPipe points on FLAME, alongside the model file

@@ -3,13 +3,15 @@
 For each clip: the full ``run_capture`` (decode, landmarks, segmentation, masks, background plate,
 rigid tracking, signals, audio, writing) with per-stage times from the capture's own clock; throughput
 in frames/s (wall clock) and CPU time per frame (all threads; robust to other load on the machine);
-frames/s of landmarks + tracking + segmentation; median rigid-landmark reprojection error at 512 px;
-the estimated focal (× longest side) and distance; pose jitter = median and 95th percentile of the
-frame-to-frame acceleration of rotation (degrees) and translation (mm), for the smoothed poses and, for
-reference, for the same fit with smoothing switched off.
+frames/s of landmarks + segmentation + optical flow + tracking; median rigid-landmark reprojection
+error in pixels of the frame scaled to 512 px and of the evaluation's 512-px face crop (the issue's
+scale: a square of 1.7 × the landmarks' extent, as ``avatar3d eval`` cuts it); the estimated focal
+(× longest side) and distance; pose jitter = median and 95th percentile of the frame-to-frame
+acceleration of rotation (degrees) and translation (mm), for the smoothed poses and, for reference,
+for a landmark-only refit with smoothing switched off.
 
     python benchmarks/bench_capture.py [--clips talk_a talk_b] [--max-frames N] [--keep DIR]
-        [--overlay talk_a]
+        [--overlay talk_a] [--set feature_tracks=false ...]
 
 Prints a Markdown table (paste it into BENCHMARKS.md, section "Capture").
 """
@@ -76,17 +78,29 @@ def unsmoothed_jitter(cs) -> tuple[float, ...]:
     return jitter_stats(rig.rotation, rig.translation, breaks)
 
 
-def bench_clip(name: str, out_root: Path, max_frames: int | None) -> dict:
+def face_crop_side(cs) -> float:
+    """Side (stored pixels) of the evaluation's 512-px head crop: ``HEAD_CROP_SCALE`` × the median
+    landmark extent, as :func:`avatar3d.eval.protocol.crop_boxes` cuts it."""
+    from avatar3d.eval.protocol import HEAD_CROP_SCALE
+
+    lm = np.asarray(cs.landmarks2d, np.float64)[np.asarray(cs.valid, bool)]
+    extent = (lm.max(1) - lm.min(1)).max(1)
+    return min(HEAD_CROP_SCALE * float(np.median(extent)), float(min(cs.width, cs.height)))
+
+
+def bench_clip(name: str, out_root: Path, max_frames: int | None, overrides: dict | None = None) -> dict:
     video = DATA / f"{name}.mp4"
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cs = run_capture(video, out_root / name, CaptureConfig(max_frames=max_frames), progress=False)
+        cfg = CaptureConfig(max_frames=max_frames, **(overrides or {}))
+        cs = run_capture(video, out_root / name, cfg, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = cs.transforms["avatar3d"]
     tm = meta["timings_s"]
     T = cs.n_frames
-    core = tm.get("landmarks", 0) + tm.get("segmentation", 0) + tm.get("tracking", 0)
+    core = sum(tm.get(k, 0) for k in ("landmarks", "segmentation", "feature tracks", "tracking"))
+    crop = 512 / face_crop_side(cs)
     breaks = np.zeros(T, bool)
     breaks[meta["motion_breaks"]] = True
     R, t = cs.rotation.astype(np.float64), cs.translation.astype(np.float64)
@@ -105,6 +119,8 @@ def bench_clip(name: str, out_root: Path, max_frames: int | None) -> dict:
         "tracking_s": tm.get("tracking", 0.0),
         "err512": float(np.nanmedian(cs.reprojection_error)) * 512 / max(cs.width, cs.height),
         "err512_p95": float(np.nanpercentile(cs.reprojection_error, 95)) * 512 / max(cs.width, cs.height),
+        "err_crop": float(np.nanmedian(cs.reprojection_error)) * crop,
+        "err_crop_p95": float(np.nanpercentile(cs.reprojection_error, 95)) * crop,
         "focal_rel": cs.focal / max(cs.width, cs.height),
         "distance_m": float(np.median(t[:, 2])),
         "jitter": jitter_stats(R, t, breaks),
@@ -122,7 +138,19 @@ def main() -> None:
     ap.add_argument(
         "--overlay", nargs="*", default=[], help="clips to write overlay videos for (needs --keep)"
     )
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="CaptureConfig overrides, e.g. feature_tracks=false (values parsed as YAML)",
+    )
     a = ap.parse_args()
+    import yaml
+
+    overrides = {}
+    for p in a.set:
+        k, sep, v = p.partition("=")
+        if not sep:
+            sys.exit(f"--set wants KEY=VALUE, got {p!r}")
+        overrides[k] = yaml.safe_load(v)
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: nothing to benchmark")
     os.environ.setdefault("AVATAR3D_QUIET", "1")
@@ -137,7 +165,7 @@ def main() -> None:
         if not (DATA / f"{name}.mp4").is_file():
             print(f"skip {name}: absent")
             continue
-        r = bench_clip(name, root, a.max_frames)
+        r = bench_clip(name, root, a.max_frames, overrides)
         rows.append(r)
         print(f"{name}: {r['frames']} frames in {r['wall_s']:.1f} s, timings {r['timings']}", flush=True)
         if name in a.overlay:
@@ -151,18 +179,20 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}\n"
     )
     print(
-        "| clip | frames | stored | valid | total fps | CPU ms/frame | core fps (lmk+seg+track) | landmarks fps "
-        "| segmentation fps | tracking s | reproj. err. median / p95 (px @512) | focal / size "
+        "| clip | frames | stored | valid | total fps | CPU ms/frame | core fps (lmk+seg+flow+track) | landmarks fps "
+        "| segmentation fps | tracking s | reproj. err. median / p95 (px @512 frame) "
+        "| reproj. err. median / p95 (px @512 face crop) | focal / size "
         "| distance m | rot. jitter median / p95 (°) | trans. jitter median / p95 (mm) "
         "| unsmoothed rot. / trans. median |"
     )
-    print("|" + "---|" * 16)
+    print("|" + "---|" * 17)
     for r in rows:
         j, jr = r["jitter"], r["jitter_raw"]
         print(
             f"| {r['clip']} | {r['frames']} | {r['size']} | {r['valid']:.0%} | {r['fps_total']:.1f} | {r['cpu_ms']:.0f} "
             f"| {r['fps_core']:.1f} | {r['fps_landmarks']:.1f} | {r['fps_seg']:.1f} | {r['tracking_s']:.1f} "
-            f"| {r['err512']:.2f} / {r['err512_p95']:.2f} | {r['focal_rel']:.2f} | {r['distance_m']:.2f} "
+            f"| {r['err512']:.2f} / {r['err512_p95']:.2f} | {r['err_crop']:.2f} / {r['err_crop_p95']:.2f} "
+            f"| {r['focal_rel']:.2f} | {r['distance_m']:.2f} "
             f"| {j[0]:.3f} / {j[1]:.3f} | {j[2]:.2f} / {j[3]:.2f} | {jr[0]:.3f} / {jr[2]:.2f} |"
         )
     if tmp is not None:

@@ -177,25 +177,13 @@ def run(
 
 
 def table(m: dict) -> str:
-    rows = [
-        (
-            "median head-rotation error (°), head frames aligned on the poses (tracking error)",
-            m["rotation_deg_posefit"],
-            "≤ 1.5",
-            m["rotation_deg_posefit"] <= 1.5,
-        ),
-        (
-            "median head-rotation error (°), relative to frame 0 (no alignment)",
-            m["rotation_deg_rel0"],
-            "≤ 1.5",
-            m["rotation_deg_rel0"] <= 1.5,
-        ),
-        (
-            "median head-rotation error (°), head frames aligned on the landmarks",
-            m["rotation_deg"],
-            "≤ 1.5",
-            m["rotation_deg"] <= 1.5,
-        ),
+    rotations = (
+        ("head frames aligned on the poses (tracking error)", "rotation_deg_posefit"),
+        ("relative to frame 0 (no alignment)", "rotation_deg_rel0"),
+        ("head frames aligned on the landmarks", "rotation_deg"),
+    )
+    rows = [(f"median head-rotation error (°), {name}", m[k], "≤ 1.5", m[k] <= 1.5) for name, k in rotations]
+    rows += [
         (
             "median translation error / head width",
             m["translation_rel"],

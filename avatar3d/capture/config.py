@@ -39,7 +39,8 @@ class CaptureConfig:
         focal: a fixed focal length in pixels of the stored images (``None``: estimate it).
         focal_search: (min, max) of the focal search range as a multiple of the longest side.
         focal_prior_weight: weight of a weak prior pulling log-focal towards ``focal_prior`` (×
-            longest side); keeps the focal plausible when the clip has too little head rotation.
+            longest side); keeps the focal plausible when the clip has too little head rotation or
+            perspective to fix it (0.1: on a par with the feature tracks' cost; BENCHMARKS.md).
         focal_frames: number of frames (evenly spaced) used for the focal search.
         smooth_rotation: weight of the squared frame-to-frame rotation acceleration (degrees)
             relative to the mean squared robust landmark error (pixels at 512 px).
@@ -48,8 +49,9 @@ class CaptureConfig:
         fit_iterations: L-BFGS iterations of the joint pose + focal refinement.
         feature_tracks: also track corners on the rigid part of the face (forehead, brows, nose,
             upper cheeks) by optical flow and fit them with the landmarks (``avatar3d/capture/feature_tracks.py``):
-            they follow the skull where MediaPipe's points slide, which lowers the rotation error
-            on the synthetic subject from 1.4° to 0.9° (BENCHMARKS.md).
+            they follow the skull where MediaPipe's points slide and carry the camera's perspective.
+            On the synthetic subject, the rotation error falls from 0.9-1.8° to 0.6-1.1° and the
+            focal error from 39-75 % to 0.6-32 % (BENCHMARKS.md).
         track_weight: weight of the tracks' mean robust reprojection error relative to the
             landmarks'.
         track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
@@ -92,7 +94,7 @@ class CaptureConfig:
     focal: float | None = None
     focal_search: tuple[float, float] = (0.6, 8.0)
     focal_prior: float = 2.0
-    focal_prior_weight: float = 0.02
+    focal_prior_weight: float = 0.1
     focal_frames: int = 48
     smooth_rotation: float = 0.5
     smooth_translation: float = 0.1

@@ -69,6 +69,15 @@ class FeatureTracks:
         counts = np.bincount(self.track, minlength=self.n_tracks)
         return self.select(counts[self.track] >= n)
 
+    def subset(self, frames: np.ndarray) -> FeatureTracks:
+        """The observations in ``frames`` (sorted frame indices), re-indexed to positions in it."""
+        frames = np.asarray(frames, np.int64)
+        pos = np.searchsorted(frames, self.frame)
+        keep = (pos < len(frames)) & (frames[np.minimum(pos, len(frames) - 1)] == self.frame)
+        out = self.select(keep)
+        out.frame = pos[keep].astype(np.int64)
+        return out
+
     def in_frames(self, valid: np.ndarray) -> FeatureTracks:
         """Only the observations in frames where ``valid`` (T,) is True."""
         return self.select(np.asarray(valid, bool)[self.frame])

@@ -7,6 +7,7 @@ centroid of the 478 canonical landmarks. Poses map head to camera: ``x_cam = R_t
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from .topology import (
     SYMMETRIC_PAIRS,
 )
 
+_log = logging.getLogger(__name__)
+
 INTER_PUPIL_M = 0.063
 REF_SIZE = 512.0  # pixel errors and robust scales are expressed at this longest-side size
 SHAPE_WEIGHT = 0.01  # prior on rigid-shape offsets during bundle adjustment (per mm², per point)
@@ -36,6 +39,8 @@ ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smo
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
 FOCAL_SEARCH_ITERATIONS = 25
+FOCAL_FRAMES_TRACKS = 200  # frames of the focal search with feature tracks (evenly spaced)
+FOCAL_SEARCH_ITERATIONS_TRACKS = 60  # the same with feature tracks (their points need more)
 RESECTION_ROUNDS = 3
 TRACK_DEPTH_WEIGHT = 0.2  # per mm², on face tracks' depth off the canonical relief (see bundle_adjust)
 TRACK_DEPTH_KNEE_MM = 5.0  # L-BFGS iterations of each bundle adjustment in the focal search
@@ -499,7 +504,13 @@ def _spread_frames(fit: CanonicalFit, valid: np.ndarray, n: int) -> np.ndarray:
 
 
 def search_focal(
-    fit: CanonicalFit, obs2d: np.ndarray, valid: np.ndarray, width: int, height: int, config
+    fit: CanonicalFit,
+    obs2d: np.ndarray,
+    valid: np.ndarray,
+    width: int,
+    height: int,
+    config,
+    tracks: FeatureTracks | None = None,
 ) -> float:
     """Focal (pixels): minimum over log f of the bundle-adjustment objective (poses and rigid offsets
     free, focal fixed) on ``config.focal_frames`` valid frames, plus the log-focal prior.
@@ -512,18 +523,29 @@ def search_focal(
     - Only landmarks on image features are fitted (``FOCAL_INDICES``: nose and eye corners); the face
       oval and smooth-skin points slide and under-rotate as the head turns and read as perspective.
     - Frames are chosen to span the clip's head rotations (:func:`_spread_frames`).
+    - With ``tracks`` (optical-flow feature tracks, cut at breaks), their observations join each
+      candidate's fit as in :func:`bundle_adjust`, on ``FOCAL_FRAMES_TRACKS`` evenly spaced frames
+      (tracks need runs of frames), after a resection-intersection start. The tracks follow image
+      texture, so unlike the landmarks they carry the camera's perspective.
     - A 7-point log grid over ``config.focal_search × max(W, H)`` finds the basin, a 5-point grid a
       third as wide around the best point and the parabola through the best three refine it.
 
     With ±15° of head turn the perspective this measures is a few hundredths of a pixel per 5 % of
-    focal, well under the landmarker's pose-dependent errors, so on such clips the prior decides
-    (see BENCHMARKS.md, "Capture vs synthetic ground truth").
+    focal. From the landmarks alone that is well under their pose-dependent errors, and the prior
+    decides. With the tracks, the focal comes out 1-32 % off on the synthetic subject (37-48 % from
+    landmarks alone; BENCHMARKS.md, "Capture vs synthetic ground truth").
     """
     size = float(max(width, height))
     cx, cy = width / 2, height / 2
     rig = np.array(FOCAL_INDICES)
-    n = min(int(config.focal_frames), int(valid.sum()))
-    pick = _spread_frames(fit, valid, n)
+    use_tracks = tracks is not None and len(tracks) > 0 and config.track_weight > 0
+    if use_tracks:  # tracks need runs of frames: evenly spaced, many more
+        vidx = np.flatnonzero(valid)
+        n = min(max(int(config.focal_frames), FOCAL_FRAMES_TRACKS), len(vidx))
+        pick = vidx[np.unique(np.linspace(0, len(vidx) - 1, n).round().astype(int))]
+    else:
+        n = min(int(config.focal_frames), int(valid.sum()))
+        pick = _spread_frames(fit, valid, n)
     obs = obs2d[pick][:, rig]
     pts = None if fit.points is None else fit.points[pick]
     sub = CanonicalFit(
@@ -532,6 +554,10 @@ def search_focal(
     ones = np.ones(len(pick), bool)
     log_prior = math.log(config.focal_prior * size)
     cache: dict[float, float] = {}
+    if use_tracks:
+        tracks = tracks.subset(pick).min_length(3)
+    if tracks is not None and not (use_tracks and len(tracks)):
+        tracks = None
 
     def cost(logf: float) -> float:
         if logf in cache:
@@ -540,6 +566,10 @@ def search_focal(
         canon = metric_canonical(sub, ones, f, width, height)[0][rig]
         R0, t0 = _weak_perspective_init(sub, ones, f, cx, cy)
         R0, t0 = _pnp(canon, obs, R0, t0, f, cx, cy)
+        if tracks is not None:
+            for _ in range(RESECTION_ROUNDS):
+                X = init_track_points(tracks, canon, R0, t0, f, width, height)
+                R0, t0 = _pnp_tracks(tracks, X, R0, t0, f, cx, cy)
         ba = bundle_adjust(
             canon,
             obs,
@@ -553,7 +583,10 @@ def search_focal(
             shape_weight=SHAPE_WEIGHT,
             depth_weight=DEPTH_WEIGHT,
             robust_px=config.robust_scale_px,
-            iterations=FOCAL_SEARCH_ITERATIONS,
+            iterations=FOCAL_SEARCH_ITERATIONS if tracks is None else FOCAL_SEARCH_ITERATIONS_TRACKS,
+            tracks=tracks,
+            track_weight=config.track_weight,
+            track_robust_px=config.track_robust_scale_px,
         )
         cache[logf] = ba.cost + config.focal_prior_weight * (logf - log_prior) ** 2
         return cache[logf]
@@ -572,6 +605,11 @@ def search_focal(
         if curv > 1e-12:
             step = grid[1] - grid[0]
             best = grid[k] + float(np.clip(0.5 * step * (c0 - c2) / curv, -step, step))
+    _log.debug(
+        "focal search (f / size: cost): %s -> %.3f",
+        ", ".join(f"{math.exp(g) / size:.3f}: {c:.4f}" for g, c in sorted(cache.items())),
+        math.exp(best) / size,
+    )
     return float(math.exp(best))
 
 
@@ -607,18 +645,18 @@ def fit_rigid(
     """
     rig = np.array(RIGID_INDICES)
     cx, cy = width / 2, height / 2
+    if tracks is not None:
+        tracks = tracks.in_frames(valid).split_at(breaks).min_length(5)
     if config.focal is not None:
         focal = float(config.focal)
     else:
-        focal = search_focal(fit, obs2d, valid, width, height, config)
+        focal = search_focal(fit, obs2d, valid, width, height, config, tracks=tracks)
     # the canonical shape as seen from the distance this focal implies, without its perspective
     fit.canonical, fit.aligned = metric_canonical(fit, valid, focal, width, height)
     R0, t0 = _weak_perspective_init(fit, valid, focal, cx, cy)
     vidx = np.flatnonzero(valid)
     R0[vidx], t0[vidx] = _pnp(fit.canonical[rig], obs2d[vidx][:, rig], R0[vidx], t0[vidx], focal, cx, cy)
     R0, t0 = interpolate_rotations(R0, valid), interpolate_invalid(t0, valid)
-    if tracks is not None:
-        tracks = tracks.in_frames(valid).split_at(breaks).min_length(5)
     R_landmarks = R0.copy()
     if tracks is not None and len(tracks):
         for _ in range(RESECTION_ROUNDS):  # resection-intersection: a good start for the joint fit

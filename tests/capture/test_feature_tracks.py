@@ -111,6 +111,9 @@ def test_feature_track_containers():
     assert cut.min_length(3).n_tracks == 1  # only track 0's first part has 3 frames
     v = tr.in_frames(np.array([True, False, True, True, True]))
     assert 1 not in v.frame.tolist() and v.n_tracks == 2
+    sub = tr.subset(np.array([1, 3, 4]))  # frames re-indexed to 0, 1, 2
+    assert sorted(set(sub.frame.tolist())) == [0, 1, 2] and len(sub) == 6 and sub.n_tracks == 2
+    assert np.allclose(sub.uv[(sub.frame == 1) & (sub.track == 1)], tr.uv[7])
     assert FeatureTracks.empty().n_tracks == 0
     assert tr.split_at(None) is tr
 

@@ -104,8 +104,10 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
     ey = np.array([-ex[1], ex[0]])
     if ey @ (lm[152] - lm[10]) < 0:  # chin below forehead, whatever the roll
         ey = -ey
-    r = max(3, int(round(0.1 * span)))
-    zone = cv2.erode((head > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    r = max(3, round(0.1 * span))
+    zone = cv2.erode(
+        (head > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    )
     eyes = np.zeros((H, W), np.uint8)  # everything left out: the eyes, then the lower face
     for loop in eye_loops():
         pts = lm[loop]
@@ -149,11 +151,11 @@ class FeatureTracker:
         self.reseed_every = max(1, int(reseed_every))
         self.min_distance = float(min_distance if min_distance is not None else max(4.0, size / 64))
         self.fb = float(fb_px) * size / 512.0
-        self.lk = dict(
-            winSize=(window, window),
-            maxLevel=3,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-3),
-        )
+        self.lk = {
+            "winSize": (window, window),
+            "maxLevel": 3,
+            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-3),
+        }
         self._prev: np.ndarray | None = None
         self._ids = np.zeros(0, np.int64)
         self._pts = np.zeros((0, 2), np.float32)  # OpenCV convention: pixel centres at integers
@@ -176,7 +178,9 @@ class FeatureTracker:
         if k % self.reseed_every == 0 and len(self._pts) < self.max_points:
             self._seed(gray, zone)
         if len(self._pts):
-            self._obs.append((np.full(len(self._ids), k, np.int64), self._ids.copy(), self._pts.astype(np.float64) + 0.5))
+            self._obs.append(
+                (np.full(len(self._ids), k, np.int64), self._ids.copy(), self._pts.astype(np.float64) + 0.5)
+            )
         self._prev = gray
 
     def _advance(self, gray: np.ndarray, zone: np.ndarray) -> None:
@@ -195,11 +199,13 @@ class FeatureTracker:
 
     def _seed(self, gray: np.ndarray, zone: np.ndarray) -> None:
         mask = zone.astype(np.uint8) * 255
-        r = int(round(self.min_distance))
+        r = round(self.min_distance)
         for x, y in self._pts:
-            cv2.circle(mask, (int(round(x)), int(round(y))), r, 0, -1)
+            cv2.circle(mask, (round(float(x)), round(float(y))), r, 0, -1)
         n = self.max_points - len(self._pts)
-        pts = cv2.goodFeaturesToTrack(gray, maxCorners=n, qualityLevel=0.01, minDistance=self.min_distance, mask=mask)
+        pts = cv2.goodFeaturesToTrack(
+            gray, maxCorners=n, qualityLevel=0.01, minDistance=self.min_distance, mask=mask
+        )
         if pts is None:
             return
         pts = pts.reshape(-1, 2).astype(np.float32)

@@ -191,7 +191,9 @@ def run_capture(
                 clock = _tick(timings, "masks+plate", clock)
                 if tracker is not None:
                     tracker.update(
-                        frame, None if subject is None else subject[:, :2], None if regions is None else regions["head"]
+                        frame,
+                        None if subject is None else subject[:, :2],
+                        None if regions is None else regions["head"],
                     )
                     clock = _tick(timings, "feature tracks", clock)
                 bar.advance(task)
@@ -301,7 +303,9 @@ def run_capture(
             "valid_frames": int(valid.sum()),
             "motion_breaks": np.flatnonzero(breaks).tolist(),
             "reprojection_error_px_median": float(np.nanmedian(rigid.errors)),
-            "feature_tracks": None if tracks is None else {"tracks": tracks.n_tracks, "observations": len(tracks)},
+            "feature_tracks": None
+            if tracks is None
+            else {"tracks": tracks.n_tracks, "observations": len(tracks)},
             "capture_seconds": round(time.time() - t_start, 2),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "morphable": morphable,

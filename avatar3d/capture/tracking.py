@@ -419,12 +419,35 @@ def _pnp_tracks(
         sel = order[a : a + n]
         rvec, _ = cv2.Rodrigues(R0[k])
         ok, rvec, tvec = cv2.solvePnP(
-            X[tracks.track[sel]], tracks.uv[sel], K, None, rvec, t0[k].reshape(3, 1).copy(),
-            useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE,
+            X[tracks.track[sel]],
+            tracks.uv[sel],
+            K,
+            None,
+            rvec,
+            t0[k].reshape(3, 1).copy(),
+            useExtrinsicGuess=True,
+            flags=cv2.SOLVEPNP_ITERATIVE,
         )
         if ok and np.isfinite(tvec).all() and tvec[2, 0] > 0:
             Rs[k], ts[k] = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
     return Rs, ts
+
+
+def _resect_intersect(
+    tracks: FeatureTracks,
+    canon: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    focal: float,
+    width: int,
+    height: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``RESECTION_ROUNDS`` of (triangulate the tracks, then PnP each frame on them): a start for
+    the joint fit in which the poses already follow the tracks (L-BFGS alone converges slowly)."""
+    for _ in range(RESECTION_ROUNDS):
+        X = init_track_points(tracks, canon, R, t, focal, width, height)
+        R, t = _pnp_tracks(tracks, X, R, t, focal, width / 2, height / 2)
+    return R, t
 
 
 def metric_canonical(
@@ -567,9 +590,7 @@ def search_focal(
         R0, t0 = _weak_perspective_init(sub, ones, f, cx, cy)
         R0, t0 = _pnp(canon, obs, R0, t0, f, cx, cy)
         if tracks is not None:
-            for _ in range(RESECTION_ROUNDS):
-                X = init_track_points(tracks, canon, R0, t0, f, width, height)
-                R0, t0 = _pnp_tracks(tracks, X, R0, t0, f, cx, cy)
+            R0, t0 = _resect_intersect(tracks, canon, R0, t0, f, width, height)
         ba = bundle_adjust(
             canon,
             obs,
@@ -659,9 +680,7 @@ def fit_rigid(
     R0, t0 = interpolate_rotations(R0, valid), interpolate_invalid(t0, valid)
     R_landmarks = R0.copy()
     if tracks is not None and len(tracks):
-        for _ in range(RESECTION_ROUNDS):  # resection-intersection: a good start for the joint fit
-            X = init_track_points(tracks, fit.canonical[rig], R0, t0, focal, width, height)
-            R0, t0 = _pnp_tracks(tracks, X, R0, t0, focal, cx, cy)
+        R0, t0 = _resect_intersect(tracks, fit.canonical[rig], R0, t0, focal, width, height)
     ba = bundle_adjust(
         fit.canonical[rig],
         obs2d[:, rig],

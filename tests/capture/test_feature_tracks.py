@@ -41,7 +41,7 @@ def test_rigid_zone_keeps_forehead_and_nose_bridge_drops_eyes_mouth_and_silhouet
     lm = pts[:, :2]
     head = _head_mask(lm, img.shape[:2])
     zone = rigid_zone(lm, head)
-    at = lambda p: bool(zone[int(p[1]), int(p[0])])  # noqa: E731
+    at = lambda p: bool(zone[int(p[1]), int(p[0])])
     assert at(lm[FOREHEAD] + (lm[CHIN] - lm[FOREHEAD]) * 0.08)  # forehead
     assert at(lm[168])  # nose bridge between the eyes
     assert not at(lm[NOSE_TIP] + (lm[CHIN] - lm[NOSE_TIP]) * 0.3)  # upper lip: below the nose
@@ -107,7 +107,13 @@ def test_feature_track_containers():
     breaks = np.array([False, False, False, True, False])
     cut = tr.split_at(breaks)
     assert cut.n_tracks == 4  # each track split at frame 3
-    assert len({int(k) for k, f in zip(cut.track, cut.frame) if f < 3} & {int(k) for k, f in zip(cut.track, cut.frame) if f >= 3}) == 0
+    assert (
+        len(
+            {int(k) for k, f in zip(cut.track, cut.frame) if f < 3}
+            & {int(k) for k, f in zip(cut.track, cut.frame) if f >= 3}
+        )
+        == 0
+    )
     assert cut.min_length(3).n_tracks == 1  # only track 0's first part has 3 frames
     v = tr.in_frames(np.array([True, False, True, True, True]))
     assert 1 not in v.frame.tolist() and v.n_tracks == 2

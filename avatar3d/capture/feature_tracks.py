@@ -13,8 +13,9 @@ tracks are sparse. Points live only on the **rigid zone** (:func:`rigid_zone`): 
 within the head mask, eroded so that the silhouette (where a "corner" is where the face meets the
 background, not a surface point) is left out, minus the eyes (blinks) and everything below the base
 of the nose (jaw, lips, lower cheeks). Hair is left out: it can move on its own (on the synthetic
-subject, leaving it out lowered the rotation error from 0.98° to 0.85°). :func:`avatar3d.capture.tracking.bundle_adjust` fits one head-space point per track with
-the poses.
+subject, leaving it out lowered the rotation error from 0.98° to 0.85°).
+:func:`avatar3d.capture.tracking.bundle_adjust` fits one head-space point per track with the poses,
+and :func:`avatar3d.capture.tracking.search_focal` uses them to weigh candidate focal lengths.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class FeatureTracks:
     def subset(self, frames: np.ndarray) -> FeatureTracks:
         """The observations in ``frames`` (sorted frame indices), re-indexed to positions in it."""
         frames = np.asarray(frames, np.int64)
+        if not len(frames) or not len(self):
+            return FeatureTracks.empty()
         pos = np.searchsorted(frames, self.frame)
         keep = (pos < len(frames)) & (frames[np.minimum(pos, len(frames) - 1)] == self.frame)
         out = self.select(keep)

@@ -78,6 +78,20 @@ def test_capture_no_face_leaves_nothing(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cap")]
 
 
+def test_capture_with_and_without_feature_tracks(tmp_path, capsys):
+    from avatar3d.io.captureset import CaptureSet
+    from avatar3d.io.media import write_video
+
+    v = tmp_path / "face.mp4"
+    write_video(v, _face_frames(12), 25, audio=np.zeros(8000, np.float32), audio_sr=16000)
+    assert _run(["capture", v, "-o", tmp_path / "on"], capsys)[0] == 0
+    assert _run(["capture", v, "-o", tmp_path / "off", "--no-feature-tracks"], capsys)[0] == 0
+    on = CaptureSet.load(tmp_path / "on").transforms["avatar3d"]
+    off = CaptureSet.load(tmp_path / "off").transforms["avatar3d"]
+    assert on["feature_tracks"]["tracks"] > 0 and on["config"]["feature_tracks"] is True
+    assert off["feature_tracks"] is None and off["config"]["feature_tracks"] is False
+
+
 def test_render_missing_avatar(tmp_path, capsys):
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"RIFF")

@@ -222,4 +222,4 @@ class FeatureTracker:
         if not self._obs:
             return FeatureTracks.empty()
         frame, track, uv = (np.concatenate(a) for a in zip(*self._obs))
-        return FeatureTracks(frame, track, uv).select(np.ones(len(frame), bool)).min_length(min_length)
+        return FeatureTracks(frame, track, uv).min_length(min_length)

@@ -38,12 +38,12 @@ DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays Med
 ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
-FOCAL_SEARCH_ITERATIONS = 25
-FOCAL_FRAMES_TRACKS = 200  # frames of the focal search with feature tracks (evenly spaced)
+FOCAL_SEARCH_ITERATIONS = 25  # L-BFGS iterations of each bundle adjustment in the focal search
 FOCAL_SEARCH_ITERATIONS_TRACKS = 60  # the same with feature tracks (their points need more)
-RESECTION_ROUNDS = 3
+FOCAL_FRAMES_TRACKS = 200  # frames of the focal search with feature tracks (evenly spaced)
+RESECTION_ROUNDS = 3  # triangulate / PnP rounds that start a fit with feature tracks
 TRACK_DEPTH_WEIGHT = 0.2  # per mm², on face tracks' depth off the canonical relief (see bundle_adjust)
-TRACK_DEPTH_KNEE_MM = 5.0  # L-BFGS iterations of each bundle adjustment in the focal search
+TRACK_DEPTH_KNEE_MM = 5.0  # ... growing linearly beyond this offset
 
 
 @dataclass
@@ -150,21 +150,29 @@ def _pnp(
     K = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
     Rs, ts = R0.copy(), t0.copy()
     for k in range(obs.shape[0]):
-        rvec, _ = cv2.Rodrigues(R0[k])
-        tvec = t0[k].reshape(3, 1).copy()
-        ok, rvec, tvec = cv2.solvePnP(
-            canon,
-            obs[k].astype(np.float64),
-            K,
-            None,
-            rvec,
-            tvec,
-            useExtrinsicGuess=True,
-            flags=cv2.SOLVEPNP_ITERATIVE,
-        )
-        if ok and np.isfinite(tvec).all() and tvec[2, 0] > 0:
-            Rs[k], ts[k] = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+        Rs[k], ts[k] = _solve_pnp(canon, obs[k], K, R0[k], t0[k])
     return Rs, ts
+
+
+def _solve_pnp(
+    X: np.ndarray, uv: np.ndarray, K: np.ndarray, R0: np.ndarray, t0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pose refined from (R0, t0) by OpenCV's Levenberg-Marquardt PnP; (R0, t0) when it fails
+    or puts the head behind the camera. X: (N, 3) head space, uv: (N, 2) pixels."""
+    rvec, _ = cv2.Rodrigues(R0)
+    ok, rvec, tvec = cv2.solvePnP(
+        np.ascontiguousarray(X, np.float64),
+        np.ascontiguousarray(uv, np.float64),
+        K,
+        None,
+        rvec,
+        np.asarray(t0, np.float64).reshape(3, 1).copy(),
+        useExtrinsicGuess=True,
+        flags=cv2.SOLVEPNP_ITERATIVE,
+    )
+    if ok and np.isfinite(tvec).all() and tvec[2, 0] > 0:
+        return cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+    return R0, t0
 
 
 def _soft(x2: torch.Tensor, knee: float) -> torch.Tensor:
@@ -395,10 +403,11 @@ def init_track_points(
     near_head = np.min(np.linalg.norm(Xt[:, None, :] - canon[None], axis=-1), axis=1) < width_m
     use = good & near_head
     on_face = np.ones(n, bool)
-    if surface:
-        for i in range(n):  # inside the hull of the posed canonical points (the face's outline)
-            hull = cv2.convexHull(proj[i].astype(np.float32))
-            on_face[i] = cv2.pointPolygonTest(hull, (float(uv[i, 0]), float(uv[i, 1])), False) >= 0
+    if surface:  # inside the hull of the posed canonical points (the face's outline), one per frame
+        for f in np.unique(k):
+            idx = np.flatnonzero(k == f)
+            hull = cv2.convexHull(proj[idx[0]].astype(np.float32))
+            on_face[idx] = [cv2.pointPolygonTest(hull, (float(u), float(v)), False) >= 0 for u, v in uv[idx]]
         X_surf = X.copy()
     X[use] = Xt[use]
     return (X, X_surf, on_face) if surface else X
@@ -417,19 +426,7 @@ def _pnp_tracks(
         if n < 12:
             continue
         sel = order[a : a + n]
-        rvec, _ = cv2.Rodrigues(R0[k])
-        ok, rvec, tvec = cv2.solvePnP(
-            X[tracks.track[sel]],
-            tracks.uv[sel],
-            K,
-            None,
-            rvec,
-            t0[k].reshape(3, 1).copy(),
-            useExtrinsicGuess=True,
-            flags=cv2.SOLVEPNP_ITERATIVE,
-        )
-        if ok and np.isfinite(tvec).all() and tvec[2, 0] > 0:
-            Rs[k], ts[k] = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+        Rs[k], ts[k] = _solve_pnp(X[tracks.track[sel]], tracks.uv[sel], K, R0[k], t0[k])
     return Rs, ts
 
 
@@ -561,7 +558,7 @@ def search_focal(
     size = float(max(width, height))
     cx, cy = width / 2, height / 2
     rig = np.array(FOCAL_INDICES)
-    use_tracks = tracks is not None and len(tracks) > 0 and config.track_weight > 0
+    use_tracks = tracks is not None and len(tracks) > 0
     if use_tracks:  # tracks need runs of frames: evenly spaced, many more
         vidx = np.flatnonzero(valid)
         n = min(max(int(config.focal_frames), FOCAL_FRAMES_TRACKS), len(vidx))
@@ -577,9 +574,8 @@ def search_focal(
     ones = np.ones(len(pick), bool)
     log_prior = math.log(config.focal_prior * size)
     cache: dict[float, float] = {}
-    if use_tracks:
-        tracks = tracks.subset(pick).min_length(3)
-    if tracks is not None and not (use_tracks and len(tracks)):
+    tracks = tracks.subset(pick).min_length(3) if use_tracks else None
+    if tracks is not None and not len(tracks):
         tracks = None
 
     def cost(logf: float) -> float:
@@ -666,8 +662,10 @@ def fit_rigid(
     """
     rig = np.array(RIGID_INDICES)
     cx, cy = width / 2, height / 2
-    if tracks is not None:
+    if tracks is not None and config.track_weight > 0:
         tracks = tracks.in_frames(valid).split_at(breaks).min_length(5)
+    if tracks is not None and (config.track_weight <= 0 or not len(tracks)):
+        tracks = None
     if config.focal is not None:
         focal = float(config.focal)
     else:
@@ -679,7 +677,7 @@ def fit_rigid(
     R0[vidx], t0[vidx] = _pnp(fit.canonical[rig], obs2d[vidx][:, rig], R0[vidx], t0[vidx], focal, cx, cy)
     R0, t0 = interpolate_rotations(R0, valid), interpolate_invalid(t0, valid)
     R_landmarks = R0.copy()
-    if tracks is not None and len(tracks):
+    if tracks is not None:
         R0, t0 = _resect_intersect(tracks, fit.canonical[rig], R0, t0, focal, width, height)
     ba = bundle_adjust(
         fit.canonical[rig],
@@ -704,13 +702,11 @@ def fit_rigid(
         track_robust_px=config.track_robust_scale_px,
     )
     R, t, focal = ba.rotation, ba.translation, ba.focal
-    if tracks is not None and len(tracks):
+    if tracks is not None:
         # The tracks give the motion; the head frame's orientation stays the landmarks': the constant
         # rotation G that brings the poses closest, on average, to the landmark-only poses.
         M = np.einsum("kji,kjl->il", R[vidx], R_landmarks[vidx])
-        U, _, Vt = np.linalg.svd(M)
-        G = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-        R = R @ G
+        R = R @ roma.special_procrustes(torch.as_tensor(M)).numpy()
     # Fold the refined rigid shape into the canonical shape, keeping the head-space gauge
     # (centroid at the origin, inter-pupillary distance 0.063 m): x' = a (x - c) => t' = a (R c + t).
     canon = _propagate_offsets(fit.canonical, rig, ba.offsets)

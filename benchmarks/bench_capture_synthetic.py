@@ -1,6 +1,6 @@
 """Capture stage against known ground truth: the synthetic talking subject.
 
-Renders :func:`avatar3d.synthetic.make_talking_video` (head_motion=True: yaw up to ±15°, pitch ±4°,
+Renders :func:`avatar3d.synthetic.make_talking_video` (head_motion=True: yaw up to ±15° (``--max-yaw``), pitch ±4°,
 roll ±3°, sway up to 8 mm; speech-driven jaw; blinks), runs the full ``run_capture`` on it and
 compares the tracked quantities with the truth:
 
@@ -24,7 +24,7 @@ compares the tracked quantities with the truth:
   (also of ``cap.jaw_open``).
 
     python benchmarks/bench_capture_synthetic.py [--seconds 8] [--size 320] [--seed 0] [--keep DIR]
-        [--true-focal] [--fov 18]
+        [--true-focal] [--fov 18] [--max-yaw 15]
 
 Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth").
 """
@@ -147,6 +147,7 @@ def run(
     keep: Path | None = None,
     true_focal: bool = False,
     fov: float = 18.0,
+    max_yaw: float = 15.0,
 ) -> tuple[dict, dict]:
     """Render, capture (default config) and evaluate; with ``true_focal`` also capture once more with
     the focal fixed to the truth (metrics under the ``true_focal.`` prefix)."""
@@ -158,7 +159,14 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     truth = make_talking_video(
-        work / "synthetic.mp4", seconds=seconds, fps=25, size=size, seed=seed, head_motion=True, fov_degrees=fov
+        work / "synthetic.mp4",
+        seconds=seconds,
+        fps=25,
+        size=size,
+        seed=seed,
+        head_motion=True,
+        fov_degrees=fov,
+        max_yaw_degrees=max_yaw,
     )
     if keep is not None:
         truth.save(work / "truth.npz")
@@ -205,9 +213,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument(
-        "--fov", type=float, default=18.0,
+        "--fov",
+        type=float,
+        default=18.0,
         help="camera field of view in degrees (18: portrait lens, the default; 50-70: a phone at arm's length)",
     )
+    ap.add_argument("--max-yaw", type=float, default=15.0, help="widest head turn in degrees (default ±15°)")
     ap.add_argument(
         "--true-focal", action="store_true", help="also capture with the focal fixed to the truth"
     )
@@ -215,9 +226,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    m, times = run(a.seconds, a.size, a.seed, a.keep, a.true_focal, a.fov)
+    m, times = run(a.seconds, a.size, a.seed, a.keep, a.true_focal, a.fov, a.max_yaw)
     print(
-        f"synthetic clip: {a.seconds:g} s, 25 fps, {a.size} px, seed {a.seed}, fov {a.fov:g}°, head_motion=True; "
+        f"synthetic clip: {a.seconds:g} s, 25 fps, {a.size} px, seed {a.seed}, fov {a.fov:g}°, yaw up to ±{a.max_yaw:g}°; "
         f"render {times['render_s']:.1f} s, capture {times['capture_s']:.1f} s; "
         f"{m['n_valid']}/{m['n_frames']} valid frames\n"
     )

@@ -241,6 +241,7 @@ def make_talking_video(
     sr: int = 16000,
     backend: str = "auto",
     fov_degrees: float = 18.0,
+    max_yaw_degrees: float = 15.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticTruth:
     """Render and write a synthetic talking video (H.264 + AAC mp4); return its ground truth.
@@ -256,6 +257,7 @@ def make_talking_video(
         fov_degrees: the camera's horizontal field of view; the face keeps the same share of the
             frame, so a wider view means a closer camera and stronger perspective (18°: a portrait
             lens at ~1.3 m; 50–70°: a phone held at arm's length).
+        max_yaw_degrees: the widest head turn (with ``head_motion``), reached once in the clip.
         progress: called as ``progress(done, total)`` after each frame.
     """
     from ..io.media import write_video
@@ -266,12 +268,14 @@ def make_talking_video(
         raise ValueError(f"frame size must be within 32..4096 px, got {size}")
     if not (np.isfinite(fov_degrees) and 5.0 <= fov_degrees <= 120.0):
         raise ValueError(f"fov_degrees must be within 5..120, got {fov_degrees}")
+    if not (np.isfinite(max_yaw_degrees) and 0.0 <= max_yaw_degrees <= 60.0):
+        raise ValueError(f"max_yaw_degrees must be within 0..60, got {max_yaw_degrees}")
     subject = get_subject(subject_seed, n_gaussians)
     wave = synth_speech(seconds, sr=sr, seed=seed, voice=voice)
     n_frames = max(math.floor(seconds * fps + 1e-6), 1)
     jaw = mouth_from_audio(wave, sr, fps, n_frames).astype(np.float64)
     if head_motion:
-        R, t = head_motion_track(n_frames, fps, seed, jaw)
+        R, t = head_motion_track(n_frames, fps, seed, jaw, max_yaw_degrees)
     else:
         R, t = np.tile(np.eye(3), (n_frames, 1, 1)), np.zeros((n_frames, 3))
     blinks = blink_track(n_frames, fps, seed) if blink else np.zeros(n_frames)
@@ -288,7 +292,14 @@ def make_talking_video(
         subject_seed,
         n_gaussians,
         DEFAULT_BACKGROUND,
-        meta={"seed": seed, "voice": voice, "head_motion": head_motion, "blink": blink, "fov_degrees": fov_degrees},
+        meta={
+            "seed": seed,
+            "voice": voice,
+            "head_motion": head_motion,
+            "blink": blink,
+            "fov_degrees": fov_degrees,
+            "max_yaw_degrees": max_yaw_degrees,
+        },
     )
 
     def frames() -> Iterator[np.ndarray]:

@@ -63,3 +63,12 @@ def test_video_file_and_truth(tmp_path):
     assert img.shape == (1, 64, 96, 3) and np.ptp(img) > 0.3
     with pytest.raises(IndexError):
         render_truth_view(back, 8, side)
+
+
+def test_make_talking_video_rejects_absurd_camera_and_motion(tmp_path):
+    from avatar3d.synthetic import make_talking_video
+
+    for kw in ({"fov_degrees": 2.0}, {"max_yaw_degrees": -1.0}, {"max_yaw_degrees": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            make_talking_video(tmp_path / "x.mp4", seconds=0.2, size=64, **kw)
+    assert not (tmp_path / "x.mp4").exists()

@@ -40,21 +40,27 @@ class CaptureConfig:
         focal_search: (min, max) of the focal search range as a multiple of the longest side.
         focal_prior_weight: weight of a weak prior pulling log-focal towards ``focal_prior`` (×
             longest side); keeps the focal plausible when the clip has too little head rotation or
-            perspective to fix it (0.1: on a par with the feature tracks' cost; BENCHMARKS.md).
+            perspective to fix it (0.1: it decides where the search's cost is flat over the focal,
+            e.g. without feature tracks).
         focal_frames: number of frames (evenly spaced) used for the focal search.
         smooth_rotation: weight of the squared frame-to-frame rotation acceleration (degrees)
             relative to the mean squared robust landmark error (pixels at 512 px).
         smooth_translation: same for the translation acceleration (millimetres).
         robust_scale_px: scale (pixels at 512 px) of the pseudo-Huber landmark loss.
-        fit_iterations: L-BFGS iterations of the joint pose + focal refinement.
+        fit_iterations: L-BFGS iterations of the joint pose refinement (the focal stays the search's).
         feature_tracks: also track corners on the rigid part of the face (forehead, brows, nose,
             upper cheeks) by optical flow and fit them with the landmarks (``avatar3d/capture/feature_tracks.py``):
             they follow the skull where MediaPipe's points slide and carry the camera's perspective.
             On the synthetic subject, the rotation error falls from 0.9-1.8° to 0.6-1.1° and the
-            focal error from 39-75 % to 0.6-32 % (BENCHMARKS.md).
+            focal error from 39-75 % to 3-29 % (BENCHMARKS.md).
         track_weight: weight of the tracks' mean robust reprojection error relative to the
             landmarks'.
         track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
+        focal_track_weight: ``track_weight`` of the focal search (default: the pose fit's 30).
+            Fitted alone, MediaPipe's points favour the shortest focal; the tracks carry the
+            perspective, but their errors follow the head's turn too. Weighting them 1000 brought
+            the synthetic subject's focal closer (mean error 15 % against 20 %) and drove two real
+            clips to the search range's short end (a camera at 21 cm; BENCHMARKS.md).
         canonical_iterations: alternations of (align all frames, re-estimate canonical shape).
         expression_dims: number of PCA expression coefficients per frame.
 
@@ -103,6 +109,7 @@ class CaptureConfig:
     feature_tracks: bool = True
     track_weight: float = 30.0
     track_robust_scale_px: float = 1.0
+    focal_track_weight: float = 30.0
     canonical_iterations: int = 3
     expression_dims: int = 16
 
@@ -156,6 +163,7 @@ class CaptureConfig:
             "smooth_rotation",
             "smooth_translation",
             "track_weight",
+            "focal_track_weight",
             "reacquire_after_s",
             "background_margin",
         ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,12 +39,14 @@ DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays Med
 ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
-FOCAL_SEARCH_ITERATIONS = 25  # L-BFGS iterations of each bundle adjustment in the focal search
-FOCAL_SEARCH_ITERATIONS_TRACKS = 60  # the same with feature tracks (their points need more)
-FOCAL_FRAMES_TRACKS = 200  # frames of the focal search with feature tracks (evenly spaced)
+FOCAL_FRAMES_TRACKS = (
+    120  # frames of the focal search with feature tracks (evenly spaced; 200 measured the same)
+)
 RESECTION_ROUNDS = 3  # triangulate / PnP rounds that start a fit with feature tracks
 TRACK_DEPTH_WEIGHT = 0.2  # per mm², on face tracks' depth off the canonical relief (see bundle_adjust)
 TRACK_DEPTH_KNEE_MM = 5.0  # ... growing linearly beyond this offset
+LM_ITERATIONS = 15  # Levenberg-Marquardt iterations of each fit in the focal search (~10 converge)
+LM_MAX_FRAMES = 400  # its reduced system is dense, (6 frames)²: longer fits use L-BFGS
 
 
 @dataclass
@@ -195,7 +198,6 @@ def _torch_threads(n: int = 1):
 class _BAResult:
     rotation: np.ndarray  # (T, 3, 3)
     translation: np.ndarray  # (T, 3)
-    focal: float
     offsets: np.ndarray  # (L, 3) metres added to the rigid canonical points
     cost: float  # final objective
 
@@ -210,21 +212,18 @@ def bundle_adjust(
     width: int,
     height: int,
     *,
-    optimise_focal: bool = True,
     shape_weight: float | None = 0.01,
     depth_weight: float | None = None,
     smooth_rotation: float = 0.0,
     smooth_translation: float = 0.0,
     robust_px: float = 1.5,
-    prior: float = 2.0,
-    prior_weight: float = 0.02,
     iterations: int = 60,
     breaks: np.ndarray | None = None,
     tracks: FeatureTracks | None = None,
     track_weight: float = 1.0,
     track_robust_px: float = 1.0,
 ) -> _BAResult:
-    """Joint L-BFGS over frames' poses, optionally the log focal and offsets of the rigid shape.
+    """Joint fit of the frames' poses and offsets of the rigid shape, the focal fixed.
 
     Objective: mean pseudo-Huber rigid-landmark reprojection error (pixels at 512 px) over valid
     frames + ``smooth_rotation`` × mean squared rotation acceleration (degrees, rotation vectors about
@@ -232,7 +231,7 @@ def bundle_adjust(
     soft above ``ACC_KNEE_DEG`` / ``ACC_KNEE_MM``, so that a real abrupt turn is not flattened) + the mean
     squared shape offset (mm), weighted ``shape_weight`` across the face (x, y) and ``depth_weight``
     (default: ``shape_weight``) along the head's depth axis (``shape_weight=None`` keeps the shape
-    fixed) + ``prior_weight`` × (log f − log(prior × max(W, H)))².
+    fixed).
 
     With ``tracks`` (optical-flow points on the rigid head, :mod:`.feature_tracks`), one free
     head-space point per track joins the fit, and ``track_weight`` × the mean pseudo-Huber
@@ -240,9 +239,11 @@ def bundle_adjust(
     The landmarks still fix the head frame; the tracks, which follow the skull's own texture, carry
     most of the frame-to-frame motion.
 
-    Each frame's translation is parameterised by the image position of the head origin and
-    log(t_z / f): changing the focal then changes only the perspective, not where the head is or how
-    large it looks, which keeps the focal well conditioned.
+    Without smoothness (the focal search) and on up to ``LM_MAX_FRAMES`` frames, Levenberg-Marquardt
+    with the points eliminated (:func:`avatar3d.capture.bundle.lm_bundle_adjust`, at most
+    ``LM_ITERATIONS``) minimises it to convergence, which comparing its cost across focals needs. With smoothness, over all frames of a
+    clip, L-BFGS (``iterations``) refines a start that already fits: each frame's translation is
+    parameterised by the image position of the head origin and log(t_z / f).
 
     canon: (L, 3) rigid canonical points; obs2d: (T, L, 2); valid: (T,); R0: (T, 3, 3); t0: (T, 3);
     breaks: (T,) bool, True at t when no smoothness should link frame t-1 to t (cuts).
@@ -251,6 +252,23 @@ def bundle_adjust(
     dt = torch.float64
     size = float(max(width, height))
     px = REF_SIZE / size  # pixels of the stored image -> pixels at 512
+    if smooth_rotation == 0 and smooth_translation == 0 and int(valid.sum()) <= LM_MAX_FRAMES:
+        return _bundle_adjust_lm(
+            canon,
+            obs2d,
+            valid,
+            R0,
+            t0,
+            focal,
+            width,
+            height,
+            shape_weight,
+            depth_weight,
+            robust_px,
+            tracks if track_weight > 0 else None,
+            track_weight,
+            track_robust_px,
+        )
     vidx = np.flatnonzero(valid)
     R_ref = torch.as_tensor(R0[vidx[len(vidx) // 2]], dtype=dt)
     rv = roma.rotmat_to_rotvec(torch.as_tensor(R0, dtype=dt) @ R_ref.T).requires_grad_(True)
@@ -259,7 +277,7 @@ def bundle_adjust(
     # origin's image position (in units of the image size) and log(t_z / f)
     ab = torch.as_tensor(t0[:, :2] / tz0[:, None] * focal / size, dtype=dt).requires_grad_(True)
     q = torch.as_tensor(np.log(tz0 / focal), dtype=dt).requires_grad_(True)
-    logf = torch.tensor(math.log(focal), dtype=dt, requires_grad=optimise_focal)
+    logf = torch.tensor(math.log(focal), dtype=dt)
     C = torch.as_tensor(canon, dtype=dt)
     dC = torch.zeros_like(C, requires_grad=shape_weight is not None)
     w_xy = float(shape_weight or 0.0)
@@ -269,8 +287,7 @@ def bundle_adjust(
     w = torch.as_tensor(valid, dtype=dt)
     n_valid = max(float(valid.sum()), 1.0)
     c = torch.tensor([width / 2, height / 2], dtype=dt)
-    log_prior = math.log(prior * size)
-    params = [rv, ab, q] + ([logf] if optimise_focal else []) + ([dC] if shape_weight is not None else [])
+    params = [rv, ab, q] + ([dC] if shape_weight is not None else [])
     use_tracks = tracks is not None and len(tracks) > 0 and track_weight > 0
     if use_tracks:
         X_init, X_surf, on_face = init_track_points(tracks, canon, R0, t0, focal, width, height, surface=True)
@@ -316,8 +333,6 @@ def bundle_adjust(
             loss = loss + smooth_translation * (_soft(acc_t, ACC_KNEE_MM) * acc_w).sum() / acc_n
         if shape_weight is not None:
             loss = loss + ((1000.0 * dC).pow(2) * w_shape).sum(-1).mean()
-        if optimise_focal:
-            loss = loss + prior_weight * (logf - log_prior) ** 2
         return loss
 
     with _torch_threads(1):
@@ -342,7 +357,82 @@ def bundle_adjust(
         with torch.no_grad():
             cost = float(objective())
             R = (roma.rotvec_to_rotmat(rv) @ R_ref).numpy()
-            return _BAResult(R, translation().numpy().copy(), float(torch.exp(logf)), dC.numpy().copy(), cost)
+            return _BAResult(R, translation().numpy().copy(), dC.numpy().copy(), cost)
+
+
+def _bundle_adjust_lm(
+    canon,
+    obs2d,
+    valid,
+    R0,
+    t0,
+    focal,
+    width,
+    height,
+    shape_weight,
+    depth_weight,
+    robust_px,
+    tracks,
+    track_weight,
+    track_robust_px,
+) -> _BAResult:
+    """:func:`bundle_adjust`'s objective, the focal fixed and without smoothness, minimised by
+    Levenberg-Marquardt (:func:`avatar3d.capture.bundle.lm_bundle_adjust`)."""
+    from .bundle import Observations, PointPrior, lm_bundle_adjust
+
+    L = len(canon)
+    size = float(max(width, height))
+    vidx = np.flatnonzero(valid)
+    n_valid = max(len(vidx), 1)
+    U = obs2d[vidx].reshape(-1, 2)
+    fr = np.repeat(vidx, L)
+    pt = np.tile(np.arange(L), len(vidx))
+    ok = np.isfinite(U).all(-1)
+    frame, point, uv = [fr[ok]], [pt[ok]], [U[ok]]
+    weight = [np.full(ok.sum(), 1.0 / (n_valid * L))]
+    knee = [np.full(ok.sum(), float(robust_px))]
+    w_xy = 1e6 if shape_weight is None else float(shape_weight)
+    w_z = w_xy if depth_weight is None or shape_weight is None else float(depth_weight)
+    anchor = [np.asarray(canon, np.float64)]
+    pw = [np.tile([w_xy / L, w_xy / L, w_z / L], (L, 1))]
+    pk = [np.full(L, np.inf)]
+    X0 = [np.asarray(canon, np.float64)]
+    if tracks is not None and len(tracks):
+        X_init, X_surf, on_face = init_track_points(tracks, canon, R0, t0, focal, width, height, surface=True)
+        n_obs = len(tracks.frame)
+        frame.append(tracks.frame)
+        point.append(L + tracks.track)
+        uv.append(tracks.uv)
+        weight.append(np.full(n_obs, track_weight / n_obs))
+        knee.append(np.full(n_obs, float(track_robust_px)))
+        anchor.append(X_surf)
+        n_face = max(float(on_face.sum()), 1.0)
+        w = np.zeros((len(X_surf), 3))
+        w[:, 2] = TRACK_DEPTH_WEIGHT * on_face / n_face
+        pw.append(w)
+        pk.append(np.full(len(X_surf), TRACK_DEPTH_KNEE_MM))
+        X0.append(X_init)
+    obs = Observations(
+        np.concatenate(frame),
+        np.concatenate(point),
+        np.concatenate(uv).astype(np.float64),
+        np.concatenate(weight),
+        np.concatenate(knee),
+    )
+    prior = PointPrior(np.concatenate(anchor), np.concatenate(pw), np.concatenate(pk))
+    res = lm_bundle_adjust(
+        R0,
+        t0,
+        np.concatenate(X0),
+        obs,
+        prior,
+        focal,
+        width / 2,
+        height / 2,
+        REF_SIZE / size,
+        iterations=LM_ITERATIONS,
+    )
+    return _BAResult(res.rotation, res.translation, res.points[:L] - canon, res.cost)
 
 
 def init_track_points(
@@ -535,6 +625,8 @@ def search_focal(
     """Focal (pixels): minimum over log f of the bundle-adjustment objective (poses and rigid offsets
     free, focal fixed) on ``config.focal_frames`` valid frames, plus the log-focal prior.
 
+    - Each candidate's fit is minimised to convergence (Levenberg-Marquardt, :func:`bundle_adjust`):
+      the costs of neighbouring focals differ by far less than what an early-stopped fit leaves.
     - For each candidate the canonical shape is rebuilt through a camera of that focal
       (:func:`metric_canonical`), so that the shape's own perspective does not vote for a focal.
     - The depth relief stays MediaPipe's (``DEPTH_WEIGHT`` on depth offsets): with a free relief, a
@@ -545,15 +637,18 @@ def search_focal(
     - Frames are chosen to span the clip's head rotations (:func:`_spread_frames`).
     - With ``tracks`` (optical-flow feature tracks, cut at breaks), their observations join each
       candidate's fit as in :func:`bundle_adjust`, on ``FOCAL_FRAMES_TRACKS`` evenly spaced frames
-      (tracks need runs of frames), after a resection-intersection start. The tracks follow image
-      texture, so unlike the landmarks they carry the camera's perspective.
+      (tracks need runs of frames), after a resection-intersection start, weighted
+      ``config.focal_track_weight``. The tracks follow image texture, so unlike the landmarks they
+      carry the camera's perspective; fitted alone, MediaPipe's points favour the shortest focal.
     - A 7-point log grid over ``config.focal_search × max(W, H)`` finds the basin, a 5-point grid a
       third as wide around the best point and the parabola through the best three refine it.
 
     With ±15° of head turn the perspective this measures is a few hundredths of a pixel per 5 % of
-    focal. From the landmarks alone that is well under their pose-dependent errors, and the prior
-    decides. With the tracks, the focal comes out 1-32 % off on the synthetic subject (37-48 % from
-    landmarks alone; BENCHMARKS.md, "Capture vs synthetic ground truth").
+    focal. With tracks that follow the true camera (tests: exact projections plus noise, tracks
+    weighted 1000) it finds the focal within 1-3 %; with the KLT tracks of the synthetic subject,
+    whose errors are not independent of the head's turn, it is off by several to 30 % (BENCHMARKS.md,
+    "Capture vs synthetic ground truth"). A minimum at either end of the range gives a warning: the
+    clip does not determine the focal, and ``capture.focal`` should be given.
     """
     size = float(max(width, height))
     cx, cy = width / 2, height / 2
@@ -596,13 +691,11 @@ def search_focal(
             f,
             width,
             height,
-            optimise_focal=False,
             shape_weight=SHAPE_WEIGHT,
             depth_weight=DEPTH_WEIGHT,
             robust_px=config.robust_scale_px,
-            iterations=FOCAL_SEARCH_ITERATIONS if tracks is None else FOCAL_SEARCH_ITERATIONS_TRACKS,
             tracks=tracks,
-            track_weight=config.track_weight,
+            track_weight=config.focal_track_weight,
             track_robust_px=config.track_robust_scale_px,
         )
         cache[logf] = ba.cost + config.focal_prior_weight * (logf - log_prior) ** 2
@@ -622,6 +715,13 @@ def search_focal(
         if curv > 1e-12:
             step = grid[1] - grid[0]
             best = grid[k] + float(np.clip(0.5 * step * (c0 - c2) / curv, -step, step))
+    if min(best - math.log(lo_s * size), math.log(hi_s * size) - best) < 1e-9:
+        warnings.warn(
+            f"the focal search ended at the edge of its range ({math.exp(best) / size:.2f} × the "
+            "longest side): this clip does not determine the focal length; set capture.focal if it "
+            "is known",
+            stacklevel=2,
+        )
     _log.debug(
         "focal search (f / size: cost): %s -> %.3f",
         ", ".join(f"{math.exp(g) / size:.3f}: {c:.4f}" for g, c in sorted(cache.items())),
@@ -688,20 +788,17 @@ def fit_rigid(
         focal,
         width,
         height,
-        optimise_focal=config.focal is None,
         shape_weight=SHAPE_WEIGHT,
         smooth_rotation=config.smooth_rotation,
         smooth_translation=config.smooth_translation,
         robust_px=config.robust_scale_px,
-        prior=config.focal_prior,
-        prior_weight=config.focal_prior_weight,
         iterations=config.fit_iterations,
         breaks=breaks,
         tracks=tracks,
         track_weight=config.track_weight,
         track_robust_px=config.track_robust_scale_px,
     )
-    R, t, focal = ba.rotation, ba.translation, ba.focal
+    R, t = ba.rotation, ba.translation
     if tracks is not None:
         # The tracks give the motion; the head frame's orientation stays the landmarks': the constant
         # rotation G that brings the poses closest, on average, to the landmark-only poses.

@@ -11,7 +11,13 @@ from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, rigid
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
 from avatar3d.capture.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
-from avatar3d.capture.tracking import INTER_PUPIL_M, build_canonical, fit_rigid, init_track_points
+from avatar3d.capture.tracking import (
+    INTER_PUPIL_M,
+    build_canonical,
+    fit_rigid,
+    init_track_points,
+    search_focal,
+)
 
 from ._synth import astronaut_face
 
@@ -202,3 +208,29 @@ def test_tracks_correct_the_landmarks_under_rotation(face):
         build_canonical(pts, valid), pts[..., :2], valid, W, H, cfg, tracks=FeatureTracks.empty()
     )
     assert rel_err(empty.rotation) == pytest.approx(e_plain, abs=1e-6)
+
+
+@pytest.mark.parametrize("focal_x", [1.1, 2.5])
+def test_focal_search_recovers_the_focal_from_unbiased_tracks(face, focal_x):
+    """The estimator itself: with tracks that follow the true camera (0.1 px noise) and landmarks
+    that under-rotate, the converged focal search with the tracks weighted 1000 lands near the true
+    focal (measured −3.0 % and +3.1 %; with the default weight 30, where the biased landmarks count
+    as much: +56 % and +24 %; from the landmarks alone: +82 % and −19 %)."""
+    shape, R, t, K, P = _scene(face[1], focal=focal_x * W)
+    pts = _under_rotated_landmarks(shape, R, t, K, factor=0.85)
+    valid = np.ones(len(pts), bool)
+    tr = _tracks(P, R, t, K, noise=0.1)
+    fit = build_canonical(pts, valid)
+    f = search_focal(fit, pts[..., :2], valid, W, H, CaptureConfig(focal_track_weight=1000.0), tracks=tr)
+    assert abs(f / K[0, 0] - 1) < 0.05, f / K[0, 0]
+
+
+def test_focal_search_warns_when_it_ends_at_the_edge_of_its_range(face):
+    shape, R, t, K, P = _scene(face[1], focal=1.1 * W)
+    pts = _under_rotated_landmarks(shape, R, t, K, factor=0.85)
+    valid = np.ones(len(pts), bool)
+    fit = build_canonical(pts, valid)
+    cfg = CaptureConfig(focal_search=(2.6, 8.0), focal_track_weight=1000.0)
+    with pytest.warns(UserWarning, match="edge of its range"):
+        f = search_focal(fit, pts[..., :2], valid, W, H, cfg, tracks=_tracks(P, R, t, K, noise=0.1))
+    assert f == pytest.approx(2.6 * W)

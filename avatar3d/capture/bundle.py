@@ -176,6 +176,10 @@ def lm_bundle_adjust(
     ``iterations`` accepted or rejected steps, or when a step lowers the cost by less than ``rtol``
     (relative).
     """
+    if len(obs.frame) == 0:  # nothing to fit: the points settle on their priors' anchors where weighted
+        X = np.array(X0, np.float64)
+        X[prior.weight > 0] = prior.anchor[prior.weight > 0]
+        return LMResult(np.array(R0, np.float64), np.array(t0, np.float64), X, 0.0, 0)
     # only frames with observations take part; the others keep their pose
     active, frame = np.unique(obs.frame, return_inverse=True)
     obs = Observations(frame.ravel(), obs.point, obs.uv, obs.weight, obs.knee)

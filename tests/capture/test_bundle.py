@@ -110,3 +110,12 @@ def test_lm_keeps_the_pose_of_a_frame_without_observations():
         res.translation[3], t0[3], atol=1e-6
     )
     assert np.isfinite(res.cost) and res.cost < 1e-8
+
+
+def test_lm_without_observations_returns_the_start():
+    lm, _, R, t, _ = _scene(T=4)
+    none = Observations(np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+    prior = PointPrior(lm + 0.001, np.full((len(lm), 3), 0.01), np.full(len(lm), np.inf))
+    res = lm_bundle_adjust(R, t, lm, none, prior, F, W / 2, H / 2, 1.0)
+    assert np.array_equal(res.rotation, R) and np.array_equal(res.translation, t)
+    assert np.allclose(res.points, lm + 0.001) and res.cost == 0.0

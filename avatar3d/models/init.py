@@ -15,15 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..capture.topology import eye_loops, face_oval_loop
+from ..capture.topology import CHIN, FOREHEAD, eye_loops, face_oval_loop, inner_lip_loop
 from .geometry import quats_from_normals
 
 HEAD, MOUTH, TORSO = 0, 1, 2
 
-INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
-NOSE_TIP = 1
-CHIN = 152
-FOREHEAD = 10
 LEFT_CHEEK, RIGHT_CHEEK = 234, 454
 
 
@@ -329,7 +325,7 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     s_shell = np.sqrt(shell_area / max(len(p_shell), 1))
 
     # mouth interior: inside the inner-lip polygon, pushed back into the cavity
-    lips = can[INNER_LIPS]
+    lips = can[inner_lip_loop()]
     lip_w = lips[:, 0].max() - lips[:, 0].min()
     mc = lips.mean(0)
     u = rng.random((n_mouth, 3))

@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..models.init import INNER_LIPS
-
-MOUTH_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+from ..capture.topology import outer_lip_loop
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -95,7 +93,7 @@ class TrainData:
         r = rest_frame(R, valid)
         D = np.linalg.inv(V[r])[None] @ V
         lm = np.asarray(cs.landmarks2d, dtype=np.float64) * np.array([sx, sy])
-        mo = lm[:, MOUTH_OUTER]
+        mo = lm[:, outer_lip_loop()]
         pad = 0.25 * (mo[:, :, 0].max(1) - mo[:, :, 0].min(1))
         boxes = np.stack(
             [mo[:, :, 0].min(1) - pad, mo[:, :, 1].min(1) - pad, mo[:, :, 0].max(1) + pad, mo[:, :, 1].max(1) + pad],
@@ -160,4 +158,4 @@ class TrainData:
         return m
 
 
-__all__ = ["TrainData", "rest_frame", "INNER_LIPS"]
+__all__ = ["TrainData", "rest_frame"]

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..capture.topology import NOSE_TIP
 from ..config import AvatarConfig
 from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
-from ..models.init import NOSE_TIP, InitInputs, initial_gaussians
+from ..models.init import InitInputs, initial_gaussians
 from .audio_aug import audio_branch_parameters, audio_targets_loss, heldout_mouth_correlation, pretrain_audio
 from .data import TrainData
 from .losses import dssim, psnr, ssim

@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import roma
 import scipy.linalg
 import scipy.linalg.blas
+import torch
 
 
 @dataclass
@@ -70,17 +72,6 @@ def _hat(v: np.ndarray) -> np.ndarray:
         ],
         -2,
     )
-
-
-def _exp(w: np.ndarray) -> np.ndarray:
-    """Rotation vectors (..., 3) -> matrices (..., 3, 3) (Rodrigues)."""
-    th = np.linalg.norm(w, axis=-1)[..., None, None]
-    K = _hat(w)
-    small = th < 1e-8
-    ths = np.where(small, 1.0, th)
-    a = np.where(small, 1.0, np.sin(ths) / ths)
-    b = np.where(small, 0.5, (1 - np.cos(ths)) / ths**2)
-    return np.eye(3) + a * K + b * (K @ K)
 
 
 def _rho(s: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +199,7 @@ def lm_bundle_adjust(
             Lc = np.linalg.cholesky(Hx_inv)
             C = np.zeros((6 * T, 3 * P))
             C[rows, cols] = H_px @ Lc[o.point]
-            S = scipy.linalg.blas.dsyrk(-1.0, C, beta=1.0, c=_block_diag_dense(Hp), lower=0)
+            S = scipy.linalg.blas.dsyrk(-1.0, C, beta=1.0, c=scipy.linalg.block_diag(*Hp), lower=0)
             Y = H_px @ Hx_inv[o.point]  # (O, 6, 3)
             rhs = -g_p.copy()
             np.add.at(rhs, o.frame, (Y @ g_x[o.point][..., None])[..., 0])
@@ -223,7 +214,7 @@ def lm_bundle_adjust(
             BTd = np.zeros((P, 3))
             np.add.at(BTd, o.point, (np.swapaxes(H_px, 1, 2) @ dpose[o.frame][..., None])[..., 0])
             dX = -np.einsum("pij,pj->pi", Hx_inv, g_x + BTd)
-            R_new = _exp(dpose[:, :3]) @ R
+            R_new = roma.rotvec_to_rotmat(torch.as_tensor(dpose[:, :3])).numpy() @ R
             t_new, X_new = t + dpose[:, 3:], X + dX
             new = pb.cost(R_new, t_new, X_new)
             if np.isfinite(new) and new <= cost:
@@ -239,12 +230,3 @@ def lm_bundle_adjust(
             break
     R_all[active], t_all[active] = R, t
     return LMResult(R_all, t_all, X, cost, n_it)
-
-
-def _block_diag_dense(blocks: np.ndarray) -> np.ndarray:
-    """(T, k, k) -> dense (Tk, Tk) block-diagonal matrix."""
-    T, k, _ = blocks.shape
-    out = np.zeros((T * k, T * k))
-    idx = np.arange(T)[:, None] * k + np.arange(k)[None]
-    out[idx[:, :, None], idx[:, None, :]] = blocks
-    return out

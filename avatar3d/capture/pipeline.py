@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import Avatar3DError, MediaError, NoFaceError
 from .config import CaptureConfig
-from .feature_tracks import FeatureTracker
 from .face_model import fit_face_model, load_face_model, write_morphable
+from .feature_tracks import FeatureTracker
 from .landmarks import FaceLandmarker, SubjectSelector
 from .segmentation import BackgroundPlate, PersonSegmenter, region_masks
 from .signals import compute_signals

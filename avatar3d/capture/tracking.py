@@ -39,9 +39,7 @@ DEPTH_WEIGHT = 1.0  # the same along the head's depth axis: the relief stays Med
 ACC_KNEE_DEG = 1.0  # pose accelerations above these knees (per frame²) are smoothed less: real
 ACC_KNEE_MM = 2.0  # head motion can change abruptly; jitter sits far below (BENCHMARKS.md)
 FOCAL_INDICES = FEATURE_RIGID_INDICES  # landmarks the focal search fits (see topology.py)
-FOCAL_FRAMES_TRACKS = (
-    120  # frames of the focal search with feature tracks (evenly spaced; 200 measured the same)
-)
+FOCAL_FRAMES_TRACKS = 120  # frames of the focal search with tracks (evenly spaced; 200: the same)
 RESECTION_ROUNDS = 3  # triangulate / PnP rounds that start a fit with feature tracks
 TRACK_DEPTH_WEIGHT = 0.2  # per mm², on face tracks' depth off the canonical relief (see bundle_adjust)
 TRACK_DEPTH_KNEE_MM = 5.0  # ... growing linearly beyond this offset
@@ -241,9 +239,10 @@ def bundle_adjust(
 
     Without smoothness (the focal search) and on up to ``LM_MAX_FRAMES`` frames, Levenberg-Marquardt
     with the points eliminated (:func:`avatar3d.capture.bundle.lm_bundle_adjust`, at most
-    ``LM_ITERATIONS``) minimises it to convergence, which comparing its cost across focals needs. With smoothness, over all frames of a
-    clip, L-BFGS (``iterations``) refines a start that already fits: each frame's translation is
-    parameterised by the image position of the head origin and log(t_z / f).
+    ``LM_ITERATIONS``) minimises it to convergence, which comparing its cost across focals needs.
+    With smoothness, over all frames of a clip, L-BFGS (``iterations``) refines a start that already
+    fits: each frame's translation is parameterised by the image position of the head origin and
+    log(t_z / f).
 
     canon: (L, 3) rigid canonical points; obs2d: (T, L, 2); valid: (T,); R0: (T, 3, 3); t0: (T, 3);
     breaks: (T,) bool, True at t when no smoothness should link frame t-1 to t (cuts).
@@ -277,7 +276,6 @@ def bundle_adjust(
     # origin's image position (in units of the image size) and log(t_z / f)
     ab = torch.as_tensor(t0[:, :2] / tz0[:, None] * focal / size, dtype=dt).requires_grad_(True)
     q = torch.as_tensor(np.log(tz0 / focal), dtype=dt).requires_grad_(True)
-    logf = torch.tensor(math.log(focal), dtype=dt)
     C = torch.as_tensor(canon, dtype=dt)
     dC = torch.zeros_like(C, requires_grad=shape_weight is not None)
     w_xy = float(shape_weight or 0.0)
@@ -305,20 +303,20 @@ def bundle_adjust(
     acc_n = max(float(acc_w.sum()), 1.0)
 
     def translation() -> torch.Tensor:
-        tz = torch.exp(logf + q)  # (T,)
+        tz = focal * torch.exp(q)  # (T,)
         return torch.cat([ab * (size * torch.exp(q))[:, None], tz[:, None]], -1)
 
     def objective() -> torch.Tensor:
         R = roma.rotvec_to_rotmat(rv) @ R_ref  # (T, 3, 3)
         tr = translation()
         Xc = torch.einsum("tij,nj->tni", R, C + dC) + tr[:, None, :]  # (T, L, 3)
-        uv = Xc[..., :2] / Xc[..., 2:3].clamp_min(1e-4) * torch.exp(logf) + c
+        uv = Xc[..., :2] / Xc[..., 2:3].clamp_min(1e-4) * focal + c
         e2 = ((uv - U) * px).pow(2).sum(-1)  # (T, L) squared error at 512 px
         rho = robust_px**2 * (torch.sqrt(1 + e2 / robust_px**2) - 1)
         loss = (rho.mean(-1) * w).sum() / n_valid
         if use_tracks:
             Xk = torch.einsum("oij,oj->oi", R[t_frame], Xt[t_id]) + tr[t_frame]
-            uvk = Xk[:, :2] / Xk[:, 2:3].clamp_min(1e-4) * torch.exp(logf) + c
+            uvk = Xk[:, :2] / Xk[:, 2:3].clamp_min(1e-4) * focal + c
             e2k = ((uvk - t_uv) * px).pow(2).sum(-1)
             loss = loss + track_weight * (_soft(e2k, track_robust_px) / 2).mean()
             # the face's tracks stay near the canonical relief: free track depths and the head's

@@ -716,8 +716,8 @@ def search_focal(
     if min(best - math.log(lo_s * size), math.log(hi_s * size) - best) < 1e-9:
         warnings.warn(
             f"the focal search ended at the edge of its range ({math.exp(best) / size:.2f} × the "
-            "longest side): this clip does not determine the focal length; set capture.focal if it "
-            "is known",
+            "longest side): this clip does not determine the focal length; if it is known, give it "
+            "(avatar3d capture --focal PIXELS, or capture.focal)",
             stacklevel=2,
         )
     _log.debug(

@@ -53,6 +53,10 @@ class CaptureConfig:
             they follow the skull where MediaPipe's points slide and carry the camera's perspective.
             On the synthetic subject, the rotation error falls from 0.9-1.8° to 0.6-1.1° and the
             focal error from 39-75 % to 3-29 % (BENCHMARKS.md).
+        track_refine: refine each optical-flow step against the patch where the track was first seen
+            (affine warp, normalised brightness; :class:`avatar3d.capture.feature_tracks.PatchTemplates`),
+            so that a track does not drift off its surface point as the head turns. Off: frame-to-frame
+            flow only, as before session 7 (faster; the focal search is then further off).
         track_weight: weight of the tracks' mean robust reprojection error relative to the
             landmarks'.
         track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
@@ -107,6 +111,7 @@ class CaptureConfig:
     robust_scale_px: float = 1.5
     fit_iterations: int = 150
     feature_tracks: bool = True
+    track_refine: bool = True
     track_weight: float = 30.0
     track_robust_scale_px: float = 1.0
     focal_track_weight: float = 30.0

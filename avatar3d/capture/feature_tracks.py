@@ -7,6 +7,14 @@ under-rotate, and the tracked pitch follows 55-65 % of the true slow pitch on th
 image's own texture (a skin pore, a brow hair, the nostril rim) is the projection of one fixed
 surface point, so its motion is the head's motion and nothing else.
 
+Frame-to-frame flow drifts: each step's small error is kept by the next, and as the head turns the
+patch around a point foreshortens, which a translation-only match follows only in part. The sum
+looks like perspective and pulls the focal search (BENCHMARKS.md, session 7). So each flow step is
+only a prediction: every track keeps the patch where it was first seen, and the prediction is refined
+by matching that patch under an affine warp with normalised brightness (:class:`PatchTemplates`,
+inverse-compositional Lucas-Kanade). The track then stays on the same surface point however long it
+lives; a track whose patch no longer matches ends.
+
 :class:`FeatureTracker` runs inside the capture's decoding pass (no frame is kept): pyramidal
 Lucas-Kanade from each frame to the next, a forward-backward check, and new corners seeded where
 tracks are sparse. Points live only on the **rigid zone** (:func:`rigid_zone`): the face oval
@@ -128,6 +136,102 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
     return (zone > 0) & (eyes == 0)
 
 
+def _patch_grid(size: int) -> np.ndarray:
+    """(size², 2) pixel offsets of a square patch about its centre, row by row."""
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    gx, gy = np.meshgrid(r, r)
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def _zero_mean_unit(p: np.ndarray) -> np.ndarray:
+    """(N, K) rows with their mean removed and unit norm: brightness gain and offset left out."""
+    p = p - p.mean(1, keepdims=True)
+    return p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-6)
+
+
+class PatchTemplates:
+    """Each track's reference patch, and its affine refinement in a new frame.
+
+    A patch is ``size`` × ``size`` pixels sampled (bilinear) from a lightly blurred frame about the
+    track's first position; its brightness is normalised (zero mean, unit norm), so gain and offset
+    changes between frames do not matter. :meth:`refine` fits the affine warp that maps the patch onto
+    a new frame by inverse-compositional Lucas-Kanade (Baker & Matthews 2004): the Jacobian and the
+    Gauss-Newton matrix belong to the template and are computed once, when the track is seeded. Pixels
+    are weighted by a Gaussian of σ = size/3 about the centre. OpenCV's pixel convention (centres at
+    integers) throughout.
+    """
+
+    def __init__(self, size: int = 15, iterations: int = 12) -> None:
+        if size < 5 or size % 2 == 0:
+            raise ValueError(f"patch size must be odd and at least 5, got {size}")
+        self.size = int(size)
+        self.iterations = int(iterations)
+        self.grid = _patch_grid(self.size)
+        self.weight = np.exp(-(self.grid**2).sum(1) / (2 * (self.size / 3) ** 2))
+        k = self.size**2
+        self.templates = np.zeros((0, k))  # (N, K) normalised
+        self.solve = np.zeros((0, 6, k))  # (N, 6, K): H⁻¹ (w · steepest descent)ᵀ
+        self.linear = np.zeros((0, 2, 2))  # each track's current linear part of the warp
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    def sample(self, image: np.ndarray, centre: np.ndarray, linear: np.ndarray) -> np.ndarray:
+        """(N, K) float64: ``image`` (float32) at ``centre + linear @ offset`` for every patch pixel."""
+        xy = np.matmul(self.grid, np.swapaxes(linear, 1, 2)) + centre[:, None, :]
+        xy = xy.reshape(-1, self.size, 2).astype(np.float32)
+        out = cv2.remap(image, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out.reshape(len(centre), -1).astype(np.float64)
+
+    def add(self, image: np.ndarray, centre: np.ndarray) -> None:
+        """Take the patches of new tracks at ``centre`` (M, 2) from ``image``."""
+        n = len(centre)
+        eye = np.broadcast_to(np.eye(2), (n, 2, 2)).copy()
+        t = _zero_mean_unit(self.sample(image, centre, eye))
+        gy, gx = np.gradient(t.reshape(n, self.size, self.size), axis=(1, 2))
+        gx, gy = gx.reshape(n, -1), gy.reshape(n, -1)
+        x, y = self.grid[:, 0], self.grid[:, 1]
+        sd = np.stack([gx * x, gy * x, gx * y, gy * y, gx, gy], 1)  # (n, 6, K): ∂T/∂warp
+        wsd = sd * self.weight
+        H = np.matmul(wsd, np.swapaxes(sd, 1, 2)) + 1e-9 * np.eye(6)
+        self.templates = np.concatenate([self.templates, t])
+        self.solve = np.concatenate([self.solve, np.matmul(np.linalg.inv(H), wsd)])
+        self.linear = np.concatenate([self.linear, eye])
+
+    def keep(self, keep: np.ndarray) -> None:
+        self.templates, self.solve, self.linear = self.templates[keep], self.solve[keep], self.linear[keep]
+
+    def refine(self, image: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Refined positions (N, 2) of the patches predicted at ``centre`` in ``image`` (blurred like
+        the templates), and the normalised correlation (N,) of each fitted patch with its template.
+        Each track's linear part is updated for the next frame."""
+        n = len(centre)
+        if n == 0:
+            return centre, np.zeros(0)
+        A = np.zeros((n, 3, 3))
+        A[:, :2, :2] = self.linear
+        A[:, :2, 2] = centre
+        A[:, 2, 2] = 1.0
+        active = np.arange(n)
+        for _ in range(self.iterations):
+            patch = _zero_mean_unit(self.sample(image, A[active, :2, 2], A[active, :2, :2]))
+            dp = np.matmul(self.solve[active], (patch - self.templates[active])[:, :, None])[..., 0]
+            D = np.zeros((len(active), 3, 3))
+            D[:, 0, 0], D[:, 1, 0], D[:, 0, 1], D[:, 1, 1] = 1 + dp[:, 0], dp[:, 1], dp[:, 2], 1 + dp[:, 3]
+            D[:, :2, 2] = dp[:, 4:]
+            D[:, 2, 2] = 1.0
+            A[active] = A[active] @ np.linalg.inv(D)  # inverse composition
+            active = active[np.abs(dp[:, 4:]).max(1) > 1e-3]
+            if not len(active):
+                break
+        ok = np.isfinite(A).all((1, 2))
+        A[~ok] = np.eye(3)
+        zncc = (_zero_mean_unit(self.sample(image, A[:, :2, 2], A[:, :2, :2])) * self.templates).sum(1)
+        zncc[~ok] = -1.0
+        self.linear = A[:, :2, :2]
+        return A[:, :2, 2], zncc
+
+
 class FeatureTracker:
     """Online KLT tracking of corners on the rigid zone; feed frames in order with :meth:`update`.
 
@@ -147,6 +251,10 @@ class FeatureTracker:
         min_distance: float | None = None,
         fb_px: float = 0.3,
         window: int = 15,
+        refine: bool = True,
+        patch: int = 15,
+        min_zncc: float = 0.8,
+        max_refine_px: float = 2.0,
     ) -> None:
         size = max(width, height)
         self.size = (width, height)
@@ -165,6 +273,9 @@ class FeatureTracker:
         self._next_id = 0
         self._k = 0
         self._obs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._templates = PatchTemplates(patch) if refine else None
+        self.min_zncc = float(min_zncc)
+        self.max_refine = float(max_refine_px) * size / 512.0
 
     def update(self, frame: np.ndarray, landmarks2d: np.ndarray | None, head: np.ndarray | None) -> None:
         """One frame, in order: (H, W, 3) uint8 RGB (or (H, W) gray), the subject's (478, 2)
@@ -174,19 +285,23 @@ class FeatureTracker:
         self._k += 1
         if landmarks2d is None or head is None:
             self._ids, self._pts, self._prev = self._ids[:0], self._pts[:0], gray
+            if self._templates is not None:
+                self._templates.keep(np.zeros(len(self._templates), bool))
             return
         zone = rigid_zone(landmarks2d, head)
+        # the templates' image: blurred a little, for a smooth match
+        smooth = None if self._templates is None else cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 0.8)
         if self._prev is not None and len(self._pts):
-            self._advance(gray, zone)
+            self._advance(gray, zone, smooth)
         if k % self.reseed_every == 0 and len(self._pts) < self.max_points:
-            self._seed(gray, zone)
+            self._seed(gray, zone, smooth)
         if len(self._pts):
             self._obs.append(
                 (np.full(len(self._ids), k, np.int64), self._ids.copy(), self._pts.astype(np.float64) + 0.5)
             )
         self._prev = gray
 
-    def _advance(self, gray: np.ndarray, zone: np.ndarray) -> None:
+    def _advance(self, gray: np.ndarray, zone: np.ndarray, smooth: np.ndarray | None) -> None:
         p0 = self._pts.reshape(-1, 1, 2)
         p1, st, _ = cv2.calcOpticalFlowPyrLK(self._prev, gray, p0, None, **self.lk)
         pb, stb, _ = cv2.calcOpticalFlowPyrLK(gray, self._prev, p1, None, **self.lk)
@@ -198,9 +313,17 @@ class FeatureTracker:
         inside = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
         ok = (st.ravel() == 1) & (stb.ravel() == 1) & (fb < self.fb) & inside & np.isfinite(p1).all(1)
         ok[ok] = zone[yi[ok], xi[ok]]
+        if self._templates is not None:
+            self._templates.keep(ok)
+            p1, pred = p1[ok], p1[ok]
+            self._ids = self._ids[ok]
+            ref, zncc = self._templates.refine(smooth, pred.astype(np.float64))
+            ok = (zncc > self.min_zncc) & (np.linalg.norm(ref - pred, axis=1) < self.max_refine)
+            self._templates.keep(ok)
+            p1 = ref.astype(np.float32)
         self._ids, self._pts = self._ids[ok], p1[ok]
 
-    def _seed(self, gray: np.ndarray, zone: np.ndarray) -> None:
+    def _seed(self, gray: np.ndarray, zone: np.ndarray, smooth: np.ndarray | None) -> None:
         mask = zone.astype(np.uint8) * 255
         r = round(self.min_distance)
         for x, y in self._pts:
@@ -216,6 +339,8 @@ class FeatureTracker:
         self._next_id += len(pts)
         self._ids = np.concatenate([self._ids, ids])
         self._pts = np.concatenate([self._pts, pts])
+        if self._templates is not None:
+            self._templates.add(smooth, pts.astype(np.float64))
 
     def result(self, min_length: int = 10) -> FeatureTracks:
         """All observations so far, tracks shorter than ``min_length`` frames left out."""

@@ -154,7 +154,7 @@ def run_capture(
         p1 = _Pass1()
         plate = BackgroundPlate(W, H, cfg.background_margin)
         selector = SubjectSelector(W, H, reacquire, source=str(video))
-        tracker = FeatureTracker(W, H) if cfg.feature_tracks else None
+        tracker = FeatureTracker(W, H, refine=cfg.track_refine) if cfg.feature_tracks else None
         task = bar.add_task("capture: landmarks + masks", total=n_est)
         with (
             FaceLandmarker(

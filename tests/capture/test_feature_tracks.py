@@ -7,7 +7,7 @@ import roma
 import torch
 
 from avatar3d.capture.config import CaptureConfig
-from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, rigid_zone
+from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, PatchTemplates, rigid_zone
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
 from avatar3d.capture.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
@@ -84,6 +84,67 @@ def test_tracker_follows_a_subpixel_shift_and_stays_on_the_zone(face):
     zone0 = rigid_zone(lm, head)
     p0 = np.array(list(first.values())) - 0.5
     assert zone0[np.round(p0[:, 1]).astype(int), np.round(p0[:, 0]).astype(int)].all()
+
+
+def test_patch_templates_recover_an_affine_warp():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.random((200, 200)).astype(np.float32), (0, 0), 2.0)
+    centre = rng.uniform(40, 160, (80, 2))
+    pt = PatchTemplates(15)
+    pt.add(img, centre)
+    # the image under x' = M (x - c0) + c0 + t
+    M, t, c0 = np.array([[0.95, 0.05], [-0.03, 1.02]]), np.array([1.3, -0.7]), np.array([100.0, 100.0])
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float64)
+    src = np.einsum("ij,jhw->ihw", np.linalg.inv(M), np.stack([xx - c0[0] - t[0], yy - c0[1] - t[1]])) + c0[:, None, None]
+    moved = cv2.remap(img, src[0].astype(np.float32), src[1].astype(np.float32), cv2.INTER_LINEAR)
+    # brightness gain and offset do not matter
+    moved = 0.7 * moved + 0.2
+    truth = (centre - c0) @ M.T + c0 + t
+    ref, zncc = pt.refine(moved, truth + rng.normal(0, 0.5, truth.shape))
+    err = np.linalg.norm(ref - truth, axis=1)
+    assert np.median(err) < 0.03 and err.max() < 0.15
+    assert (zncc > 0.98).all()
+    lin_err = np.abs(pt.linear - M).max((1, 2))
+    assert np.median(lin_err) < 0.01 and lin_err.max() < 0.03
+    pt.keep(zncc > 2)  # dropping every track leaves an empty, usable set
+    assert len(pt) == 0 and pt.refine(moved, np.zeros((0, 2)))[0].shape == (0, 2)
+    with pytest.raises(ValueError, match="odd"):
+        PatchTemplates(14)
+
+
+def test_refined_tracks_do_not_drift_where_frame_to_frame_flow_does(face):
+    """40 frames of a slow roll, zoom and shear (what a turning head does to a skin patch):
+    frame-to-frame flow accumulates its per-step errors; refined against the first patch, a
+    track stays on its point."""
+    img, pts = face
+    lm = pts[:, :2]
+    head = _head_mask(lm, img.shape[:2])
+    c = np.array([S / 2, S / 2])
+    T = 40
+
+    def warp(k):
+        a = k / (T - 1)
+        ang = np.radians(6.0 * a)
+        R = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        A = R @ np.array([[1.0 - 0.08 * a, 0.05 * a], [0.0, 1.0 + 0.03 * a]])
+        return np.concatenate([A, (c - A @ c + np.array([4.0 * a, -2.0 * a]))[:, None]], 1)
+
+    errors = {}
+    for refine in (False, True):
+        tracker = FeatureTracker(S, S, reseed_every=1000, refine=refine)
+        for k in range(T):
+            M = warp(k)
+            frame = cv2.warpAffine(img, M, (S, S), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            lm_k = lm @ M[:, :2].T + M[:, 2]
+            tracker.update(frame, lm_k, cv2.warpAffine(head, M, (S, S), flags=cv2.INTER_NEAREST))
+        tr = tracker.result(min_length=T)
+        assert tr.n_tracks >= 20
+        first = tr.uv[tr.frame == 0][np.argsort(tr.track[tr.frame == 0])] - 0.5
+        last = tr.uv[tr.frame == T - 1][np.argsort(tr.track[tr.frame == T - 1])] - 0.5
+        M = warp(T - 1)
+        errors[refine] = np.linalg.norm(last - (first @ M[:, :2].T + M[:, 2]), axis=1)
+    assert np.median(errors[True]) < 0.06
+    assert np.median(errors[True]) < 0.5 * np.median(errors[False])
 
 
 def test_tracker_ends_tracks_when_the_face_is_lost(face):

@@ -55,8 +55,9 @@ class CaptureConfig:
             focal error from 39-75 % to 3-29 % (BENCHMARKS.md).
         track_refine: refine each optical-flow step against the patch where the track was first seen
             (affine warp, normalised brightness; :class:`avatar3d.capture.feature_tracks.PatchTemplates`),
-            so that a track does not drift off its surface point as the head turns. Off: frame-to-frame
-            flow only, as before session 7 (faster; the focal search is then further off).
+            so that a track does not drift off its surface point. Off by default: on the synthetic
+            subject it made the rotation worse (0.46-0.86° → 0.72-1.73° tracking error) and the focal
+            no better; it costs ~2× the optical flow's time (BENCHMARKS.md, session 7).
         track_weight: weight of the tracks' mean robust reprojection error relative to the
             landmarks'.
         track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
@@ -111,7 +112,7 @@ class CaptureConfig:
     robust_scale_px: float = 1.5
     fit_iterations: int = 150
     feature_tracks: bool = True
-    track_refine: bool = True
+    track_refine: bool = False
     track_weight: float = 30.0
     track_robust_scale_px: float = 1.0
     focal_track_weight: float = 30.0

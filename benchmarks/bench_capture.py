@@ -143,14 +143,9 @@ def main() -> None:
         help="CaptureConfig overrides, e.g. feature_tracks=false (values parsed as YAML)",
     )
     a = ap.parse_args()
-    import yaml
+    from _common import config_overrides  # benchmarks/ is the script's folder, first on sys.path
 
-    overrides = {}
-    for p in a.set:
-        k, sep, v = p.partition("=")
-        if not sep:
-            sys.exit(f"--set wants KEY=VALUE, got {p!r}")
-        overrides[k] = yaml.safe_load(v)
+    overrides = config_overrides(a.set)
     if not DATA.is_dir():
         sys.exit(f"{DATA} is absent: nothing to benchmark")
     os.environ.setdefault("AVATAR3D_QUIET", "1")

@@ -317,8 +317,7 @@ class FeatureTracker:
         ok[ok] = zone[yi[ok], xi[ok]]
         if self._templates is not None:
             self._templates.keep(ok)
-            p1, pred = p1[ok], p1[ok]
-            self._ids = self._ids[ok]
+            self._ids, pred = self._ids[ok], p1[ok]
             ref, zncc = self._templates.refine(smooth, pred.astype(np.float64))
             ok = (zncc > self.min_zncc) & (np.linalg.norm(ref - pred, axis=1) < self.max_refine)
             self._templates.keep(ok)

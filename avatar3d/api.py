@@ -160,7 +160,15 @@ class Avatar:
             workdir = tmp.name
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        lock = None
         try:
+            if tmp is None:  # a user's workdir: made for this input and capture settings? (avatar3d/workdir.py)
+                from dataclasses import asdict
+
+                from .workdir import WorkdirLock, check_workdir
+
+                lock = WorkdirLock(workdir)
+                check_workdir(workdir, video, None if video.is_dir() else asdict(cfg.capture))
             if video.is_dir():
                 cs = CaptureSet.load(video)
             else:
@@ -188,6 +196,8 @@ class Avatar:
             _check_speech_capture(cs, cfg.capture.speech_model)
             result = train(cs, cfg, workdir, progress=_progress_factory(progress), log=say)
         finally:
+            if lock is not None:
+                lock.release()
             if tmp is not None:
                 tmp.cleanup()
         d = result.data

@@ -1,13 +1,16 @@
 """Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
 
-Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
+Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,9 +202,19 @@ def _cmd_view(a) -> None:
                background=a.background)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and atomic temp cleanup runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import Avatar3DError
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # exit 143 after cleaning up, like Ctrl-C (130)
     args = _parser().parse_args(argv)
     try:
         {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
@@ -212,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("avatar3d: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("avatar3d: terminated" if isinstance(e, _Terminated) else "avatar3d: interrupted", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     return 0
 
 

@@ -119,6 +119,7 @@ class TrainConfig:
     densify_fraction: float = 0.05  # share of Gaussians cloned at each densification
     prune_opacity: float = 0.01
     checkpoint_every: int = 500
+    checkpoint_seconds: float = 60.0  # also checkpoint after this much wall time (0 = by steps only)
     seed: int = 0
     lpips_weights: str = ""  # local LPIPS weights file (.pth/.safetensors, never downloaded); empty = no LPIPS term
     lpips_weight: float = 0.05  # weight of the LPIPS term on the lower-face crop, joint stage onward

@@ -4,22 +4,22 @@ Staged schedule (TalkingGaussian / GaussianTalker): static appearance first (def
 the audio deformation alone (canonical Gaussians frozen), then everything jointly. Losses: L1 +
 D-SSIM, extra L1 weight in the mouth box, alpha vs person mask, L1 on offsets, region-attention
 sparsity (audio attention above the nose, eye attention below it), and — when ``train.lpips_weights``
-names a local weights file — LPIPS on a lower-face crop from the joint stage on. Checkpoints are
-safetensors written atomically; a killed run resumes from the last one.
+names a local weights file — LPIPS on a lower-face crop from the joint stage on. Checkpoints
+(:mod:`avatar3d.train.checkpoint`: model, optimiser, RNG and densification state) are written right
+after the audio pre-training, every ``train.checkpoint_every`` steps, every ``train.checkpoint_seconds``
+of wall time and at the end; a killed run resumes from the last one on the same trajectory.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..capture.topology import NOSE_TIP
 from ..config import AvatarConfig
@@ -27,6 +27,8 @@ from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import InitInputs, initial_gaussians
 from .audio_aug import audio_branch_parameters, audio_targets_loss, heldout_mouth_correlation, pretrain_audio
+from .checkpoint import NAME as CHECKPOINT_NAME
+from .checkpoint import fit_identity, load_checkpoint, save_checkpoint
 from .data import TrainData
 from .losses import dssim, psnr, ssim
 
@@ -189,22 +191,28 @@ def densify_and_prune(model: GaussianAvatar, grad_acc: torch.Tensor, count: int,
     return model.n
 
 
-def save_checkpoint(path: Path, model: GaussianAvatar, step: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"step": str(step), "n": str(model.n)})
-    os.replace(tmp, path)
+class _Checkpointer:
+    """When and what to checkpoint: every ``checkpoint_every`` steps, every ``checkpoint_seconds`` of
+    wall time, and at the end (both intervals 0: never). ``save(step, **state)`` writes one."""
 
+    def __init__(self, path: Path | None, t, identity: dict | None) -> None:
+        self.path, self.every, self.seconds, self.steps = path, t.checkpoint_every, t.checkpoint_seconds, t.steps
+        self.identity = identity
+        self.enabled = path is not None and (self.every > 0 or self.seconds > 0)
+        self.last = time.monotonic()
 
-def load_checkpoint(path: Path, model: GaussianAvatar) -> int:
-    from safetensors import safe_open
+    def due(self, step: int) -> bool:
+        if not self.enabled:
+            return False
+        by_steps = self.every > 0 and step % self.every == 0
+        by_time = self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+        return by_steps or by_time or step == self.steps
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    state = load_file(str(path))
-    model.resize_(int(meta.get("n", state["means"].shape[0])))
-    model.load_state_dict(state)
-    return int(meta.get("step", 0))
+    def save(self, step: int, model, optimizers, rng, generators, grad_acc, scalars) -> None:
+        if self.enabled:
+            save_checkpoint(self.path, model, step, identity=self.identity, optimizers=optimizers, rng=rng,
+                            generators=generators, grad_acc=grad_acc, scalars=json.loads(json.dumps(scalars, default=float)))
+            self.last = time.monotonic()
 
 
 def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=None, log=print) -> TrainResult:
@@ -222,17 +230,23 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     model = build_model(cfg, cs, data)
     nose_y = float(torch.as_tensor(np.asarray(cs.canonical_landmarks))[NOSE_TIP, 1])
     extent = float(model.means.detach().std(0).norm())
-    ckpt = Path(workdir) / "checkpoint.safetensors" if workdir else None
-    start = 0
-    if ckpt is not None and ckpt.is_file():
-        start = load_checkpoint(ckpt, model)
-        log(f"resuming from step {start} ({ckpt})")
-    audio_stats: dict = {}
+    ckpt = Path(workdir) / CHECKPOINT_NAME if workdir else None
+    resumed, ident = None, None
+    if ckpt is not None:
+        from ..workdir import capture_digest
+
+        ident = fit_identity(cfg, capture_digest(cs.root) if getattr(cs, "root", None) else None)
+        resumed = load_checkpoint(ckpt, model, identity=ident, log=log)
+    saver = _Checkpointer(ckpt, t, ident)
+    start = resumed.step if resumed is not None else 0
+    if resumed is not None:
+        log(f"resuming from step {start} ({resumed.path})")
+    audio_stats: dict = dict(resumed.scalars.get("audio_stats") or {}) if resumed is not None else {}
     # short fits (tests, quick looks) get a proportionally short pre-training: 2.5 per render step
     n_pre = min(t.audio_pretrain_steps, max(100, int(2.5 * t.steps)))
     # the re-voicing augmentation shifts mel bins: meaningless for speech-model features
     augment = t.audio_augment and data.feature_kind == "mel"
-    if start == 0 and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
+    if resumed is None and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
         audio_stats = pretrain_audio(
             model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, augment, progress
         )
@@ -251,9 +265,20 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     grad_acc = torch.zeros(model.n)
     acc_count = 0
     history: list[dict] = []
+    running = None
+    optimizers, generators = {"gauss": g_opt, "net": n_opt}, {"aug": aug_gen}
+    if resumed is not None:
+        resumed.restore(optimizers, rng, generators)
+        sc = resumed.scalars
+        grad_acc = resumed.grad_acc if resumed.grad_acc is not None else grad_acc
+        acc_count, history, running = int(sc.get("acc_count", 0)), list(sc.get("history", [])), sc.get("running")
+        t0 -= float(sc.get("elapsed", 0.0))
+    state = lambda: {"acc_count": acc_count, "running": running, "history": history,
+                     "elapsed": time.time() - t0, "audio_stats": audio_stats}
+    if resumed is None:  # the first checkpoint comes early: the audio pre-training is kept
+        saver.save(0, model, optimizers, rng, generators, grad_acc, state())
     steps = range(start, t.steps)
     it = steps if progress is None else progress(steps, "training")
-    running = None
     w = 1.0 + t.mouth_sampling * data.mouth[data.train_idx, 0].numpy()
     sample_p = w / w.sum()
     for step in it:
@@ -294,8 +319,8 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
             if len(data.test_idx):
                 rec["heldout_psnr"] = evaluate(model, data, data.test_idx[:: max(1, len(data.test_idx) // 4)])["psnr"]
             history.append(rec)
-        if ckpt is not None and t.checkpoint_every > 0 and (step + 1) % t.checkpoint_every == 0:
-            save_checkpoint(ckpt, model, step + 1)
+        if saver.due(step + 1):
+            saver.save(step + 1, model, {"gauss": g_opt, "net": n_opt}, rng, generators, grad_acc, state())
     for p in audio_branch_parameters(model):
         p.requires_grad_(True)
     heldout = evaluate(model, data, data.test_idx) if len(data.test_idx) else {}

@@ -41,7 +41,7 @@ def file_digest(path: str | os.PathLike) -> str:
                 h.update(block)
         else:
             for k in range(_SAMPLES):
-                f.seek((size - _CHUNK) * k // (_SAMPLES - 1))
+                f.seek(max(0, size - _CHUNK) * k // (_SAMPLES - 1))
                 h.update(f.read(_CHUNK))
     return h.hexdigest()
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -156,20 +157,29 @@ def test_capture_killed_then_rerun_completes_without_leftovers(clip, tmp_path):
     out = tmp_path / "cap"
     cmd = ["capture", str(clip / "tiny.mp4"), "-o", str(out), "--max-size", "128"]
     started = lambda: any((q / "images").is_dir() and any((q / "images").iterdir()) for q in tmp_path.glob(".cap.tmp-*"))
+    first_pass_done = lambda: any((q / "_pass1.json").is_file() for q in tmp_path.glob(".cap.tmp-*"))
 
-    p = _start(*cmd)
+    p = _start(*cmd)  # SIGTERM: the temp directory is removed on the way out
     _wait_for(started, p)
     p.send_signal(signal.SIGTERM)
     rc, log = _finish(p)
     assert rc == 143 and log.strip().splitlines()[-1] == "avatar3d: terminated", log
     assert _temps(tmp_path) == [] and not out.exists()
 
-    p = _start(*cmd)
-    _wait_for(started, p)
+    p = _start(*cmd)  # kill -9 after the streaming pass: its temp directory stays behind
+    _wait_for(first_pass_done, p)
     p.send_signal(signal.SIGKILL)
     _finish(p)
-    assert len(_temps(tmp_path)) == 1  # what kill -9 leaves
+    assert len(_temps(tmp_path)) == 1
+    early = _plant_stale(tmp_path, "cap", True)  # and one killed earlier, before its first pass ended
 
-    rc, log = _finish(_start(*cmd))
-    assert rc == 0, log
-    assert _temps(tmp_path) == [] and (out / "transforms.json").is_file()
+    rc, log = _finish(_start(*cmd))  # the same command: goes on after the first pass, cleans the rest
+    assert rc == 0 and "resuming a killed capture after its first pass (40 frames)" in log, log
+    assert _temps(tmp_path) == [] and not early.exists()
+    assert sorted(q.name for q in out.iterdir()) == sorted(q.name for q in (clip / "cap").iterdir())
+    from avatar3d.io.captureset import CaptureSet
+
+    a, b = CaptureSet.load(out), CaptureSet.load(clip / "cap")
+    assert a.n_frames == b.n_frames == 40
+    for k in ("rotation", "translation", "landmarks2d", "expression"):
+        assert np.allclose(getattr(a, k), getattr(b, k), atol=1e-4), k

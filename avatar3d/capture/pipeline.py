@@ -4,7 +4,8 @@ Pass 1 streams the frames once (never the whole video in memory): store each fra
 478 landmarks, segment the person, write the person (and region) masks, accumulate the background
 plate. Then the rigid head tracking (canonical shape, focal, smooth poses), the per-frame signals, the
 region masks of frames whose face was lost (from interpolated landmarks), audio and its features.
-Everything is written into a temp sibling of ``out_dir`` renamed into place only on success.
+Everything is written into a temp sibling of ``out_dir`` renamed into place only on success; a capture
+killed after the streaming pass is resumed from there by the next run (avatar3d/capture/resume.py).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def run_capture(
     from ..audio import audio_energy, frame_features, load_audio
     from ..io.atomic import atomic_dir
     from ..io.captureset import CaptureSet, write_audio_features, write_tracking, write_transforms
-    from ..io.media import iter_frames, probe_video, write_audio, write_image
+    from ..io.media import probe_video, write_audio, write_image
+    from .resume import drop_pass1, find_partial, load_pass1, pass1_key, save_pass1
 
     cfg = config or CaptureConfig()
     cfg.validate()
@@ -138,70 +140,34 @@ def run_capture(
     n_est = math.ceil(info.n_frames / cfg.stride)
     if cfg.max_frames is not None:
         n_est = min(n_est, int(cfg.max_frames))
-    bg_every = max(1, n_est // int(cfg.background_frames))
     fps = info.fps / cfg.stride
-    reacquire = max(1, round(cfg.reacquire_after_s * fps))
-    q = int(cfg.jpeg_quality)
     timings: dict[str, float] = {}  # seconds per stage, stored in transforms.json
 
-    with atomic_dir(out_dir) as tmp, _progress(progress) as bar:
+    key = pass1_key(video, cfg)
+    partial = find_partial(out_dir, key)  # a killed capture of this video got past pass 1
+    with atomic_dir(out_dir, adopt=partial) as tmp, _progress(progress) as bar:
         tmp = Path(tmp)
         dirs = ["images", "masks"] + (
             [f"masks_{k}" for k in ("face", "head", "torso", "mouth")] if cfg.region_masks else []
         )
         for d in dirs:
-            (tmp / d).mkdir()
-        p1 = _Pass1()
-        plate = BackgroundPlate(W, H, cfg.background_margin)
-        selector = SubjectSelector(W, H, reacquire, source=str(video))
-        tracker = FeatureTracker(W, H, refine=cfg.track_refine) if cfg.feature_tracks else None
-        task = bar.add_task("capture: landmarks + masks", total=n_est)
-        with (
-            FaceLandmarker(
-                cfg.max_num_faces,
-                cfg.min_detection_confidence,
-                cfg.min_tracking_confidence,
-                static_image_mode=not cfg.landmark_tracking,
-            ) as lmk,
-            PersonSegmenter(cfg.mask_threshold) as seg,
-            _BackgroundWriter(write_image) as writer,
-        ):
-            frames = iter_frames(video, size=(W, H), stride=cfg.stride, max_frames=cfg.max_frames)
-            clock = time.perf_counter()
-            for i, frame in enumerate(frames):  # frame: (H, W, 3) uint8
-                clock = _tick(timings, "decode", clock)
-                writer.submit(tmp / "images" / f"{i:06d}.jpg", frame, quality=q)
-                clock = _tick(timings, "write", clock)
-                faces = lmk.detect(frame)
-                subject = selector.select(faces, i)
-                clock = _tick(timings, "landmarks", clock)
-                person = seg.mask(frame)  # (H, W) uint8 0/255
-                clock = _tick(timings, "segmentation", clock)
-                writer.submit(tmp / "masks" / f"{i:06d}.png", person)
-                if i % bg_every == 0:
-                    plate.update(frame, person)
-                p1.n_faces.append(len(faces))
-                p1.valid.append(subject is not None)
-                p1.points.append(subject if subject is not None else np.zeros((N_LANDMARKS, 3), np.float32))
-                regions = None
-                if subject is not None and (cfg.region_masks or tracker is not None):
-                    regions = region_masks(subject[:, :2], person)
-                if regions is not None and cfg.region_masks:
-                    _write_regions(tmp, i, regions, writer.submit)
-                clock = _tick(timings, "masks+plate", clock)
-                if tracker is not None:
-                    tracker.update(
-                        frame,
-                        None if subject is None else subject[:, :2],
-                        None if regions is None else regions["head"],
-                    )
-                    clock = _tick(timings, "feature tracks", clock)
-                bar.advance(task)
-        T = len(p1.valid)
+            (tmp / d).mkdir(exist_ok=True)
+        saved = load_pass1(tmp, key) if partial is not None else None
+        if saved is None:
+            p1, plate_img, tracks = _stream_pass(video, tmp, cfg, W, H, n_est, fps, bar, timings)
+            p1v, p1p, p1n = np.array(p1.valid, bool), _stack(p1.points), np.array(p1.n_faces, np.int64)
+            if len(p1v):
+                save_pass1(tmp, key, p1p, p1v, p1n, plate_img, tracks, timings)
+        else:
+            p1p, p1v, p1n, plate_img, tracks, done = saved
+            timings.update(done)
+            warnings.warn(f"{out_dir}: resuming a killed capture after its first pass ({len(p1v)} frames)",
+                          RuntimeWarning, stacklevel=2)
+        T = len(p1v)
         if T == 0:
             raise MediaError(f"{video}: no frames decoded")
-        valid = np.array(p1.valid, bool)
-        points = np.stack(p1.points).astype(np.float64)  # (T, 478, 3)
+        valid = p1v
+        points = p1p.astype(np.float64)  # (T, 478, 3)
         if not valid.any():
             raise NoFaceError(f"no face found in {video}")
         if valid.mean() < cfg.min_valid_fraction:
@@ -209,7 +175,6 @@ def run_capture(
                 f"a face was found in only {valid.sum()} of {T} frames of {video} "
                 f"(min_valid_fraction = {cfg.min_valid_fraction:g})"
             )
-        bar.update(task, total=T, completed=T)
 
         task2 = bar.add_task("capture: head tracking", total=4)
         clock = time.perf_counter()
@@ -217,7 +182,6 @@ def run_capture(
         fit = build_canonical(points, valid, cfg.canonical_iterations)
         bar.advance(task2)
         breaks = motion_breaks(obs2d, valid)
-        tracks = tracker.result() if tracker is not None else None
         rigid = fit_rigid(fit, obs2d, valid, W, H, cfg, breaks=breaks, tracks=tracks)
         bar.advance(task2)
         lm3d, lm2d = pose_free_landmarks(fit, rigid, obs2d, valid, W, H)
@@ -230,7 +194,7 @@ def run_capture(
             for i in np.flatnonzero(~valid):  # region masks from interpolated landmarks
                 person = read_image(tmp / "masks" / f"{i:06d}.png", "L")
                 _write_regions(tmp, int(i), region_masks(lm2d[i], person), write_image)
-        write_image(tmp / "background.png", plate.result())
+        write_image(tmp / "background.png", plate_img)
         clock = _tick(timings, "masks+plate", clock)
         bar.advance(task2)
         morphable = None
@@ -299,7 +263,7 @@ def run_capture(
             "stride": int(cfg.stride),
             "source_size": [int(info.width), int(info.height)],
             "masks": ["face", "head", "torso", "mouth"] if cfg.region_masks else [],
-            "faces_max": int(max(p1.n_faces)),
+            "faces_max": int(p1n.max()),
             "valid_frames": int(valid.sum()),
             "motion_breaks": np.flatnonzero(breaks).tolist(),
             "reprojection_error_px_median": float(np.nanmedian(rigid.errors)),
@@ -312,6 +276,7 @@ def run_capture(
             "speech_model": speech_meta,
             "config": cfg.to_dict(),
         }
+        drop_pass1(tmp)  # the resume state is no part of the capture
         write_transforms(
             tmp / "transforms.json",
             width=W,
@@ -328,6 +293,70 @@ def run_capture(
             extra=extra,
         )
     return CaptureSet.load(out_dir)
+
+
+def _stream_pass(video: Path, tmp: Path, cfg: CaptureConfig, W: int, H: int, n_est: int, fps: float, bar,
+                 timings: dict[str, float]):
+    """Pass 1 over the frames: store frames and masks in ``tmp``, collect landmarks, feature tracks
+    and the background plate. Returns (_Pass1, plate (H, W, 3) uint8 or None when no frame was decoded,
+    FeatureTracks or None)."""
+    from ..io.media import iter_frames, write_image
+
+    bg_every = max(1, n_est // int(cfg.background_frames))
+    reacquire = max(1, round(cfg.reacquire_after_s * fps))
+    q = int(cfg.jpeg_quality)
+    p1 = _Pass1()
+    plate = BackgroundPlate(W, H, cfg.background_margin)
+    selector = SubjectSelector(W, H, reacquire, source=str(video))
+    tracker = FeatureTracker(W, H, refine=cfg.track_refine) if cfg.feature_tracks else None
+    task = bar.add_task("capture: landmarks + masks", total=n_est)
+    with (
+        FaceLandmarker(
+            cfg.max_num_faces,
+            cfg.min_detection_confidence,
+            cfg.min_tracking_confidence,
+            static_image_mode=not cfg.landmark_tracking,
+        ) as lmk,
+        PersonSegmenter(cfg.mask_threshold) as seg,
+        _BackgroundWriter(write_image) as writer,
+    ):
+        frames = iter_frames(video, size=(W, H), stride=cfg.stride, max_frames=cfg.max_frames)
+        clock = time.perf_counter()
+        for i, frame in enumerate(frames):  # frame: (H, W, 3) uint8
+            clock = _tick(timings, "decode", clock)
+            writer.submit(tmp / "images" / f"{i:06d}.jpg", frame, quality=q)
+            clock = _tick(timings, "write", clock)
+            faces = lmk.detect(frame)
+            subject = selector.select(faces, i)
+            clock = _tick(timings, "landmarks", clock)
+            person = seg.mask(frame)  # (H, W) uint8 0/255
+            clock = _tick(timings, "segmentation", clock)
+            writer.submit(tmp / "masks" / f"{i:06d}.png", person)
+            if i % bg_every == 0:
+                plate.update(frame, person)
+            p1.n_faces.append(len(faces))
+            p1.valid.append(subject is not None)
+            p1.points.append(subject if subject is not None else np.zeros((N_LANDMARKS, 3), np.float32))
+            regions = None
+            if subject is not None and (cfg.region_masks or tracker is not None):
+                regions = region_masks(subject[:, :2], person)
+            if regions is not None and cfg.region_masks:
+                _write_regions(tmp, i, regions, writer.submit)
+            clock = _tick(timings, "masks+plate", clock)
+            if tracker is not None:
+                tracker.update(
+                    frame,
+                    None if subject is None else subject[:, :2],
+                    None if regions is None else regions["head"],
+                )
+                clock = _tick(timings, "feature tracks", clock)
+            bar.advance(task)
+    bar.update(task, total=len(p1.valid), completed=len(p1.valid))
+    return p1, plate.result() if p1.valid else None, tracker.result() if tracker is not None else None
+
+
+def _stack(points: list) -> np.ndarray:
+    return np.stack(points) if points else np.zeros((0, N_LANDMARKS, 3), np.float32)
 
 
 def load_speech_model(cfg: CaptureConfig):

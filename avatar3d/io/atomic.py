@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_file", "remove_stale_temps", "temp_sibling"]
+__all__ = ["atomic_dir", "atomic_file", "remove_stale_temps", "stale_temps", "temp_sibling"]
 
 #: a temp sibling whose writer cannot be checked (no pid in its name, or another machine's) is stale
 #: once it has not been modified for this long
@@ -71,6 +71,22 @@ def _is_stale(entry: os.DirEntry, m: re.Match, now: float) -> bool:
         return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AGE_S
     except OSError:
         return False
+
+
+def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """The stale ``.tmp-`` siblings of ``path`` (left by killed writers of this very output), not removed."""
+    target = Path(path)
+    now = time.time()
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        m = _TEMP.fullmatch(entry.name)
+        if m is not None and m["name"] == target.name and m["kind"] == "tmp" and _is_stale(entry, m, now):
+            out.append(Path(entry.path))
+    return out
 
 
 def remove_stale_temps(directory: str | os.PathLike[str], force: bool = False) -> list[Path]:
@@ -139,8 +155,11 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], adopt: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """Yield an empty temp sibling directory; on success it becomes ``path``.
+
+    ``adopt``: a stale temp sibling of ``path`` (see :func:`stale_temps`) to continue in, instead of
+    an empty directory (renamed to this process's temp name first, so nothing else removes it).
 
     An existing ``path`` (file or directory) is replaced only after the body finished without
     exception; on any exception (``BaseException``, so also ``KeyboardInterrupt``) the temp
@@ -148,9 +167,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target.parent)
     tmp = temp_sibling(target)
-    tmp.mkdir()
+    if adopt is not None:
+        os.replace(adopt, tmp)
+    remove_stale_temps(target.parent)
+    if adopt is None:
+        tmp.mkdir()
     try:
         yield tmp
     except BaseException:

@@ -1,0 +1,117 @@
+"""Kill figures: what a ``kill -9`` at a random moment of ``capture``, ``fit`` and ``render`` costs.
+
+For each stage the CLI command is first run once uninterrupted (D seconds). Each trial then starts
+the same command afresh, sends SIGKILL after a uniformly random t in [0.1 D, 0.9 D], and runs the
+same command again to completion (R seconds). Reported per trial: t, R, the seconds lost
+``t + R - D`` (work redone plus restart overhead), and for ``fit`` the step it resumed from and the
+seconds of training since the checkpoint it resumed from (what the kill threw away).
+
+    python benchmarks/bench_crash.py --video ../shared/data/talk_b.mp4 --trials 3 --out /tmp/bench_crash
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ, AVATAR3D_QUIET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "avatar3d.cli", *args]
+
+
+def _run(args: list[str]) -> tuple[float, str]:
+    t0 = time.time()
+    p = subprocess.run(_cli(args), check=False, capture_output=True, text=True, env=_env())
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
+    return time.time() - t0, p.stdout + p.stderr
+
+
+def _killed(args: list[str], after: float, work: Path | None) -> dict:
+    """Start, SIGKILL after ``after`` s; what the checkpoint in ``work`` held at that moment."""
+    p = subprocess.Popen(_cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < after:
+        time.sleep(0.02)
+    at = time.time()
+    done = p.poll() is not None
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    out = {"kill_s": round(at - t0, 2), "finished_before_kill": done}
+    ck = work / "checkpoint.safetensors" if work else None
+    if ck is not None and ck.is_file():
+        out["checkpoint_age_s"] = round(at - ck.stat().st_mtime, 2)
+    return out
+
+
+def _trials(name: str, args: list[str], reset, D: float, n: int, rng: random.Random, work: Path | None) -> list[dict]:
+    rows = []
+    for _ in range(n):
+        reset()
+        k = _killed(args, rng.uniform(0.1 * D, 0.9 * D), work)
+        R, log = _run(args)
+        m = re.search(r"resuming from step (\d+)", log)
+        row = {**k, "rerun_s": round(R, 1), "lost_s": round(k["kill_s"] + R - D, 1)}
+        if m:
+            row["resumed_step"] = int(m.group(1))
+        if "resuming a killed capture" in log:
+            row["capture_resumed_after_pass1"] = True
+        rows.append(row)
+        print(name, row, flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--out", default="/tmp/bench_crash")
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--max-size", default="256")
+    ap.add_argument("--steps", default="200")
+    ap.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rng = random.Random(a.seed)
+    cfg = out / "fit.yaml"
+    cfg.write_text(f"preset: fast\ntrain: {{checkpoint_seconds: {a.checkpoint_seconds}}}\n")
+    cap, work, av, mp4 = out / "cap", out / "work", out / "avatar", out / "talk.mp4"
+    capture = ["capture", a.video, "-o", str(cap), "--max-size", a.max_size]
+    fit = ["fit", str(cap), "-o", str(av), "--config", str(cfg), "--steps", a.steps, "--workdir", str(work)]
+    render = ["render", str(av), "--audio", a.video, "-o", str(mp4)]
+    res: dict = {"args": vars(a), "stages": {}}
+    for name, args, reset, wd in (
+        ("capture", capture, lambda: shutil.rmtree(cap, ignore_errors=True), None),
+        ("fit", fit, lambda: shutil.rmtree(work, ignore_errors=True), work),
+        ("render", render, lambda: mp4.unlink(missing_ok=True), None),
+    ):
+        reset()
+        D, _ = _run(args)
+        print(name, "uninterrupted", round(D, 1), flush=True)
+        rows = _trials(name, args, reset, D, a.trials, rng, wd)
+        res["stages"][name] = {"uninterrupted_s": round(D, 1), "trials": rows}
+        (out / "crash.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -137,3 +137,19 @@ def test_a_directory_is_rescanned_only_after_a_while(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "RESCAN_S", 0.0)
     with pytest.warns(RuntimeWarning):
         assert atomic.remove_stale_temps(tmp_path) == [stale]
+
+
+def test_atomic_dir_can_continue_in_a_dead_writers_temp(tmp_path):
+    from avatar3d.io import atomic
+
+    target = tmp_path / "cap"
+    dead = tmp_path / f".cap.tmp-{_dead_pid()}-{atomic._HOST}-0123abcd"
+    (dead / "images").mkdir(parents=True)
+    (dead / "images" / "0.jpg").write_text("kept")
+    other = tmp_path / f".cap.tmp-{_dead_pid()}-{atomic._HOST}-4567abcd"
+    other.mkdir()
+    assert sorted(atomic.stale_temps(target)) == sorted([dead, other])
+    with pytest.warns(RuntimeWarning), atomic_dir(target, adopt=dead) as tmp:
+        assert (tmp / "images" / "0.jpg").read_text() == "kept" and not other.exists()
+        (tmp / "done").write_text("1")
+    assert _names(tmp_path) == ["cap"] and _names(target) == ["done", "images"]

@@ -91,17 +91,27 @@ class Resumed:
     def restore(self, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
                 generators: dict[str, torch.Generator]) -> None:
         """Load the saved optimiser and RNG states into freshly built ``optimizers``, ``rng`` and
-        ``generators`` (the global torch RNG is restored as well)."""
-        for name, opt in optimizers.items():
-            if name in self.optimizers:
-                opt.load_state_dict(self.optimizers[name])
-        if "numpy" in self.rng_state:
-            rng.bit_generator.state = self.rng_state["numpy"]
-        if "torch" in self.rng_tensors:
-            torch.set_rng_state(self.rng_tensors["torch"])
-        for name, gen in generators.items():
-            if name in self.rng_tensors:
-                gen.set_state(self.rng_tensors[name])
+        ``generators`` (the global torch RNG is restored as well). A state that does not fit them
+        sets the checkpoint aside (``.corrupt``) and raises a one-line FormatError: the next run
+        starts over."""
+        try:
+            for name, opt in optimizers.items():
+                if name in self.optimizers:
+                    opt.load_state_dict(self.optimizers[name])
+            if "numpy" in self.rng_state:
+                rng.bit_generator.state = self.rng_state["numpy"]
+            if "torch" in self.rng_tensors:
+                torch.set_rng_state(self.rng_tensors["torch"])
+            for name, gen in generators.items():
+                if name in self.rng_tensors:
+                    gen.set_state(self.rng_tensors[name])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            where = self.path if self.path is not None else "checkpoint"
+            if self.path is not None and self.path.is_file():
+                _set_aside(self.path, "corrupt")
+            raise FormatError(
+                f"{where} does not fit this model ({str(e).splitlines()[0]}); set aside, run again to start over"
+            ) from None
 
 
 def _pack_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -254,7 +264,7 @@ def _restore(path: Path, meta: dict, tensors: dict[str, torch.Tensor], model) ->
         if "bind_calls" in state:
             model._bind_calls = int(state["bind_calls"])
         step = int(meta["step"])
-    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise ValueError(f"incomplete or inconsistent contents: {str(e).splitlines()[0]}") from None
     rng_tensors = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return Resumed(step, opts, tensors.get("acc.grad"), state.get("scalars", {}), path, state.get("rng", {}),

@@ -102,3 +102,16 @@ def test_a_checkpoint_of_the_older_format_is_not_resumed(tmp_path):
     said = []
     assert load_checkpoint(tmp_path / NAME, model, identity=IDENTITY, log=said.append) is None
     assert "older version" in said[0]
+
+
+def test_optimiser_state_that_does_not_fit_is_set_aside_with_one_line(tmp_path):
+    from avatar3d.errors import FormatError
+
+    model, opt, rng, _ = _setup()
+    _steps(model, opt, rng, torch.Generator(), 1)
+    save_checkpoint(tmp_path / NAME, model, 1, identity=IDENTITY, optimizers={"net": opt}, rng=rng)
+    res = load_checkpoint(tmp_path / NAME, model, identity=IDENTITY)
+    two_groups = torch.optim.Adam([{"params": [model[0].weight]}, {"params": [model[0].bias]}])
+    with pytest.raises(FormatError, match="does not fit this model.*run again") as e:
+        res.restore({"net": two_groups}, rng, {})
+    assert "\n" not in str(e.value) and (tmp_path / f"{NAME}.corrupt").is_file()

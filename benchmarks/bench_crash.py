@@ -61,11 +61,12 @@ def _killed(args: list[str], after: float, work: Path | None) -> dict:
     return out
 
 
-def _trials(name: str, args: list[str], reset, D: float, n: int, rng: random.Random, work: Path | None) -> list[dict]:
+def _trials(name: str, args: list[str], reset, D: float, n: int, rng: random.Random, work: Path | None,
+            window: tuple[float, float]) -> list[dict]:
     rows = []
     for _ in range(n):
         reset()
-        k = _killed(args, rng.uniform(0.1 * D, 0.9 * D), work)
+        k = _killed(args, rng.uniform(window[0] * D, window[1] * D), work)
         R, log = _run(args)
         m = re.search(r"resuming from step (\d+)", log)
         row = {**k, "rerun_s": round(R, 1), "lost_s": round(k["kill_s"] + R - D, 1)}
@@ -87,10 +88,16 @@ def main() -> None:
     ap.add_argument("--steps", default="200")
     ap.add_argument("--checkpoint-seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stages", default="capture,fit,render", help="comma-separated subset (fit needs the capture, "
+                    "render the avatar: kept in --out from an earlier run)")
+    ap.add_argument("--window", type=float, nargs=2, default=(0.1, 0.9), metavar=("LO", "HI"),
+                    help="kill at a uniform moment in [LO D, HI D] (default 0.1 0.9)")
     a = ap.parse_args()
     out = Path(a.out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    stages = a.stages.split(",")
+    if "capture" in stages:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(a.seed)
     cfg = out / "fit.yaml"
     cfg.write_text(f"preset: fast\ntrain: {{checkpoint_seconds: {a.checkpoint_seconds}}}\n")
@@ -104,12 +111,14 @@ def main() -> None:
         ("fit", fit, lambda: shutil.rmtree(work, ignore_errors=True), work),
         ("render", render, lambda: mp4.unlink(missing_ok=True), None),
     ):
+        if name not in stages:
+            continue
         reset()
         D, _ = _run(args)
         print(name, "uninterrupted", round(D, 1), flush=True)
-        rows = _trials(name, args, reset, D, a.trials, rng, wd)
+        rows = _trials(name, args, reset, D, a.trials, rng, wd, tuple(a.window))
         res["stages"][name] = {"uninterrupted_s": round(D, 1), "trials": rows}
-        (out / "crash.json").write_text(json.dumps(res, indent=1))
+        (out / f"crash_{'_'.join(stages)}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 
 

@@ -217,6 +217,9 @@ def load_checkpoint(
     ``<name>.stale`` and None is returned (``log`` says why).
     """
     path = Path(path)
+    # the fixed-name temp of versions before atomic checkpoints, left by a kill (fits of one workdir
+    # cannot overlap: avatar3d.workdir.WorkdirLock)
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
     n0 = int(getattr(model, "n", 0))
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for cand in (path, path.with_name(PREV)):

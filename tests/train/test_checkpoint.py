@@ -70,6 +70,7 @@ def test_garbage_everywhere_starts_from_scratch_with_the_model_untouched(tmp_pat
     model, *_ = _setup()
     (tmp_path / NAME).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (tmp_path / PREV).write_bytes(b"")
+    (tmp_path / f"{NAME}.tmp").write_bytes(b"left by an older version")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(RuntimeWarning):
         assert load_checkpoint(tmp_path / NAME, model, identity=IDENTITY) is None

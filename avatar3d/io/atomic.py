@@ -37,7 +37,9 @@ __all__ = ["atomic_dir", "atomic_file", "remove_stale_temps", "stale_temps", "te
 STALE_AGE_S = 6 * 3600.0
 _HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
 # .<name>.<kind>-<pid>-<host>-<8 hex><suffix>, or the older .<name>.<kind>-<8 hex><suffix>
-_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{4})-)?[0-9a-f]{8}(?P<sfx>\.[A-Za-z0-9]{1,8})?")
+_TEMP = re.compile(
+    r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{4})-)?[0-9a-f]{8}(?P<sfx>\.[A-Za-z0-9]{1,8})?"
+)
 #: a directory is scanned for stale temps at most once per this many seconds per process
 RESCAN_S = 60.0
 _scanned: dict[str, float] = {}  # directory -> when this process last cleaned it

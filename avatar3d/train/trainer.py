@@ -196,8 +196,8 @@ class _Checkpointer:
     wall time, and at the end (both intervals 0: never). ``save(step, **state)`` writes one."""
 
     def __init__(self, path: Path | None, t, identity: dict | None) -> None:
-        self.path, self.every, self.seconds, self.steps = path, t.checkpoint_every, t.checkpoint_seconds, t.steps
-        self.identity = identity
+        self.path, self.identity, self.steps = path, identity, t.steps
+        self.every, self.seconds = t.checkpoint_every, t.checkpoint_seconds
         self.enabled = path is not None and (self.every > 0 or self.seconds > 0)
         self.last = time.monotonic()
 
@@ -210,8 +210,9 @@ class _Checkpointer:
 
     def save(self, step: int, model, optimizers, rng, generators, grad_acc, scalars) -> None:
         if self.enabled:
+            scalars = json.loads(json.dumps(scalars, default=float))  # numpy scalars -> plain numbers
             save_checkpoint(self.path, model, step, identity=self.identity, optimizers=optimizers, rng=rng,
-                            generators=generators, grad_acc=grad_acc, scalars=json.loads(json.dumps(scalars, default=float)))
+                            generators=generators, grad_acc=grad_acc, scalars=scalars)
             self.last = time.monotonic()
 
 
@@ -271,7 +272,8 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         resumed.restore(optimizers, rng, generators)
         sc = resumed.scalars
         grad_acc = resumed.grad_acc if resumed.grad_acc is not None else grad_acc
-        acc_count, history, running = int(sc.get("acc_count", 0)), list(sc.get("history", [])), sc.get("running")
+        acc_count, running = int(sc.get("acc_count", 0)), sc.get("running")
+        history = list(sc.get("history", []))
         t0 -= float(sc.get("elapsed", 0.0))
     state = lambda: {"acc_count": acc_count, "running": running, "history": history,
                      "elapsed": time.time() - t0, "audio_stats": audio_stats}

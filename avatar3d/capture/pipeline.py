@@ -144,7 +144,7 @@ def run_capture(
     q = int(cfg.jpeg_quality)
     timings: dict[str, float] = {}  # seconds per stage, stored in transforms.json
 
-    with atomic_dir(out_dir) as tmp, _progress(progress) as bar:
+    with atomic_dir(out_dir, kind="capture") as tmp, _progress(progress) as bar:
         tmp = Path(tmp)
         dirs = ["images", "masks"] + (
             [f"masks_{k}" for k in ("face", "head", "torso", "mouth")] if cfg.region_masks else []

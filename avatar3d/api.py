@@ -19,6 +19,7 @@ from .models.gaussian_avatar import GaussianAvatar
 from .render.camera import Camera
 
 AUDIO_SR = 16000
+MIN_FRAMES = 10  # the fewest frames a capture may have to fit an avatar on
 CODE_CHUNK = 256  # frames of audio features computed at a time while rendering
 
 
@@ -231,6 +232,11 @@ class Avatar:
                     cs = run_capture(video, cap_dir, ccfg, progress=progress)
                     say(f"captured {cs.n_frames} frames in {time.time() - t0:.1f} s")
             _check_speech_capture(cs, cfg.capture.speech_model)
+            if cs.n_frames < MIN_FRAMES:
+                raise Avatar3DError(
+                    f"the capture has {cs.n_frames} frame(s); an avatar needs at least {MIN_FRAMES} "
+                    f"({MIN_FRAMES / cs.fps:.1f} s of video)"
+                )
             result = train(cs, cfg, workdir, progress=_progress_factory(progress), log=say)
         finally:
             if tmp is not None:

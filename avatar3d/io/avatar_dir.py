@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def write_avatar_dir(
         ok = cv2.imwrite(str(tmp / "background.png"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR))
         if not ok:
             raise FormatError(f"could not write the background plate into {path}")
+        _usual_permissions(tmp)
     return path
 
 
@@ -140,6 +142,8 @@ def validate_meta(meta: Any, where: Path) -> dict:
 
 def _tensor_shapes(f: Path, limit_rows: int) -> dict[str, tuple[int, ...]]:
     """Names and shapes of a safetensors file, read from its header only (nothing allocated)."""
+    if not os.access(f, os.R_OK):
+        raise FormatError(f"{f}: permission denied (the file is not readable by this user)")
     try:
         with safe_open(str(f), "pt") as st:
             shapes = {k: tuple(st.get_slice(k).get_shape()) for k in st.keys()}  # noqa: SIM118
@@ -170,6 +174,16 @@ def _read_image_checked(f: Path) -> np.ndarray:
     if bg is None:
         raise FormatError(f"{f} is not a readable image")
     return cv2.cvtColor(bg, cv2.COLOR_BGR2RGB)
+
+
+def _usual_permissions(directory: Path) -> None:
+    """safetensors writes owner-only files; give every file the permissions the user's umask gives
+    new files, so an avatar can be shared like any other folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in directory.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
 
 
 def read_avatar_dir(path: str | Path):

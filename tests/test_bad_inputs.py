@@ -417,3 +417,14 @@ def test_api_bad_inputs(ctx, tmp_path):
             failures.append(f"{name}: accepted")
     assert not failures, "\n".join(failures)
     assert (users / "keep.txt").read_text() == "mine"
+
+
+def test_saved_avatar_files_follow_the_umask(tmp_path):
+    """safetensors writes owner-only files; an avatar directory is shared like any other folder."""
+    old = os.umask(0o022)
+    try:
+        tiny_avatar(n=30).save(tmp_path / "av")
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "av").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f

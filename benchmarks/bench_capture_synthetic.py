@@ -28,7 +28,7 @@ Metrics (:mod:`avatar3d.synthetic.capture_truth`):
     python benchmarks/bench_capture_synthetic.py [--seconds 8] [--size 320] [--seed 0] [--keep DIR]
         [--true-focal] [--fov 18] [--max-yaw 15] [--gaussians 24000] [--reuse] [--set KEY=VALUE ...]
 
-Prints a Markdown table (BENCHMARKS.md, "Capture against synthetic ground truth") and writes the raw
+Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth") and writes the raw
 figures to ``benchmarks/results/``.
 """
 

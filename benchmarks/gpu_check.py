@@ -193,6 +193,8 @@ def table(result: dict[str, Any]) -> str:
             figures = ", ".join(f"{k} {_num(st['metrics'].get(k))}" for k in ("psnr", "ssim", "lpips", "lmd"))
         elif name == "build":
             figures = st.get("build_dir", "")
+        elif name == "raster" and st.get("rows"):
+            figures = f"{len(st['rows'])} cases against {st.get('against')}"
         figures = figures or st.get("error", "")
         lines.append(f"| {name} | {'yes' if st.get('ok') else 'NO'} | {st.get('seconds', 0):.1f} | {figures} |")
     raster = result["stages"].get("raster", {})

@@ -46,6 +46,7 @@ def test_unknown_stage_is_one_line(tmp_path) -> None:
     _one_error_line(_run("--dry-run", "--stages", "build,nonsense", "--out", str(tmp_path / "x.json")))
 
 
+@pytest.mark.slow  # ~30 s: a subprocess that imports torch, loads the kernels and times the reference
 def test_dry_run_builds_and_times_the_rasteriser_on_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     res = _run("--dry-run", "--stages", "build,raster", "--out", str(out))

@@ -16,8 +16,8 @@ exits 2 with one line, before any work. ``--dry-run`` runs the same code on CPU 
 (the CPU kernels against the PyTorch reference, a 2-second synthetic clip with the ``fast``
 preset), so this script can be checked on a machine without a GPU.
 
-    python benchmarks/gpu_check.py [--dry-run] [--steps 2000] [--clip talk_b] [--stages build,tests,raster,fit]
-        [--out FILE]
+    python benchmarks/gpu_check.py [--dry-run] [--steps 2000] [--clip talk_b]
+        [--stages build,tests,raster,fit] [--budget 470] [--out FILE]
 """
 
 from __future__ import annotations
@@ -65,8 +65,17 @@ def stage_tests(dry_run: bool, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         junit = Path(tmp) / "kernels.xml"
         select = ["-k", "constants_header or import_does_not_compile"] if dry_run else ["-m", "gpu"]
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "tests/render/test_kernels.py", *select, f"--junitxml={junit}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/render/test_kernels.py",
+            *select,
+            f"--junitxml={junit}",
+        ]
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         if junit.is_file():
@@ -74,8 +83,13 @@ def stage_tests(dry_run: bool, timeout: float) -> dict[str, Any]:
             suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
             counts = {k: int(suite.get(k, 0)) for k in counts}
     bad = counts["failures"] + counts["errors"]
-    out = {"ok": res.returncode == 0 and bad == 0, "passed": counts["tests"] - bad - counts["skipped"],
-           "failed": bad, "skipped": counts["skipped"], "command": " ".join(cmd[2:])}
+    out = {
+        "ok": res.returncode == 0 and bad == 0,
+        "passed": counts["tests"] - bad - counts["skipped"],
+        "failed": bad,
+        "skipped": counts["skipped"],
+        "command": " ".join(cmd[2:]),
+    }
     if not out["ok"]:
         out["output_tail"] = _tail(res.stdout + res.stderr)
     return out
@@ -90,8 +104,11 @@ def _agreement(a, b, scene, vm, K, size: int, device: str) -> dict[str, float]:
         ra = a(*args, vm.to(device), K.to(device), size, size)
         rb = b(*args, vm.to(device), K.to(device), size, size)
     dc, da = (ra.colors - rb.colors).abs(), (ra.alphas - rb.alphas).abs()
-    return {"colors_mean_abs": dc.mean().item(), "colors_max_abs": dc.max().item(),
-            "alphas_mean_abs": da.mean().item()}
+    return {
+        "colors_mean_abs": dc.mean().item(),
+        "colors_max_abs": dc.max().item(),
+        "alphas_mean_abs": da.mean().item(),
+    }
 
 
 def stage_raster(device: str, dry_run: bool, repeats: int) -> dict[str, Any]:
@@ -135,8 +152,14 @@ def stage_raster(device: str, dry_run: bool, repeats: int) -> dict[str, Any]:
 
 def _cli(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", CLI, *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=timeout, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return res, time.perf_counter() - t0
 
 
@@ -157,14 +180,37 @@ def stage_fit(dry_run: bool, clip: str, steps: int, workdir: Path, deadline: flo
             return {"ok": False, "error": f"{video} is absent (the fit stage needs ../shared/data)"}
         preset, eval_extra = "quality", []
     out: dict[str, Any] = {"clip": str(video), "preset": preset, "steps": steps}
-    fit, out["fit_s"] = _cli(["fit", str(video), "-o", str(workdir / "avatar"), "--preset", preset,
-                              "--steps", str(steps), "--workdir", str(workdir / "work")],
-                              max(30.0, deadline - time.perf_counter() - 60))
+    fit, out["fit_s"] = _cli(
+        [
+            "fit",
+            str(video),
+            "-o",
+            str(workdir / "avatar"),
+            "--preset",
+            preset,
+            "--steps",
+            str(steps),
+            "--workdir",
+            str(workdir / "work"),
+        ],
+        max(30.0, deadline - time.perf_counter() - 60),
+    )
     if fit.returncode != 0:
         return {**out, "ok": False, "error": "fit failed", "output_tail": _tail(fit.stdout + fit.stderr)}
     report = workdir / "eval.json"
-    ev, out["eval_s"] = _cli(["eval", str(workdir / "avatar"), "--video", str(video), "--heldout-only",
-                              "-o", str(report), *eval_extra], max(30.0, deadline - time.perf_counter()))
+    ev, out["eval_s"] = _cli(
+        [
+            "eval",
+            str(workdir / "avatar"),
+            "--video",
+            str(video),
+            "--heldout-only",
+            "-o",
+            str(report),
+            *eval_extra,
+        ],
+        max(30.0, deadline - time.perf_counter()),
+    )
     if ev.returncode != 0 or not report.is_file():
         return {**out, "ok": False, "error": "eval failed", "output_tail": _tail(ev.stdout + ev.stderr)}
     rep = json.loads(report.read_text())
@@ -196,13 +242,20 @@ def table(result: dict[str, Any]) -> str:
         elif name == "raster" and st.get("rows"):
             figures = f"{len(st['rows'])} cases against {st.get('against')}"
         figures = figures or st.get("error", "")
-        lines.append(f"| {name} | {'yes' if st.get('ok') else 'NO'} | {st.get('seconds', 0):.1f} | {figures} |")
+        lines.append(
+            f"| {name} | {'yes' if st.get('ok') else 'NO'} | {st.get('seconds', 0):.1f} | {figures} |"
+        )
     raster = result["stages"].get("raster", {})
     rows = raster.get("rows") or []
     if rows:
         keys = [k for k in rows[0] if k.endswith("_ms") or k.startswith("colors_mean")]
-        lines += ["", f"Rasteriser against {raster.get('against')} (median ms):", "",
-                  "| N | image | cameras | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+        lines += [
+            "",
+            f"Rasteriser against {raster.get('against')} (median ms):",
+            "",
+            "| N | image | cameras | " + " | ".join(keys) + " |",
+            "|---|---|---|" + "---|" * len(keys),
+        ]
         for r in rows:
             cells = " | ".join(_num(r.get(k)) for k in keys)
             lines.append(f"| {r['n'] // 1000}k | {r['size']}² | {r['cameras']} | {cells} |")
@@ -214,23 +267,36 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true", help="run on CPU at toy sizes (checks this script)")
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default 2000; dry run 4)")
     ap.add_argument("--clip", default="talk_b", help="shared clip for the fit stage (default talk_b)")
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    ap.add_argument(
+        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES)
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per rasteriser figure")
-    ap.add_argument("--budget", type=float, default=470.0,
-                    help="seconds for the whole run; the fit and eval are cut at its end (default 470)")
-    ap.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/gpu_check.json)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=470.0,
+        help="seconds for the whole run; the fit and eval are cut at its end (default 470)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default benchmarks/results/gpu_check.json)"
+    )
     a = ap.parse_args()
     stages = [s for s in a.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        print(f"gpu_check: error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
-              file=sys.stderr)
+        print(
+            f"gpu_check: error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
+            file=sys.stderr,
+        )
         return 2
     import torch
 
     if not a.dry_run and not torch.cuda.is_available():
-        print(f"gpu_check: error: CUDA is not available to torch {torch.__version__} (a CUDA build of torch "
-              "and a GPU are needed; --dry-run checks this script on CPU)", file=sys.stderr)
+        print(
+            f"gpu_check: error: CUDA is not available to torch {torch.__version__} (a CUDA build of torch "
+            "and a GPU are needed; --dry-run checks this script on CPU)",
+            file=sys.stderr,
+        )
         return 2
     device = "cpu" if a.dry_run else "cuda"
     steps = a.steps or (4 if a.dry_run else 2000)
@@ -262,7 +328,9 @@ def main() -> int:
 
     write_results("gpu_check", result, path=out)
     print(table(result))
-    print(f"\ngpu_check: {'all stages passed' if result['ok'] else 'FAILED'} in {result['total_seconds']:.0f} s")
+    print(
+        f"\ngpu_check: {'all stages passed' if result['ok'] else 'FAILED'} in {result['total_seconds']:.0f} s"
+    )
     return 0 if result["ok"] else 1
 
 

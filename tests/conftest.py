@@ -63,7 +63,11 @@ def pytest_runtest_logreport(report) -> None:
 
 
 def pytest_runtest_setup(item) -> None:
-    if _fast_lane_failed and item.get_closest_marker("slow") and os.environ.get("AVATAR3D_FAST_LANE_GATE") == "1":
+    if (
+        _fast_lane_failed
+        and item.get_closest_marker("slow")
+        and os.environ.get("AVATAR3D_FAST_LANE_GATE") == "1"
+    ):
         pytest.skip("a fast-lane test failed (AVATAR3D_FAST_LANE_GATE=1): slow tests not run")
 
 

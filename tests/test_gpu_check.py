@@ -18,8 +18,15 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 def _run(*args: str, python: str = sys.executable, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": python, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _one_error_line(res: subprocess.CompletedProcess) -> str:

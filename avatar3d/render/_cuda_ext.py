@@ -285,8 +285,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_out = _grad_or_zeros(v_out, T_final.shape + (colors.shape[-1],), colors)
         v_alphas = _grad_or_zeros(v_alphas, T_final.shape + (1,), colors)
         v_means2d, v_conics, v_colors, v_opacities = ctx.mod.raster_bwd(
-            means2d, conics, colors, opacities, flatten_ids, offsets, *ctx.cfg, T_final, last_ids,
-            v_out, v_alphas,
+            means2d,
+            conics,
+            colors,
+            opacities,
+            flatten_ids,
+            offsets,
+            *ctx.cfg,
+            T_final,
+            last_ids,
+            v_out,
+            v_alphas,
         )
         return None, v_means2d, v_conics, v_colors, v_opacities, None, None, None, None, None
 
@@ -319,9 +328,17 @@ def project_gaussians(
     mod = module_for(means.device)
     dt = means.dtype
     return _ProjectGaussians.apply(
-        mod, means.contiguous(), quats.to(dt).contiguous(), scales.to(dt).contiguous(),
-        viewmats.detach().to(dt).contiguous(), Ks.detach().to(dt).contiguous(),
-        int(width), int(height), float(near_plane), float(far_plane), float(eps2d),
+        mod,
+        means.contiguous(),
+        quats.to(dt).contiguous(),
+        scales.to(dt).contiguous(),
+        viewmats.detach().to(dt).contiguous(),
+        Ks.detach().to(dt).contiguous(),
+        int(width),
+        int(height),
+        float(near_plane),
+        float(far_plane),
+        float(eps2d),
     )
 
 
@@ -341,8 +358,12 @@ def isect_tiles(
     mod = module_for(means2d.device)
     return tuple(
         mod.isect_tiles(
-            means2d.contiguous(), radii.to(torch.int32).contiguous(), depths.to(means2d.dtype).contiguous(),
-            int(width), int(height), int(tile_size),
+            means2d.contiguous(),
+            radii.to(torch.int32).contiguous(),
+            depths.to(means2d.dtype).contiguous(),
+            int(width),
+            int(height),
+            int(tile_size),
         )
     )
 
@@ -369,9 +390,16 @@ def rasterize_to_pixels(
     D = colors.shape[-1]
     feats = torch.cat([colors.to(dt), depths.to(dt)[..., None]], dim=-1).contiguous()  # (C, N, D+1)
     out, alphas = _RasterizeToPixels.apply(
-        mod, means2d.contiguous(), conics.to(dt).contiguous(), feats, opacities.to(dt).contiguous(),
-        flatten_ids.to(torch.int32).contiguous(), tile_offsets.to(torch.int32).contiguous(),
-        int(width), int(height), int(tile_size),
+        mod,
+        means2d.contiguous(),
+        conics.to(dt).contiguous(),
+        feats,
+        opacities.to(dt).contiguous(),
+        flatten_ids.to(torch.int32).contiguous(),
+        tile_offsets.to(torch.int32).contiguous(),
+        int(width),
+        int(height),
+        int(tile_size),
     )
     img, dep = out[..., :D], out[..., D:]
     if backgrounds is not None:

@@ -69,8 +69,9 @@ def test_second_load_does_not_rebuild_whatever_ninja_is_on_path(tmp_path) -> Non
         "from avatar3d.render import _cuda_ext as e; m = e.cpu_module(); "
         "print(e.build_dir('cpu')); print(m.__file__)"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     folder, module = res.stdout.split()
     assert Path(folder) == where and Path(module).parent == where

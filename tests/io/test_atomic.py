@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from avatar3d.io.outputs import MARKER, OutputError
 from avatar3d.io.atomic import atomic_dir, atomic_file
+from avatar3d.io.outputs import MARKER, OutputError
 
 
 def _names(d) -> list[str]:

@@ -22,9 +22,8 @@ DEMO_SIZE = 320
 
 def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: int = DEMO_SIZE, log=print) -> dict:
     from .api import Avatar
-    from .synthetic import make_talking_video, synth_speech
-
     from .io.outputs import MARKER, OutputError, has_marker, write_marker
+    from .synthetic import make_talking_video, synth_speech
 
     out = Path(out)
     if out.exists() and not out.is_dir():

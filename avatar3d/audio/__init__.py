@@ -12,18 +12,27 @@ from avatar3d.audio.features import (
     load_audio,
     log_mel,
 )
+from avatar3d.audio.phones import PhoneSegment, recognise_phones
 from avatar3d.audio.speech_model import SpeechFeatureExtractor
+from avatar3d.audio.visemes import VISEMES, StreamingVisemes, VisemeTrack, speech_features, viseme_track
 
 __all__ = [
     "HOP",
     "N_FFT",
     "N_MELS",
+    "PhoneSegment",
     "SR",
     "STEP_S",
     "SpeechFeatureExtractor",
+    "StreamingVisemes",
+    "VISEMES",
+    "VisemeTrack",
     "as_mono",
     "audio_energy",
     "frame_features",
     "load_audio",
     "log_mel",
+    "recognise_phones",
+    "speech_features",
+    "viseme_track",
 ]

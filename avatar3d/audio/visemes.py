@@ -193,7 +193,7 @@ class VisemeTrack:
 
     def to_json(self) -> dict:
         """The JSON document described in the module docstring (values rounded to 4 decimals)."""
-        r = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()  # noqa: E731
+        r = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
         return {"format": "avatar3d-visemes", "version": 1, "frontend": dict(self.frontend),
                 "fps": float(self.fps), "n_frames": len(self), "frame_time": "k / fps (frame centre)",
                 "visemes": list(VISEMES), "weights": r(self.weights), "voice": r(self.voice),

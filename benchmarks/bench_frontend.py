@@ -1,0 +1,220 @@
+"""Benchmark of the speech front end (avatar3d.audio.visemes) on one CPU core.
+
+Measures, on the shared clips and speech files (../shared/data) and on speech with known content:
+
+* speed: real-time factor of offline ``viseme_track`` (wall time / audio duration), one thread;
+* streaming: per-push processing time for 20 ms chunks, latency = look-ahead + 32 ms VAD block +
+  processing (95th percentile), and agreement of streamed rows with offline ones;
+* accuracy on known-timing speech: espeak-ng sentences (phone timing from forced alignment of the
+  known text) -> frame viseme accuracy (exact and +-1 frame), bilabial recall/precision; espeak-ng
+  isolated words between known silences -> vowel class and closure per word; the synthetic
+  subject's speech -> silence / speech agreement with its exact pauses;
+* non-English: viseme distribution on talk_de (German) next to talk_long_en (English);
+* bad audio: silence, noise, tone, music -> sil fraction and voice.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_frontend.py [--quick]``. Writes
+benchmarks/results/frontend.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "audio"))
+
+import numpy as np
+import torch
+
+from avatar3d.audio import VISEMES, StreamingVisemes, load_audio, speech_features, viseme_track
+from avatar3d.audio.coarticulation import hard_visemes
+from avatar3d.audio.phones import align_phones
+from avatar3d.errors import Avatar3DError
+
+DATA = ROOT.parent / "shared" / "data"
+CLIPS = ["talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_de.mp4", "talk_long_en.mp4",
+         "speech_a_44k_stereo.wav", "speech_b_16k_60s.wav"]
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog while my mother reads a book",
+    "please pass me the blue cup of warm milk before we go out to the park",
+    "she sells sea shells by the sea shore and food at the market on monday",
+    "bob moved the heavy boxes from the big room to the boat by the pier",
+    "my brother bought five maps of the moon and a bright blue balloon",
+    "we should meet at the beach when the weather is warm and sunny",
+]
+VOICES = ["en-us", "en-us+f3", "en-gb", "en-us+m3"]
+SR, FPS = 16000, 25.0
+V = {v: i for i, v in enumerate(VISEMES)}
+
+
+def speed_and_streaming(name: str, wave: np.ndarray) -> dict:
+    t0, c0 = time.perf_counter(), time.process_time()
+    off = speech_features(wave, FPS)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = StreamingVisemes(FPS, lookahead=0.2)
+    chunk, times, parts = int(0.02 * SR), [], []
+    for i in range(0, wave.size, chunk):
+        t1 = time.perf_counter()
+        parts.append(s.push(wave[i:i + chunk]))
+        times.append(time.perf_counter() - t1)
+    parts.append(s.flush())
+    on = np.concatenate(parts)
+    times = np.array(times)
+    dom = off[:, :15].argmax(1)
+    return {
+        "clip": name, "seconds": round(wave.size / SR, 2), "offline_s": round(wall, 3),
+        "rtf": round(wall / (wave.size / SR), 4), "cpu_s": round(cpu, 3),
+        "rtf_cpu": round(cpu / (wave.size / SR), 4),
+        "stream_rtf": round(times.sum() / (wave.size / SR), 4),
+        "push_ms_mean": round(1000 * times.mean(), 2), "push_ms_p95": round(1000 * np.percentile(times, 95), 2),
+        "push_ms_max": round(1000 * times.max(), 1),
+        "latency_ms_p95": round(1000 * (s.latency + np.percentile(times, 95)), 1),
+        "stream_same_dominant": round(float((on[:, :15].argmax(1) == dom).mean()), 4),
+        "stream_l1_mean": round(float(np.abs(on[:, :15] - off[:, :15]).sum(1).mean()), 4),
+        "stream_voice_loud_maxdiff": float(np.abs(on[:, 15:] - off[:, 15:]).max()),
+        "distribution": {v: round(float(x), 4) for v, x in zip(VISEMES, np.bincount(dom, minlength=15) / len(dom))},
+        "mean_weights": {v: round(float(x), 4) for v, x in zip(VISEMES, off[:, :15].mean(0))},
+        "closure_frames": round(float((off[:, V["PP"]] > 0.5).mean()), 4),
+        "voiced_frames": round(float((off[:, 15] > 0.5).mean()), 4),
+    }
+
+
+def sentence_accuracy(sentences: list[str], voices: list[str]) -> dict:
+    from espeak_speech import say
+
+    acc, tol, maj, rec, prec, n_fail = [], [], [], [], [], 0
+    for text in sentences:
+        for voice in voices:
+            w = say(text, voice)
+            try:
+                ref_segs = align_phones(w, SR, text)
+            except Avatar3DError:
+                n_fail += 1
+                continue
+            tr = viseme_track(w, SR, fps=FPS)
+            ref = hard_visemes(ref_segs, np.arange(len(tr)) / FPS)
+            pred = tr.weights.argmax(1)
+            sp = ref != V["sil"]
+            acc.append((pred == ref)[sp].mean())
+            tol.append(np.mean([pred[k] in ref[max(0, k - 1): k + 2] for k in np.nonzero(sp)[0]]))
+            maj.append(np.bincount(ref[sp]).max() / sp.sum())
+            near = np.zeros(len(tr), bool)
+            for s in ref_segs:
+                if s.phone in ("P", "B", "M"):
+                    k = np.arange(int((s.start - 0.04) * FPS), int((s.end + 0.04) * FPS) + 1)
+                    k = k[(k >= 0) & (k < len(tr))]
+                    rec.append(bool(tr.weights[k, V["PP"]].max() > 0.5))
+                    near[max(0, int((s.start - 0.08) * FPS)): int((s.end + 0.08) * FPS) + 1] = True
+            prec += list(near[tr.weights[:, V["PP"]] > 0.5])
+    return {"utterances": len(acc), "alignment_failures": n_fail,
+            "frame_accuracy": round(float(np.mean(acc)), 4), "frame_accuracy_pm1": round(float(np.mean(tol)), 4),
+            "majority_class_rate": round(float(np.mean(maj)), 4),
+            "bilabial_recall": round(float(np.mean(rec)), 4), "bilabials": len(rec),
+            "closure_precision": round(float(np.mean(prec)), 4) if prec else None}
+
+
+def word_accuracy(voices: list[str]) -> dict:
+    from espeak_speech import words_with_gaps
+
+    vowel_words = {"ah": "aa", "father": "aa", "hot": "aa", "food": "ou", "moon": "ou", "two": "ou",
+                   "see": "ih", "tea": "ih", "bed": "E", "go": "oh", "show": "oh"}
+    closures = ["papa", "mama", "baby", "happy", "maybe", "bob", "mop"]
+    vowel_ok, closure_ok, gap_sil = [], [], []
+    for voice in voices:
+        x, spans = words_with_gaps([*vowel_words, *closures], voice)
+        tr = viseme_track(x, SR, fps=FPS)
+        for w, a, b in spans:
+            span = tr.weights[int(np.ceil(a * FPS)): int(b * FPS) + 1]
+            if w in vowel_words:
+                vs = ["aa", "E", "ih", "oh", "ou"]
+                vowel_ok.append(vs[int(np.argmax([span[:, V[v]].sum() for v in vs]))] == vowel_words[w])
+            else:
+                closure_ok.append(bool(span[:, V["PP"]].max() > 0.5))
+        gaps = [(spans[i][2] + spans[i + 1][1]) / 2 for i in range(len(spans) - 1)]
+        gap_sil += [float(tr.weights[round(g * FPS), 0]) for g in gaps]
+    return {"vowel_class_accuracy": round(float(np.mean(vowel_ok)), 4), "vowel_words": len(vowel_ok),
+            "closure_recall": round(float(np.mean(closure_ok)), 4), "closure_words": len(closure_ok),
+            "gap_sil_min": round(min(gap_sil), 4)}
+
+
+def synthetic_subject() -> dict:
+    from avatar3d.synthetic.speech import synth_speech
+
+    out = []
+    for seed in range(3):
+        x = synth_speech(20.0, SR, seed=seed)
+        tr = viseme_track(x, SR, fps=FPS)
+        t = np.arange(len(tr)) / FPS
+        on = np.abs(x) > 1e-4
+        far = np.array([not on[max(0, int((s - 0.1) * SR)): int((s + 0.1) * SR)].any() for s in t])
+        core = np.array([on[max(0, int((s - 0.04) * SR)): int((s + 0.04) * SR)].all() for s in t])
+        out.append(((tr.weights[far, 0] > 0.9).mean(), (tr.weights[core, 0] < 0.5).mean()))
+    m = np.mean(out, axis=0)
+    return {"pause_frames_closed": round(float(m[0]), 4), "syllable_frames_open": round(float(m[1]), 4)}
+
+
+def bad_audio() -> dict:
+    rng = np.random.default_rng(0)
+    t = np.arange(5 * SR) / SR
+    cases = {"silence": np.zeros(t.size), "white_noise": 0.3 * rng.standard_normal(t.size),
+             "tone_440": 0.5 * np.sin(2 * np.pi * 440 * t),
+             "music": sum(0.2 * np.sin(2 * np.pi * f * t) * (np.sin(2 * np.pi * r * t) > 0)
+                          for f, r in ((262, 2.0), (330, 3.0), (392, 1.5), (523, 4.0)))}
+    out = {}
+    for k, x in cases.items():
+        tr = viseme_track(x.astype(np.float32), SR, fps=FPS)
+        out[k] = {"sil_mean": round(float(tr.weights[:, 0].mean()), 4), "voice_max": round(float(tr.voice.max()), 4)}
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = [("| clip | s | RTF offline (wall) | RTF offline (CPU time) | RTF stream | push p95 ms | latency p95 ms | stream = offline (dominant) "
+             "| L1 | closure frames | voiced |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["clips"]:
+        lines.append(f"| {r['clip']} | {r['seconds']} | {r['rtf']} | {r['rtf_cpu']} | {r['stream_rtf']} | {r['push_ms_p95']} | "
+                     f"{r['latency_ms_p95']} | {r['stream_same_dominant']} | {r['stream_l1_mean']} | "
+                     f"{r['closure_frames']} | {r['voiced_frames']} |")
+    lines += ["", "| known-timing speech | value |", "|---|---|"]
+    for group in ("sentences", "words", "synthetic"):
+        for k, v in res.get(group, {}).items():
+            lines.append(f"| {group}: {k} | {v} |")
+    lines += ["", "| bad audio | sil mean | voice max |", "|---|---|---|"]
+    for k, v in res["bad_audio"].items():
+        lines.append(f"| {k} | {v['sil_mean']} | {v['voice_max']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sentences and voices")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "frontend.json"))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    from espeak_speech import have_espeak
+
+    res: dict = {"threads": torch.get_num_threads(), "fps": FPS, "lookahead_s": 0.2, "clips": []}
+    speech_features(np.zeros(SR, np.float32), FPS)  # warm up (model loads)
+    for name in CLIPS if DATA.is_dir() else []:
+        r = speed_and_streaming(name, load_audio(DATA / name))
+        res["clips"].append(r)
+        print(f"{name}: RTF {r['rtf']}, stream agreement {r['stream_same_dominant']}", flush=True)
+    if have_espeak():
+        sents, voices = (SENTENCES[:2], VOICES[:2]) if a.quick else (SENTENCES, VOICES)
+        res["sentences"] = sentence_accuracy(sents, voices)
+        res["words"] = word_accuracy(voices)
+    res["synthetic"] = synthetic_subject()
+    res["bad_audio"] = bad_audio()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

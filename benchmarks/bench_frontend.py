@@ -10,6 +10,9 @@ Measures, on the shared clips and speech files (../shared/data) and on speech wi
   isolated words between known silences -> vowel class and closure per word; the synthetic
   subject's speech -> silence / speech agreement with its exact pauses;
 * non-English: viseme distribution on talk_de (German) next to talk_long_en (English);
+* real mouths: the speaker's inner-lip gap (MediaPipe) in frames the front end calls aa / PP / sil /
+  ou (in std units of the clip's gap), and its correlation with a viseme openness score, next to the
+  correlation with the loudness envelope;
 * bad audio: silence, noise, tone, music -> sil fraction and voice.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_frontend.py [--quick]``. Writes
@@ -84,6 +87,47 @@ def speed_and_streaming(name: str, wave: np.ndarray) -> dict:
         "closure_frames": round(float((off[:, V["PP"]] > 0.5).mean()), 4),
         "voiced_frames": round(float((off[:, 15] > 0.5).mean()), 4),
     }
+
+
+_OPEN = {"sil": 0, "PP": 0, "FF": .2, "TH": .3, "DD": .3, "kk": .3, "CH": .3, "SS": .2, "nn": .3, "RR": .4,
+         "aa": 1, "E": .7, "ih": .5, "oh": .8, "ou": .4}  # rough jaw opening per viseme
+
+
+def _best_r(x: np.ndarray, y: np.ndarray, max_lag: int = 3) -> tuple[float, int]:
+    best = (-2.0, 0)
+    for lag in range(-max_lag, max_lag + 1):
+        a, b = (x[lag:], y[:y.size - lag]) if lag >= 0 else (x[:lag], y[-lag:])
+        ok = np.isfinite(a) & np.isfinite(b)
+        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+        best = max(best, (r, lag))
+    return round(best[0], 4), best[1]
+
+
+def real_mouths(name: str) -> dict:
+    """The real speaker's inner-lip gap against the front end's visemes on the same clip."""
+    from avatar3d.audio import audio_energy
+    from avatar3d.eval.metrics import detect_landmarks
+    from avatar3d.eval.sync import mouth_opening
+    from avatar3d.io import iter_frames, probe_video
+
+    info = probe_video(DATA / name)
+    gap = mouth_opening(detect_landmarks(iter_frames(DATA / name)))  # (T,)
+    wave = load_audio(DATA / name)
+    tr = viseme_track(wave, SR, fps=info.fps, n_frames=gap.size)
+    ok = np.isfinite(gap)
+    z = (gap - np.nanmean(gap)) / np.nanstd(gap)
+    w = tr.weights
+    open_score = w @ np.array([_OPEN[v] for v in VISEMES])
+    sets = {"aa": w[:, V["aa"]] > 0.5, "PP": w[:, V["PP"]] > 0.5, "sil": w[:, V["sil"]] > 0.9,
+            "ou": w[:, V["ou"]] > 0.5}
+    mean_z = {k: (round(float(z[m & ok].mean()), 3) if (m & ok).sum() >= 3 else None) for k, m in sets.items()}
+    r_open, lag_open = _best_r(open_score, gap)
+    r_loud, lag_loud = _best_r(audio_energy(wave, SR, info.fps, gap.size).astype(np.float64), gap)
+    return {"clip": name, "frames": int(gap.size), "fps": info.fps,
+            "lip_gap_z_by_viseme": mean_z, "frames_by_viseme": {k: int((m & ok).sum()) for k, m in sets.items()},
+            "contrast_aa_minus_PP": (round(mean_z["aa"] - mean_z["PP"], 3)
+                                     if mean_z["aa"] is not None and mean_z["PP"] is not None else None),
+            "r_openness": r_open, "lag_openness": lag_open, "r_loudness_baseline": r_loud, "lag_loudness": lag_loud}
 
 
 def sentence_accuracy(sentences: list[str], voices: list[str]) -> dict:
@@ -185,6 +229,12 @@ def markdown(res: dict) -> str:
     for group in ("sentences", "words", "synthetic"):
         for k, v in res.get(group, {}).items():
             lines.append(f"| {group}: {k} | {v} |")
+    lines += ["", ("| real mouth vs visemes | lip gap z: aa | PP | sil | ou | aa - PP | r(openness, gap) | "
+              "r(loudness, gap) |"), "|---|---|---|---|---|---|---|---|"]
+    for r in res.get("real_mouths", []):
+        z = r["lip_gap_z_by_viseme"]
+        lines.append(f"| {r['clip']} | {z['aa']} | {z['PP']} | {z['sil']} | {z['ou']} | {r['contrast_aa_minus_PP']} | "
+                     f"{r['r_openness']} (lag {r['lag_openness']}) | {r['r_loudness_baseline']} (lag {r['lag_loudness']}) |")
     lines += ["", "| bad audio | sil mean | voice max |", "|---|---|---|"]
     for k, v in res["bad_audio"].items():
         lines.append(f"| {k} | {v['sil_mean']} | {v['voice_max']} |")
@@ -194,6 +244,7 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sentences and voices")
+    ap.add_argument("--no-mouths", action="store_true", help="skip the real-mouth comparison (MediaPipe)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "frontend.json"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -209,6 +260,11 @@ def main() -> None:
         sents, voices = (SENTENCES[:2], VOICES[:2]) if a.quick else (SENTENCES, VOICES)
         res["sentences"] = sentence_accuracy(sents, voices)
         res["words"] = word_accuracy(voices)
+    if DATA.is_dir() and not a.no_mouths:
+        res["real_mouths"] = []
+        for name in [c for c in CLIPS if c.endswith(".mp4")]:
+            res["real_mouths"].append(real_mouths(name))
+            print(name, res["real_mouths"][-1], flush=True)
     res["synthetic"] = synthetic_subject()
     res["bad_audio"] = bad_audio()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

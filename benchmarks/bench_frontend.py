@@ -63,11 +63,13 @@ def speed_and_streaming(name: str, wave: np.ndarray) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = StreamingVisemes(FPS, lookahead=0.2)
     chunk, times, parts = int(0.02 * SR), [], []
+    c0 = time.process_time()
     for i in range(0, wave.size, chunk):
         t1 = time.perf_counter()
         parts.append(s.push(wave[i:i + chunk]))
         times.append(time.perf_counter() - t1)
     parts.append(s.flush())
+    stream_cpu = time.process_time() - c0
     on = np.concatenate(parts)
     times = np.array(times)
     dom = off[:, :15].argmax(1)
@@ -76,6 +78,7 @@ def speed_and_streaming(name: str, wave: np.ndarray) -> dict:
         "rtf": round(wall / (wave.size / SR), 4), "cpu_s": round(cpu, 3),
         "rtf_cpu": round(cpu / (wave.size / SR), 4),
         "stream_rtf": round(times.sum() / (wave.size / SR), 4),
+        "stream_rtf_cpu": round(stream_cpu / (wave.size / SR), 4),
         "push_ms_mean": round(1000 * times.mean(), 2), "push_ms_p95": round(1000 * np.percentile(times, 95), 2),
         "push_ms_max": round(1000 * times.max(), 1),
         "latency_ms_p95": round(1000 * (s.latency + np.percentile(times, 95)), 1),
@@ -91,6 +94,20 @@ def speed_and_streaming(name: str, wave: np.ndarray) -> dict:
 
 _OPEN = {"sil": 0, "PP": 0, "FF": .2, "TH": .3, "DD": .3, "kk": .3, "CH": .3, "SS": .2, "nn": .3, "RR": .4,
          "aa": 1, "E": .7, "ih": .5, "oh": .8, "ou": .4}  # rough jaw opening per viseme
+
+
+def lookahead_sweep(name: str, wave: np.ndarray, lookaheads=(0.12, 0.2, 0.3, 0.5)) -> list[dict]:
+    """Agreement of streamed rows with offline ones for several look-aheads (20 ms chunks)."""
+    off = speech_features(wave, FPS)
+    out = []
+    for la in lookaheads:
+        s = StreamingVisemes(FPS, lookahead=la)
+        parts = [s.push(wave[i:i + 320]) for i in range(0, wave.size, 320)]
+        on = np.concatenate([*parts, s.flush()])
+        out.append({"clip": name, "lookahead_s": la, "latency_s": round(s.latency, 3),
+                    "same_dominant": round(float((on[:, :15].argmax(1) == off[:, :15].argmax(1)).mean()), 4),
+                    "l1_mean": round(float(np.abs(on[:, :15] - off[:, :15]).sum(1).mean()), 4)})
+    return out
 
 
 def _best_r(x: np.ndarray, y: np.ndarray, max_lag: int = 3) -> tuple[float, int]:
@@ -219,12 +236,15 @@ def bad_audio() -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = [("| clip | s | RTF offline (wall) | RTF offline (CPU time) | RTF stream | push p95 ms | latency p95 ms | stream = offline (dominant) "
-             "| L1 | closure frames | voiced |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| clip | s | RTF offline (wall) | RTF offline (CPU time) | RTF stream (wall) | RTF stream (CPU) | push p95 ms | latency p95 ms | stream = offline (dominant) "
+             "| L1 | closure frames | voiced |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["clips"]:
-        lines.append(f"| {r['clip']} | {r['seconds']} | {r['rtf']} | {r['rtf_cpu']} | {r['stream_rtf']} | {r['push_ms_p95']} | "
+        lines.append(f"| {r['clip']} | {r['seconds']} | {r['rtf']} | {r['rtf_cpu']} | {r['stream_rtf']} | {r['stream_rtf_cpu']} | {r['push_ms_p95']} | "
                      f"{r['latency_ms_p95']} | {r['stream_same_dominant']} | {r['stream_l1_mean']} | "
                      f"{r['closure_frames']} | {r['voiced_frames']} |")
+    lines += ["", "| look-ahead sweep | look-ahead s | latency s | same dominant | L1 |", "|---|---|---|---|---|"]
+    for r in res.get("lookahead_sweep", []):
+        lines.append(f"| {r['clip']} | {r['lookahead_s']} | {r['latency_s']} | {r['same_dominant']} | {r['l1_mean']} |")
     lines += ["", "| known-timing speech | value |", "|---|---|"]
     for group in ("sentences", "words", "synthetic"):
         for k, v in res.get(group, {}).items():
@@ -260,6 +280,10 @@ def main() -> None:
         sents, voices = (SENTENCES[:2], VOICES[:2]) if a.quick else (SENTENCES, VOICES)
         res["sentences"] = sentence_accuracy(sents, voices)
         res["words"] = word_accuracy(voices)
+    if DATA.is_dir():
+        res["lookahead_sweep"] = []
+        for name in ("speech_b_16k_60s.wav", "talk_de.mp4"):
+            res["lookahead_sweep"] += lookahead_sweep(name, load_audio(DATA / name))
     if DATA.is_dir() and not a.no_mouths:
         res["real_mouths"] = []
         for name in [c for c in CLIPS if c.endswith(".mp4")]:

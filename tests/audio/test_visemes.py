@@ -276,3 +276,52 @@ def test_cli_visemes(speech, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("avatar3d: error:") and "\n" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_offline_models_and_threads(monkeypatch):
+    """Models load from the wheels with no network, and torch's thread setting is left as it was."""
+    import socket
+
+    import torch
+
+    from avatar3d.audio import vad
+
+    def no_network(*a, **k):
+        raise AssertionError("the front end tried to open a network connection")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    vad._model_path.cache_clear()
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tr = viseme_track(synth_speech(1.0, SR, seed=1), SR)
+        assert len(tr) == 25 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_hh_and_y_take_the_next_vowel():
+    from avatar3d.audio.coarticulation import segment_arrays
+
+    segs = [PhoneSegment("SIL", 0, .1), PhoneSegment("HH", .1, .15), PhoneSegment("UW", .15, .3),
+            PhoneSegment("Y", .3, .35), PhoneSegment("AA", .35, .5), PhoneSegment("+NSN+", .5, .6),
+            PhoneSegment("HH", .6, .65)]
+    _, _, vis = segment_arrays(segs)
+    assert [VISEMES[i] for i in vis] == ["sil", "ou", "ou", "aa", "aa", "sil", "sil"]
+
+
+def test_bilabial_closes_fully_at_any_fps():
+    """A 40 ms M between two open vowels: PP dominates the frame at its centre, at 25 and 60 fps."""
+    from avatar3d.audio.coarticulation import segment_arrays, viseme_weights
+
+    segs = [PhoneSegment("AA", 0.0, 0.5), PhoneSegment("M", 0.5, 0.54), PhoneSegment("AA", 0.54, 1.0)]
+    for fps in (25.0, 60.0):
+        t = np.arange(int(fps)) / fps
+        w = viseme_weights(t, fps, *segment_arrays(segs))
+        k = int(np.argmin(np.abs(t - 0.52)))
+        assert w[k, V["PP"]] > 0.75 and w[k].argmax() == V["PP"]
+        assert np.allclose(w.sum(1), 1)
+        # anticipation: the closure starts before the M and is stronger before than after
+        before, after = w[np.argmin(np.abs(t - 0.45)), V["PP"]], w[np.argmin(np.abs(t - 0.59)), V["PP"]]
+        assert 0.05 < before < 0.75 and before > after

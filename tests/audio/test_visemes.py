@@ -45,6 +45,12 @@ def speech() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def offline25(speech) -> np.ndarray:
+    """speech_features of ``speech`` at 25 fps, computed once for the module."""
+    return speech_features(speech, 25.0)
+
+
+@pytest.fixture(scope="module")
 def sentence() -> np.ndarray:
     if not have_espeak():
         pytest.skip("espeak-ng is not installed")
@@ -71,9 +77,9 @@ def test_shapes_rows_sum_to_one(speech, fps):
     assert (longer.voice[n + 3:] == 0).all()
 
 
-def test_synthetic_speech_pauses_and_syllables(speech):
+def test_synthetic_speech_pauses_and_syllables(speech, offline25):
     """The synthesiser's pauses (exact zeros) are sil; its syllables are not."""
-    tr = viseme_track(speech, SR, fps=25)
+    tr = VisemeTrack(offline25[:, :15], offline25[:, 15], offline25[:, 16], 25.0)
     t = np.arange(len(tr)) / 25
     active = np.convolve(np.abs(speech) > 1e-4, np.ones(1), "same")
     act = np.array([active[max(0, int((x - 0.1) * SR)): int((x + 0.1) * SR)].any() for x in t])
@@ -83,18 +89,17 @@ def test_synthetic_speech_pauses_and_syllables(speech):
     assert tr.voice[~act].mean() < 0.1 and tr.voice[core].mean() > 0.6
 
 
-def test_speech_features_deterministic(speech):
-    a = speech_features(speech, 25.0, 100)
-    b = speech_features(speech.copy(), 25.0, 100)
-    assert a.shape == (100, 17) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, b)
-    tr = viseme_track(speech, SR, fps=25.0, n_frames=100)
-    np.testing.assert_array_equal(tr.features(), a)
+def test_speech_features_deterministic(speech, offline25):
+    a = speech_features(speech.copy(), 25.0, 100)
+    assert a.shape == (100, 17) and a.dtype == np.float32 and offline25.shape == (175, 17)
+    np.testing.assert_array_equal(a, offline25[:100])
+    tr = viseme_track(speech, SR, fps=25.0)
+    np.testing.assert_array_equal(tr.features(), offline25)
 
 
-def test_shift_moves_the_track(speech):
+def test_shift_moves_the_track(speech, offline25):
     """Audio delayed by 0.32 s (10 VAD blocks, 8 frames at 25 fps) gives the same track 8 frames later."""
-    a = viseme_track(speech, SR, fps=25)
+    a = VisemeTrack(offline25[:, :15], offline25[:, 15], offline25[:, 16], 25.0)
     b = viseme_track(np.concatenate([np.zeros(int(0.32 * SR), np.float32), speech]), SR, fps=25)
     assert len(b) == len(a) + 8
     dv = np.abs(b.voice[8:] - a.voice)  # the VAD's recurrent state saw more silence: nearly equal
@@ -169,11 +174,11 @@ def test_recognise_phones(speech):
 
 
 @pytest.mark.parametrize("chunk", [160, 1000, 5120])
-def test_streaming_matches_offline(speech, chunk):
+def test_streaming_matches_offline(speech, offline25, chunk):
     """Stated tolerance: voice and loudness equal to 1e-5; visemes: mean |row difference| (L1) <= 0.1
     and the same dominant viseme in >= 90 % of frames (the decoder's partial path may still change
     within the look-ahead)."""
-    off = speech_features(speech, 25.0)
+    off = offline25
     s = StreamingVisemes(fps=25.0, lookahead=0.2)
     parts = [s.push(speech[i:i + chunk]) for i in range(0, speech.size, chunk)]
     parts.append(s.flush())
@@ -237,8 +242,8 @@ def test_odd_inputs_do_not_crash(speech):
         viseme_track(np.array([0.0, np.nan] * 800, np.float32), SR)
 
 
-def test_loudness_is_gain_invariant(speech):
-    a = viseme_track(speech, SR, fps=25)
+def test_loudness_is_gain_invariant(speech, offline25):
+    a = VisemeTrack(offline25[:, :15], offline25[:, 15], offline25[:, 16], 25.0)
     b = viseme_track(speech * 0.1, SR, fps=25)
     late = np.arange(len(a)) > 50  # after two seconds the speech level is known
     assert np.abs(a.loudness[late] - b.loudness[late]).mean() < 0.05

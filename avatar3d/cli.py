@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -145,6 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
     v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
+
+    vs = sub.add_parser("visemes", help="per-frame viseme weights (15 lip-sync visemes) of any speech audio",
+                        description="Speaker-independent speech front end: viseme weights, voice activity "
+                                    "and loudness per frame, for any avatar rig or game engine.")
+    vs.add_argument("audio", help="audio (or video with audio) file")
+    vs.add_argument("-o", "--output", required=True, help="output .json (or .csv)")
+    _overwrite(vs)
+    vs.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    vs.add_argument("--format", choices=["json", "csv"], help="output format (default: from the file name, else json)")
     return p
 
 
@@ -265,6 +274,22 @@ def _os_error(e: OSError) -> str:
     return f"{what}: {e.filename}" if e.filename else _one_line(str(e) or what)
 
 
+def _cmd_visemes(a) -> None:
+    from .audio import load_audio, viseme_track
+
+    audio = _existing(a.audio, "audio file")
+    if not audio.is_file():
+        raise Avatar3DError(f"audio {audio} is not a file")
+    if not 1.0 <= a.fps <= 1000.0:  # (NaN fails this too)
+        raise Avatar3DError(f"--fps must be in 1..1000, got {a.fps:g}")
+    suffixes = None if a.format else (".json", ".csv")  # an explicit --format takes any file name
+    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[audio], suffixes=suffixes)
+    t0 = time.time()
+    track = viseme_track(load_audio(a.audio), 16000, fps=a.fps)
+    track.save(a.output, format=a.format)
+    print(f"wrote {a.output}: {len(track)} frames at {a.fps:g} fps in {time.time() - t0:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit codes: 0 done; 2 bad input or an unusable file/path (one line naming the
     problem); 1 an internal error (one line; ``--debug`` prints the traceback); 130 interrupted."""
@@ -274,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2
     commands = {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export,
-                "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view}
+                "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes}
     try:
         commands[args.cmd](args)
     except Avatar3DError as e:

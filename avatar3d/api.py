@@ -7,7 +7,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from .models.gaussian_avatar import GaussianAvatar
 from .render.camera import Camera
 
 AUDIO_SR = 16000
+MIN_FRAMES = 10  # the fewest frames a capture may have to fit an avatar on
+CODE_CHUNK = 256  # frames of audio features computed at a time while rendering
 
 
 @dataclass
@@ -43,6 +45,40 @@ class RenderResult:
 
         path = Path(path)
         write_video(path, self.frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
+        return path
+
+
+@dataclass
+class FrameStream:
+    """Frames of a render, produced one at a time as the stream is iterated (see :meth:`Avatar.stream`).
+
+    fps; audio: (S,) float32 mono at ``sample_rate``; n_frames; width, height of every frame.
+    Iterating yields (H, W, 3) uint8 frames; :meth:`with_alphas` yields (frame, (H, W) float32 alpha).
+    """
+
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+    n_frames: int
+    width: int
+    height: int
+    _frames: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (f for f, _ in self._frames())
+
+    def with_alphas(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._frames()
+
+    def save(self, path: str | Path) -> Path:
+        """Render and encode frame by frame to an H.264 mp4 with the driving audio (atomically)."""
+        from .io.media import write_video
+
+        path = Path(path)
+        write_video(path, iter(self), self.fps, audio=self.audio, audio_sr=self.sample_rate)
         return path
 
 
@@ -106,12 +142,22 @@ class Avatar:
     it with :meth:`render`.
     """
 
-    def __init__(self, model: GaussianAvatar, config: AvatarConfig, meta: dict, track: dict, background: np.ndarray):
+    def __init__(
+        self,
+        model: GaussianAvatar,
+        config: AvatarConfig,
+        meta: dict,
+        track: dict,
+        background: np.ndarray,
+        speech_model: str | Path | None = None,
+    ):
         self.model = model.eval()
         self.config = config
         self.meta = meta
         self.track = track
         self.background = background
+        # the speech model file the USER named (never one named by an avatar directory's record)
+        self.speech_model_path = Path(speech_model).expanduser() if speech_model else None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -194,6 +240,11 @@ class Avatar:
                     cs = run_capture(video, cap_dir, ccfg, progress=progress)
                     say(f"captured {cs.n_frames} frames in {time.time() - t0:.1f} s")
             _check_speech_capture(cs, cfg.capture.speech_model)
+            if cs.n_frames < MIN_FRAMES:
+                raise Avatar3DError(
+                    f"the capture has {cs.n_frames} frame(s); an avatar needs at least {MIN_FRAMES} "
+                    f"({MIN_FRAMES / cs.fps:.1f} s of video)"
+                )
             result = train(cs, cfg, workdir, progress=_progress_factory(progress), log=say)
         finally:
             if lock is not None:
@@ -229,7 +280,7 @@ class Avatar:
         if result.heldout:
             say(f"held-out PSNR {result.heldout['psnr']:.2f} dB, SSIM {result.heldout['ssim']:.3f} "
                 f"over {result.heldout['frames']} frames")
-        return cls(result.model, cfg, meta, track, bg)
+        return cls(result.model, cfg, meta, track, bg, speech_model=cfg.capture.speech_model or None)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -239,14 +290,23 @@ class Avatar:
         return write_avatar_dir(path, self.meta, self.config.to_yaml(), self.model.state_dict(), self.track, self.background)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Avatar":
-        """Load an avatar directory written by :meth:`save`; raises FormatError when it is not one."""
+    def load(cls, path: str | Path, *, speech_model: str | Path | None = None) -> "Avatar":
+        """Load an avatar directory written by :meth:`save`; raises FormatError when it is not one.
+
+        An avatar directory is data: loading or rendering it never runs code from a file it names.
+        An avatar trained on a local speech model only records which one; to render it, name the
+        model file yourself with ``speech_model`` (the CLI's ``--speech-model PATH``)."""
         import yaml
 
         from .io.avatar_dir import read_avatar_dir
 
         meta, cfg_text, state, track, bg = read_avatar_dir(path)
-        raw = yaml.safe_load(cfg_text) or {}
+        try:
+            raw = yaml.safe_load(cfg_text) or {}
+        except yaml.YAMLError as e:
+            raise FormatError(f"{path}/config.yaml is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise FormatError(f"{path}/config.yaml must hold a mapping")
         model_sec = raw.get("model") if isinstance(raw, dict) else None
         if isinstance(model_sec, dict):
             # grids saved before sin/cos octaves were appended had none (a missing `encoding` is handled
@@ -263,7 +323,7 @@ class Avatar:
             model.load_state_dict(state)
         except RuntimeError as e:
             raise FormatError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
-        return cls(model, cfg, meta, track, bg)
+        return cls(model, cfg, meta, track, bg, speech_model=speech_model)
 
     # ------------------------------------------------------------------ export
     @torch.no_grad()
@@ -276,16 +336,36 @@ class Avatar:
 
     @property
     def speech_model(self) -> str | None:
-        """Path of the local speech model this avatar was trained with, None for log-mel."""
+        """Path of the local speech model this avatar was trained with as recorded at fit time (for
+        information only: it is never loaded from this record), None for log-mel."""
         sm = self.meta.get("speech_model")
         return str(sm["path"]) if isinstance(sm, dict) and sm.get("path") else None
 
-    def audio_features(self, wave16k: np.ndarray, fps: float | None = None, n_frames: int | None = None) -> np.ndarray:
+    def _speech_model_file(self) -> Path:
+        """The speech model file to run: the one the user named, never the recorded one."""
+        if self.speech_model_path is None:
+            raise FormatError(
+                f"this avatar was trained with the speech model {self.speech_model or '(unrecorded)'}: "
+                "name that model file with --speech-model PATH (Avatar.load(..., speech_model=PATH)); "
+                "avatar3d never runs a model file named by an avatar directory"
+            )
+        return self.speech_model_path
+
+    def audio_features(
+        self,
+        wave16k: np.ndarray,
+        fps: float | None = None,
+        n_frames: int | None = None,
+        frames: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """The avatar's audio features (n_frames, W, M) float32 of a 16 kHz mono wave, computed as
         in training: normalised log-mel (:func:`avatar3d.audio.frame_features`) or, for an avatar
         trained with a speech model, that model's features (loaded from its recorded path once per
         process) normalised with the training statistics. ``fps`` defaults to the avatar's;
-        ``n_frames`` to ``floor(duration * fps)``. Every renderer computes its features here."""
+        ``n_frames`` to ``floor(duration * fps)``. Every renderer computes its features here.
+        An avatar trained with a speech model needs the model file named by the user
+        (:meth:`load`'s ``speech_model``). ``frames=(a, b)`` returns rows a..b-1 only (normalised over
+        the whole wave), without computing the others."""
         fps = float(self.meta["fps"]) if fps is None else float(fps)
         window = int(self.meta.get("audio_window", 16))
         wave = np.asarray(wave16k, np.float32)
@@ -295,15 +375,12 @@ class Avatar:
         if not sm:
             from .audio import frame_features
 
-            return frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window)
+            return frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window, frames=frames)
         from .audio.speech_model import cached_extractor
 
-        path = Path(str(sm.get("path") or "<no path recorded>"))
+        path = self._speech_model_file()
         if not path.exists():
-            raise FormatError(
-                f"{path}: speech model not found; this avatar was trained with it and needs it to render "
-                "(put the file back at that path)"
-            )
+            raise FormatError(f"{path}: speech model not found")
         feats = cached_extractor(path)(wave, AUDIO_SR, fps, n_frames=n_frames, window=window)  # (n, W, D)
         mean = np.asarray(sm["mean"], np.float32)
         std = np.asarray(sm["std"], np.float32)
@@ -312,7 +389,8 @@ class Avatar:
                 f"{path}: speech model gives {feats.shape[-1]} features, but this avatar was trained on "
                 f"{mean.shape[0]} (the file changed since training)"
             )
-        return ((feats - mean) / std).astype(np.float32)
+        feats = ((feats - mean) / std).astype(np.float32)
+        return feats if frames is None else feats[frames[0] : frames[1]]
 
     def _silence_code(self) -> torch.Tensor:
         wave = np.zeros(AUDIO_SR, np.float32)
@@ -333,13 +411,13 @@ class Avatar:
         n = int(len(wave) / AUDIO_SR * fps)
         if n < 1:
             raise Avatar3DError("the audio is too short for one frame")
-        feats = torch.as_tensor(self.audio_features(wave, fps, n))
         out = []
-        with atomic_dir(path) as tmp:
-            for k in range(n):
-                with torch.no_grad():
-                    code = self.model.audio(gather_windows(feats.float(), torch.tensor([k]), self.model.cfg.smooth_window))[0]
-                out.append(write_gaussian_ply(Path(tmp) / f"frame_{k:06d}.ply", **self.gaussians(code)))
+        with atomic_dir(path, kind="export") as tmp:
+            k = 0
+            for codes in self.audio_codes(wave, fps, n):
+                for code in codes:
+                    out.append(write_gaussian_ply(Path(tmp) / f"frame_{k:06d}.ply", **self.gaussians(code)))
+                    k += 1
             (Path(tmp) / "sequence.json").write_text(__import__("json").dumps({"fps": fps, "frames": n}))
         return [path / p.name for p in out]
 
@@ -382,7 +460,92 @@ class Avatar:
         raise CameraError(f"unknown camera {spec!r}: use capture, frontal, orbit, a Camera or a JSON file")
 
     # ------------------------------------------------------------------ rendering
-    @torch.no_grad()
+    def audio_codes(self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK) -> Iterator[torch.Tensor]:
+        """Smoothed audio codes of frames 0..n_frames-1, yielded in order as (k, A) tensors of at most
+        ``chunk`` frames. Features are computed one chunk at a time (with the smoother's context on
+        both sides), so memory does not grow with the audio's length."""
+        span = self.model.cfg.smooth_window
+        for s in range(0, n_frames, chunk):
+            e = min(n_frames, s + chunk)
+            lo, hi = max(0, s - span), min(n_frames, e + span)
+            feats = torch.as_tensor(self.audio_features(wave16k, fps, n_frames, frames=(lo, hi)), dtype=torch.float32)
+            with torch.no_grad():
+                yield self.model.audio(gather_windows(feats, torch.arange(s - lo, e - lo), span))
+
+    def _prepare(self, audio, sample_rate, max_seconds) -> tuple[np.ndarray, float, int]:
+        """(16 kHz mono wave, fps, number of frames) of a render's audio; one-line errors on bad input."""
+        from .audio import load_audio
+
+        if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+            raise ConfigError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+        src = audio if sample_rate is None else (audio, sample_rate)
+        wave = load_audio(src, sr=AUDIO_SR)
+        if max_seconds is not None:
+            wave = wave[: int(max_seconds * AUDIO_SR)]
+        if not np.isfinite(wave).all():
+            raise Avatar3DError("the audio contains NaN or infinite samples")
+        fps = float(self.meta["fps"])
+        n = int(math.floor(len(wave) / AUDIO_SR * fps))
+        if n < 1:
+            raise Avatar3DError(f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps")
+        return wave, fps, n
+
+    def stream(
+        self,
+        audio,
+        camera: str | Camera | Sequence[Camera] | None = None,
+        *,
+        sample_rate: int | None = None,
+        size: tuple[int, int] | None = None,
+        pose: str | None = None,
+        blink: str | np.ndarray | None = None,
+        background: str | tuple | None = None,
+        progress: bool = True,
+        max_seconds: float | None = None,
+    ) -> "FrameStream":
+        """Like :meth:`render`, but frames are rendered lazily as the returned stream is iterated
+        (or saved), so memory stays flat whatever the audio's length. Every argument is checked
+        here, before any frame is rendered."""
+        wave, fps, n = self._prepare(audio, sample_rate, max_seconds)
+        if size is not None:
+            w, h = int(size[0]), int(size[1])
+            if w < 16 or h < 16 or w > 8192 or h > 8192:
+                raise CameraError(f"output size {w}x{h} must be within 16..8192 px")
+            size = (w, h)
+        cams = self.cameras(camera, n, size)
+        if len({(c.width, c.height) for c in cams}) > 1:
+            raise CameraError("all cameras of a render must have the same image size")
+        poses = self._poses(pose or self.config.render.pose, n, fps)
+        blinks = self._blinks(blink if blink is not None else self.config.render.blink, n, fps)
+        bg_spec = background if background is not None else self.config.render.background
+        self._background(bg_spec, cams[0])  # a bad colour fails now, not at the first frame
+
+        def frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            bar = _progress_factory(progress)
+            ticks = iter(bar(range(n), "rendering")) if bar is not None else None
+            bgs: dict[tuple[int, int], torch.Tensor] = {}
+            k = 0
+            for codes in self.audio_codes(wave, fps, n):
+                for code in codes:
+                    cam = cams[k]
+                    bg = bgs.get((cam.width, cam.height))
+                    if bg is None:
+                        bg = bgs.setdefault((cam.width, cam.height), self._background(bg_spec, cam))
+                    vm, K = cam.to_torch()
+                    with torch.no_grad():
+                        gs = self.model.posed(code, torch.tensor([blinks[k]]), torch.as_tensor(poses[k], dtype=torch.float32))
+                        out = self.model.render(gs, vm[None], K[None], cam.width, cam.height, bg, backend=self.config.render.backend)
+                    frame = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                    yield frame, out.alphas[0, ..., 0].numpy()
+                    k += 1
+                    if ticks is not None:
+                        next(ticks, None)
+            if ticks is not None:
+                for _ in ticks:  # close the bar
+                    pass
+
+        return FrameStream(fps, wave, AUDIO_SR, n, cams[0].width, cams[0].height, frames)
+
     def render(
         self,
         audio,
@@ -396,7 +559,10 @@ class Avatar:
         progress: bool = True,
         max_seconds: float | None = None,
     ) -> RenderResult:
-        """Render the avatar speaking ``audio`` (a path, or an array with ``sample_rate``).
+        """Render the avatar speaking ``audio`` (a path, or an array with ``sample_rate``) into memory.
+
+        For long audio use :meth:`stream` (``.save(path)`` encodes frame by frame); this method holds
+        every frame.
 
         Args:
             camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
@@ -405,43 +571,15 @@ class Avatar:
             pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
+            max_seconds: render at most this much of the audio.
         """
-        from .audio import load_audio
-
-        src = audio if sample_rate is None else (audio, sample_rate)
-        wave = load_audio(src, sr=AUDIO_SR)
-        if max_seconds is not None:
-            wave = wave[: int(max_seconds * AUDIO_SR)]
-        fps = float(self.meta["fps"])
-        n = int(math.floor(len(wave) / AUDIO_SR * fps))
-        if n < 1:
-            raise Avatar3DError(f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps")
-        feats = torch.as_tensor(self.audio_features(wave, fps, n), dtype=torch.float32)
-        if size is not None:
-            w, h = int(size[0]), int(size[1])
-            if w < 16 or h < 16 or w > 8192 or h > 8192:
-                raise CameraError(f"output size {w}x{h} must be within 16..8192 px")
-            size = (w, h)
-        cams = self.cameras(camera, n, size)
-        poses = self._poses(pose or self.config.render.pose, n, fps)
-        blinks = self._blinks(blink if blink is not None else self.config.render.blink, n, fps)
-        codes = torch.cat([self.model.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), self.model.cfg.smooth_window))
-                           for s in range(0, n, 64)])
-        frames = np.zeros((n, cams[0].height, cams[0].width, 3), np.uint8)
-        alphas = np.zeros((n, cams[0].height, cams[0].width), np.float32)
-        it = range(n)
-        bar = _progress_factory(progress)
-        if bar is not None:
-            it = bar(it, "rendering")
-        for k in it:
-            cam = cams[k]
-            bg = self._background(background, cam)
-            vm, K = cam.to_torch()
-            gs = self.model.posed(codes[k], torch.tensor([blinks[k]]), torch.as_tensor(poses[k], dtype=torch.float32))
-            out = self.model.render(gs, vm[None], K[None], cam.width, cam.height, bg, backend=self.config.render.backend)
-            frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            alphas[k] = out.alphas[0, ..., 0].numpy()
-        return RenderResult(frames, fps, wave, AUDIO_SR, alphas)
+        st = self.stream(audio, camera, sample_rate=sample_rate, size=size, pose=pose, blink=blink,
+                         background=background, progress=progress, max_seconds=max_seconds)
+        frames = np.zeros((st.n_frames, st.height, st.width, 3), np.uint8)
+        alphas = np.zeros((st.n_frames, st.height, st.width), np.float32)
+        for k, (f, a) in enumerate(st.with_alphas()):
+            frames[k], alphas[k] = f, a
+        return RenderResult(frames, st.fps, st.audio, st.sample_rate, alphas)
 
     def _poses(self, mode: str, n: int, fps: float) -> np.ndarray:
         if mode == "static":

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM).
@@ -7,12 +7,15 @@ Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 inte
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
+
+from .errors import Avatar3DError
+from .io.outputs import check_output
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -23,13 +26,46 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from None
 
 
+def _overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (a directory only if avatar3d wrote it)")
+
+
+def _speech_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--speech-model", help="the local speech model file this avatar was trained with "
+                        "(an avatar directory only records which one; it never loads it by itself)")
+
+
+def _existing(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise Avatar3DError(f"{what} not found: {p}")
+    return p
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+
+
+class _UsageError(Avatar3DError):
+    """A command line argparse rejects."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as the project's one line (exit code 2)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise _UsageError(f"{_one_line(message)} (see: {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="avatar3d", description="Talking video -> 3D audio-driven avatar.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="avatar3d", description="Talking video -> 3D audio-driven avatar.")
+    p.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     c = sub.add_parser("capture", help="track a talking video into a CaptureSet directory")
     c.add_argument("video")
     c.add_argument("-o", "--output", required=True, help="capture directory to write")
+    _overwrite(c)
     c.add_argument("--max-size", type=int, default=512, help="longest side of stored frames (px)")
     c.add_argument("--morphable", choices=["none", "open", "flame"], default="none",
                    help="also fit a morphable model (flame needs --flame or AVATAR3D_FLAME_PATH)")
@@ -44,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit an avatar to a video or a capture directory")
     f.add_argument("input", help="video file or CaptureSet directory")
     f.add_argument("-o", "--output", required=True, help="avatar directory to write")
+    _overwrite(f)
     f.add_argument("--preset", choices=["fast", "default", "quality"], default=None)
     f.add_argument("--config", help="YAML config layered over the preset")
     f.add_argument("--steps", type=int, help="training steps (overrides the config)")
@@ -54,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render an avatar speaking an audio file")
     r.add_argument("avatar", help="avatar directory")
     r.add_argument("--audio", required=True, help="audio (or video with audio) file")
-    r.add_argument("-o", "--output", required=True, help="output .mp4")
+    r.add_argument("-o", "--output", required=True, help="output .mp4 (.mov, .mkv)")
+    _overwrite(r)
+    _speech_model(r)
     r.add_argument("--camera", default="capture", help="capture | frontal | orbit | FILE.json")
     r.add_argument("--size", type=_size, help="output WxH")
     r.add_argument("--pose", choices=["static", "track", "generated"], help="head motion")
@@ -64,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
     e.add_argument("avatar", help="avatar directory")
     e.add_argument("-o", "--output", required=True, help="out.ply, or a directory with --audio")
+    _overwrite(e)
+    _speech_model(e)
     e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory")
 
     d = sub.add_parser("demo", help="fit the built-in synthetic subject and render it with new audio")
@@ -77,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("avatar", help="avatar directory")
     e.add_argument("--video", required=True, help="held-out video (or CaptureSet directory)")
     e.add_argument("-o", "--output", required=True, help="report .json (plots go to <name>_plots.png)")
+    _overwrite(e)
+    _speech_model(e)
     e.add_argument("--heldout-only", action="store_true",
                    help="VIDEO is the training clip: score only its held-out last 1/11")
     e.add_argument("--max-frames", type=int, help="score at most this many held-out frames")
@@ -97,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("avatar", help="avatar directory")
     v.add_argument("--audio", help="drive the avatar with this audio, looped (default: idle, mouth closed, blinking)")
+    _speech_model(v)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if busy)")
     v.add_argument("--size", type=int, default=384,
@@ -104,6 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
     v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
+
+    vs = sub.add_parser("visemes", help="per-frame viseme weights (15 lip-sync visemes) of any speech audio",
+                        description="Speaker-independent speech front end: viseme weights, voice activity "
+                                    "and loudness per frame, for any avatar rig or game engine.")
+    vs.add_argument("audio", help="audio (or video with audio) file")
+    vs.add_argument("-o", "--output", required=True, help="output .json (or .csv)")
+    _overwrite(vs)
+    vs.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    vs.add_argument("--format", choices=["json", "csv"], help="output format (default: from the file name, else json)")
     return p
 
 
@@ -111,6 +164,10 @@ def _cmd_capture(a) -> None:
     from .capture import run_capture
     from .capture.config import CaptureConfig
 
+    video = _existing(a.video, "input video")
+    if video.is_dir():
+        raise Avatar3DError(f"input {video} is a directory; give a video file")
+    check_output(a.output, kind="dir", overwrite=a.overwrite, inputs=[video, a.speech_model, a.flame])
     t0 = time.time()
     cfg = CaptureConfig(max_size=a.max_size, morphable=a.morphable, flame_path=a.flame,
                         flame_landmarks=a.flame_landmarks, focal=a.focal, speech_model=a.speech_model,
@@ -122,9 +179,10 @@ def _cmd_capture(a) -> None:
 def _cmd_fit(a) -> None:
     from .api import Avatar
 
-    inp = Path(a.input)
-    if not inp.exists():
-        raise FileNotFoundError(f"input not found: {inp}")
+    inp = _existing(a.input, "input")
+    check_output(a.output, kind="dir", overwrite=a.overwrite, inputs=[inp, a.workdir, a.config, a.speech_model])
+    if a.workdir and Path(a.workdir).expanduser().resolve() == inp.expanduser().resolve():
+        raise Avatar3DError(f"--workdir {a.workdir} is the input: choose another work directory")
     t0 = time.time()
     config, preset = a.config, a.preset
     if a.speech_model:
@@ -140,18 +198,27 @@ def _cmd_fit(a) -> None:
 def _cmd_render(a) -> None:
     from .api import Avatar
 
+    avatar = _existing(a.avatar, "avatar directory")
+    audio = _existing(a.audio, "audio file")
+    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar, audio], suffixes=VIDEO_SUFFIXES)
     t0 = time.time()
-    av = Avatar.load(a.avatar)
-    res = av.render(a.audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
-    res.save(a.output)
-    h, w = res.frames.shape[1:3]
-    print(f"wrote {a.output}: {len(res)} frames {w}x{h} at {res.fps:g} fps in {time.time() - t0:.1f} s")
+    av = Avatar.load(avatar, speech_model=a.speech_model)
+    stream = av.stream(audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
+    stream.save(a.output)  # frames are encoded as they are rendered: memory does not grow with the audio
+    print(f"wrote {a.output}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps "
+          f"in {time.time() - t0:.1f} s")
 
 
 def _cmd_export(a) -> None:
     from .api import Avatar
 
-    av = Avatar.load(a.avatar)
+    avatar = _existing(a.avatar, "avatar directory")
+    if a.audio:
+        audio = _existing(a.audio, "audio file")
+        check_output(a.output, kind="dir", overwrite=a.overwrite, inputs=[avatar, audio])
+    else:
+        check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar], suffixes=(".ply",))
+    av = Avatar.load(avatar, speech_model=a.speech_model)
     files = av.export_ply(a.output, audio=a.audio)
     print(f"wrote {len(files)} PLY file(s) to {a.output}")
 
@@ -177,15 +244,14 @@ def _cmd_eval(a) -> None:
                     ("--truth", a.truth)):
         if f and not Path(f).is_file():
             raise Avatar3DError(f"{flag} file not found: {f}")
-    if Path(a.output).is_dir():
-        raise Avatar3DError(f"output {a.output} is a directory; give a .json file name")
+    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[a.avatar, a.video], suffixes=(".json",))
     truth = None
     if a.truth:
         from .synthetic import SyntheticTruth
 
         truth = SyntheticTruth.load(a.truth)
     t0 = time.time()
-    av = Avatar.load(a.avatar)
+    av = Avatar.load(a.avatar, speech_model=a.speech_model)
     rep = evaluate_avatar(av, a.video, max_frames=a.max_frames, size=a.size, heldout_only=a.heldout_only,
                           crop=a.crop, lpips_weights=a.lpips_weights, syncnet_weights=a.syncnet_weights,
                           views=not a.no_views, truth=truth, keep_samples=4, log=print)
@@ -199,7 +265,32 @@ def _cmd_view(a) -> None:
     from .viewer import run_viewer
 
     run_viewer(a.avatar, a.audio, host=a.host, port=a.port, size=a.size, pose=a.pose, blink=a.blink,
-               background=a.background)
+               background=a.background, speech_model=a.speech_model)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or type(e).__name__
+    return f"{what}: {e.filename}" if e.filename else _one_line(str(e) or what)
+
+
+def _cmd_visemes(a) -> None:
+    from .audio import load_audio, viseme_track
+
+    audio = _existing(a.audio, "audio file")
+    if not audio.is_file():
+        raise Avatar3DError(f"audio {audio} is not a file")
+    if not 1.0 <= a.fps <= 1000.0:  # (NaN fails this too)
+        raise Avatar3DError(f"--fps must be in 1..1000, got {a.fps:g}")
+    suffixes = None if a.format else (".json", ".csv")  # an explicit --format takes any file name
+    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[audio], suffixes=suffixes)
+    t0 = time.time()
+    track = viseme_track(load_audio(a.audio), 16000, fps=a.fps)
+    track.save(a.output, format=a.format)
+    print(f"wrote {a.output}: {len(track)} frames at {a.fps:g} fps in {time.time() - t0:.1f} s")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -211,23 +302,40 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import Avatar3DError
-
+    """Run one command. Exit codes: 0 done; 2 bad input or an unusable file/path (one line naming the
+    problem); 1 an internal error (one line; ``--debug`` prints the traceback); 130 interrupted;
+    143 terminated (SIGTERM, cleaned up like Ctrl-C)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)  # exit 143 after cleaning up, like Ctrl-C (130)
-    args = _parser().parse_args(argv)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
-         "eval": _cmd_eval, "view": _cmd_view}[args.cmd](args)
-    except Avatar3DError as e:
+        args = _parser().parse_args(argv)
+    except _UsageError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"avatar3d: error: {e}", file=sys.stderr)
+    commands = {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export,
+                "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes}
+    try:
+        commands[args.cmd](args)
+    except Avatar3DError as e:
+        print(f"avatar3d: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # missing, unreadable or unwritable files, a full disk
+        if args.debug:
+            traceback.print_exc()
+        print(f"avatar3d: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("avatar3d: error: out of memory (try a smaller --size or a shorter input)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print("avatar3d: terminated" if isinstance(e, _Terminated) else "avatar3d: interrupted", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"avatar3d: error: internal error ({type(e).__name__}: {_one_line(e)}); "
+              "rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ Presets live in ``configs/`` (installed as package data ``avatar3d/presets``): `
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -83,6 +84,11 @@ class ModelConfig:
             raise ConfigError(f"model.grid_log2_table must be in 8..24, got {self.grid_log2_table}")
         if self.grid_pe_freqs < 0:
             raise ConfigError(f"model.grid_pe_freqs must be >= 0, got {self.grid_pe_freqs}")
+        if self.grid_levels * 2**self.grid_log2_table * self.grid_features > GRID_MAX_ENTRIES:
+            raise ConfigError(
+                f"model: a hash grid of {self.grid_levels} levels x 2^{self.grid_log2_table} entries x "
+                f"{self.grid_features} features exceeds {GRID_MAX_ENTRIES} values"
+            )
 
 
 @dataclass
@@ -208,6 +214,43 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+# Allowed ranges (inclusive) of numeric settings: a config from a stranger (an avatar directory's
+# config.yaml) must not make the library allocate terabytes or loop for ever. Every float must also be
+# finite. Sizes are checked here, before anything is allocated.
+LIMITS: dict[str, dict[str, tuple[float, float]]] = {
+    "CaptureSection": {
+        "max_size": (32, 8192), "stride": (1, 10_000), "max_frames": (0, 10_000_000), "focal": (0, 1e6),
+    },
+    "ModelConfig": {
+        "n_head": (1, 1_000_000), "n_mouth": (0, 200_000), "n_torso": (0, 500_000),
+        "max_gaussians": (1, 2_000_000), "pe_freqs": (0, 16), "hidden": (1, 1024), "audio_dim": (1, 512),
+        "audio_window": (1, 256), "smooth_window": (1, 64), "max_offset": (0.0, 1.0), "grid_levels": (1, 32),
+        "grid_base_res": (2, 8192), "grid_max_res": (2, 8192), "grid_bound": (1e-3, 10.0),
+        "grid_pe_freqs": (0, 16),
+    },
+    "TrainConfig": {
+        "steps": (1, 100_000_000), "resolution": (16, 8192), "static_fraction": (0.0, 1.0),
+        "audio_fraction": (0.0, 1.0), "holdout_fraction": (0.0, 0.9), "lr_means": (0.0, 10.0),
+        "lr_colors": (0.0, 10.0), "lr_opacity": (0.0, 10.0), "lr_scales": (0.0, 10.0), "lr_quats": (0.0, 10.0),
+        "lr_net": (0.0, 10.0), "lr_grid": (0.0, 10.0), "lambda_dssim": (0.0, 1.0), "lip_weight": (0.0, 1e3),
+        "lambda_mask": (0.0, 1e3), "lambda_offset": (0.0, 1e3), "lambda_audio": (0.0, 1e3),
+        "audio_batch": (1, 65_536), "audio_pretrain_steps": (0, 100_000_000), "audio_pretrain_batch": (1, 65_536),
+        "mouth_sampling": (0.0, 1e3), "densify_every": (0, 100_000_000), "densify_until": (0.0, 1.0),
+        "densify_fraction": (0.0, 1.0), "prune_opacity": (0.0, 1.0), "checkpoint_every": (0, 100_000_000),
+        "seed": (0, 2**32 - 1), "lpips_weight": (0.0, 1e3),
+    },
+}  # fmt: skip
+GRID_MAX_ENTRIES = 2**28  # levels x table entries x features of one hash grid (1 GiB of float32)
+
+
+def _check_range(cls, name: str, value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    lo_hi = LIMITS.get(cls.__name__, {}).get(name)
+    if lo_hi is not None and isinstance(value, (int, float)) and not lo_hi[0] <= value <= lo_hi[1]:
+        raise ConfigError(f"{where}: {value!r} is outside the allowed range {lo_hi[0]:g}..{lo_hi[1]:g}")
+
+
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -221,6 +264,7 @@ def _build(cls, data: Any, where: str):
         if f.name not in data:
             continue
         kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}.{f.name}")
+        _check_range(cls, f.name, kwargs[f.name], f"{where}.{f.name}")
     return cls(**kwargs)
 
 

@@ -22,10 +22,20 @@ DEMO_SIZE = 320
 
 def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: int = DEMO_SIZE, log=print) -> dict:
     from .api import Avatar
+    from .io.outputs import MARKER, OutputError, has_marker, write_marker
     from .synthetic import make_talking_video, synth_speech
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not has_marker(out):
+        raise OutputError(
+            f"output {out} is a directory avatar3d did not write (no {MARKER} marker): "
+            "the demo never writes into it; choose another output path"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    if not has_marker(out):
+        write_marker(out, "demo")  # a demo folder is ours: re-running the demo resumes in it
     t0 = time.time()
     video = out / "synthetic_subject.mp4"
     log(f"[1/3] generating the synthetic talking subject ({seconds:g} s, {size}x{size}) -> {video}")
@@ -38,7 +48,7 @@ def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: in
     t2 = time.time()
     log(f"[3/3] rendering new speech from an orbiting camera -> {out / 'demo.mp4'}")
     wave = synth_speech(6.0, sr=16000, seed=7, voice="high")
-    res = avatar.render((wave, 16000), camera="orbit", size=(size, size), pose="static")
+    res = avatar.stream((wave, 16000), camera="orbit", size=(size, size), pose="static")
     res.save(out / "demo.mp4")
     t3 = time.time()
     summary = {

@@ -13,7 +13,8 @@ for a landmark-only refit with smoothing switched off.
     python benchmarks/bench_capture.py [--clips talk_a talk_b] [--max-frames N] [--keep DIR]
         [--overlay talk_a] [--set feature_tracks=false ...]
 
-Prints a Markdown table (paste it into BENCHMARKS.md, section "Capture").
+Prints a Markdown table (BENCHMARKS.md, "Capture on the real clips") and writes the raw figures to
+``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def main() -> None:
         help="CaptureConfig overrides, e.g. feature_tracks=false (values parsed as YAML)",
     )
     a = ap.parse_args()
-    from _common import config_overrides  # benchmarks/ is the script's folder, first on sys.path
+    from _common import config_overrides, write_results  # benchmarks/ is first on sys.path
 
     overrides = config_overrides(a.set)
     if not DATA.is_dir():
@@ -190,6 +191,7 @@ def main() -> None:
             f"| {r['focal_rel']:.2f} | {r['distance_m']:.2f} "
             f"| {j[0]:.3f} / {j[1]:.3f} | {j[2]:.2f} / {j[3]:.2f} | {jr[0]:.3f} / {jr[2]:.2f} |"
         )
+    write_results("bench_capture", {"overrides": overrides, "clips": rows})
     if tmp is not None:
         tmp.cleanup()
 

@@ -4,6 +4,8 @@ Renders :func:`avatar3d.synthetic.make_talking_video` (head_motion=True: yaw up 
 roll ±3°, sway up to 8 mm; speech-driven jaw; blinks), runs the full ``run_capture`` on it and
 compares the tracked quantities with the truth:
 
+Metrics (:mod:`avatar3d.synthetic.capture_truth`):
+
 - **Head frames.** The capture's head space is defined by its own canonical landmarks and the
   truth's by the subject's rest landmarks, so the two are aligned ONCE per clip with the best-fit
   similarity (Umeyama) ``x_truth ≈ s·A·x_cap + b`` between ``cap.canonical_landmarks`` and
@@ -26,7 +28,8 @@ compares the tracked quantities with the truth:
     python benchmarks/bench_capture_synthetic.py [--seconds 8] [--size 320] [--seed 0] [--keep DIR]
         [--true-focal] [--fov 18] [--max-yaw 15] [--gaussians 24000] [--reuse] [--set KEY=VALUE ...]
 
-Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth").
+Prints a Markdown table (BENCHMARKS.md, "Capture vs synthetic ground truth") and writes the raw
+figures to ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -37,117 +40,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avatar3d.synthetic.capture_truth import evaluate_capture as evaluate
+
 # The subject's Gaussians (the library default is 6,000, sized for the reference rasteriser at 256 px).
-# With 6,000 the discs are ~2 mm wide and overlap; which of them shows in front changes with the
-# view, so the rendered texture slides on the surface as the head turns (the surface point seen at a
-# tracked pixel moves 0.029 mm per degree of yaw, the same way on most tracks; 0.012 with 24,000).
-# Tracks follow that texture and the slide reads as perspective. On a rigid, losslessly encoded clip
-# (no speech, no blinks; FOV 18°, tracks weighted 1000) the focal search with patch-refined tracks
-# came out 29 % short with 6,000 and 0.7 % short with 24,000 (BENCHMARKS.md, session 7). Real skin's
-# texture does not slide, so the benchmark renders the denser subject.
+# The sparser subject's texture slides on its surface as the head turns, which the feature tracks
+# read as perspective: docs/design/benchmark-subject.md.
 BENCH_GAUSSIANS = 24_000
 
 TARGETS = {"rotation_deg": 1.5, "translation_rel": 0.02, "focal_rel": 0.05, "mouth_corr": 0.9}
-
-
-def _angle_deg(R: np.ndarray) -> np.ndarray:
-    c = (np.trace(R, axis1=-2, axis2=-1) - 1) / 2
-    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
-
-
-def _project_so3(M: np.ndarray) -> np.ndarray:
-    U, _, Vt = np.linalg.svd(M)
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    return U @ D @ Vt
-
-
-def similarity(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama: (s, A, b) minimising ``sum |Y - (s A X + b)|²``. X, Y: (N, 3)."""
-    mx, my = X.mean(0), Y.mean(0)
-    Xc, Yc = X - mx, Y - my
-    U, S, Vt = np.linalg.svd(Yc.T @ Xc / len(X))
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    A = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (Xc**2).sum(1).mean())
-    return s, A, my - s * A @ mx
-
-
-def evaluate(cap, truth) -> dict:
-    """Compare a CaptureSet of a synthetic clip with its SyntheticTruth; see the module docstring."""
-    subj = truth.subject
-    idx = np.asarray(cap.frame_indices)
-    ok = np.asarray(cap.valid, bool) & (idx < truth.n_frames)
-    idx_ok = idx[ok]
-    R_true = np.empty((len(idx_ok), 3, 3))
-    t_true = np.empty((len(idx_ok), 3))
-    for j, i in enumerate(idx_ok):
-        R_true[j], t_true[j] = truth.head_pose_in_camera(int(i))
-    R_cap = np.asarray(cap.rotation, np.float64)[ok]
-    t_cap = np.asarray(cap.translation, np.float64)[ok]
-
-    rest = np.asarray(subj.canonical_landmarks, np.float64)
-    s, A, b = similarity(np.asarray(cap.canonical_landmarks, np.float64), rest)
-    resid = rest - (s * np.asarray(cap.canonical_landmarks, np.float64) @ A.T + b)
-    head_w = float(rest[:, 0].max() - rest[:, 0].min())
-
-    R_al = R_cap @ A.T
-    t_al = s * t_cap - R_al @ b
-    rot_err = _angle_deg(R_al @ np.swapaxes(R_true, -1, -2))
-    # constant offset fitted to the poses: R_true_k ≈ R_cap_k · C
-    C = _project_so3(np.einsum("kji,kjl->il", R_cap, R_true))
-    rot_err_fit = _angle_deg((R_cap @ C) @ np.swapaxes(R_true, -1, -2))
-    # diagnostic: head frames aligned on the rigid landmarks only (no mouth, eyelids or brows)
-    from avatar3d.capture.topology import RIGID_INDICES
-
-    rig = np.array(RIGID_INDICES)
-    _, A_rig, _ = similarity(np.asarray(cap.canonical_landmarks, np.float64)[rig], rest[rig])
-    rot_err_rig = _angle_deg(R_cap @ A_rig.T @ np.swapaxes(R_true, -1, -2))
-    rel_cap = R_cap @ np.swapaxes(R_cap[:1], -1, -2)
-    rel_true = R_true @ np.swapaxes(R_true[:1], -1, -2)
-    rot_err_rel = _angle_deg(rel_cap @ np.swapaxes(rel_true, -1, -2))
-
-    dt = t_al - t_true
-    dt_motion = dt - dt.mean(0)
-
-    f_true = float(truth.camera.K[0, 0]) / truth.camera.width
-    f_cap = float(cap.focal) / cap.width
-    jaw = np.asarray(truth.jaw_open, np.float64)[idx_ok]
-
-    def corr(x):
-        x = np.asarray(x, np.float64)[ok]
-        if x.std() < 1e-12 or jaw.std() < 1e-12:
-            return float("nan")
-        return float(np.corrcoef(x, jaw)[0, 1])
-
-    return {
-        "n_frames": len(idx),
-        "n_valid": int(ok.sum()),
-        "rotation_deg": float(np.median(rot_err)),
-        "rotation_deg_p95": float(np.percentile(rot_err, 95)),
-        "rotation_deg_posefit": float(np.median(rot_err_fit)),
-        "rotation_deg_rigid_aligned": float(np.median(rot_err_rig)),
-        "rotation_deg_rel0": float(np.median(rot_err_rel)),
-        "align_offset_deg": float(_angle_deg(A @ C)),  # landmark vs pose-fitted head-frame offset
-        "translation_rel": float(np.median(np.linalg.norm(dt, axis=1)) / head_w),
-        "translation_lateral_rel": float(np.median(np.linalg.norm(dt[:, :2], axis=1)) / head_w),
-        "translation_depth_rel": float(np.median(np.abs(dt[:, 2])) / head_w),
-        "translation_motion_rel": float(np.median(np.linalg.norm(dt_motion, axis=1)) / head_w),
-        "head_width_m": head_w,
-        "depth_true_m": float(np.median(t_true[:, 2])),
-        "depth_cap_m": float(np.median(t_al[:, 2])),
-        "sim_scale": s,
-        "sim_residual_mm": float(np.median(np.linalg.norm(resid, axis=1)) * 1000),
-        "focal_true": f_true,
-        "focal_cap": f_cap,
-        "focal_rel": abs(f_cap - f_true) / f_true,
-        "mouth_corr": corr(cap.mouth_open),
-        "jaw_corr": corr(cap.jaw_open),
-    }
 
 
 def run(
@@ -262,7 +164,7 @@ def main() -> None:
         help="CaptureConfig overrides, e.g. track_refine=false (values parsed as YAML)",
     )
     a = ap.parse_args()
-    from _common import config_overrides  # benchmarks/ is the script's folder, first on sys.path
+    from _common import config_overrides, write_results  # benchmarks/ is first on sys.path
 
     overrides = config_overrides(a.set)
     import torch
@@ -281,6 +183,7 @@ def main() -> None:
     print("\ndiagnostics:")
     for k, v in m.items():
         print(f"  {k}: {v:.5g}" if isinstance(v, float) else f"  {k}: {v}")
+    write_results("bench_capture_synthetic", {"args": vars(a), "times_s": times, "metrics": m})
 
 
 if __name__ == "__main__":

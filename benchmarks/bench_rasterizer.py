@@ -154,7 +154,7 @@ def make_calls(render: Callable[..., RenderOutput], scene: dict[str, torch.Tenso
 
 def run_table(title: str, names: tuple[str, str], renders: tuple[Callable, Callable],
               cases: list[tuple[int, int, bool]], device: str, repeats: int, ref_repeats: int,
-              clock: str = "wall") -> list[str]:
+              clock: str = "wall", records: list[dict] | None = None) -> list[str]:
     a, b = names
     head = (f"| N | image | C | {a} fwd ms | {b} fwd ms | fwd ratio | {a} fwd+bwd ms | {b} fwd+bwd ms "
             "| fwd+bwd ratio |")
@@ -171,6 +171,10 @@ def run_table(title: str, names: tuple[str, str], renders: tuple[Callable, Calla
                f"| {t_fba:.1f} | {t_fbb:.1f} | {t_fba / t_fbb:.1f}x |")
         print(row, flush=True)
         lines.append(row)
+        if records is not None:  # raw figures for benchmarks/results/
+            records.append({"table": title, "device": device, "clock": clock, "n": n, "size": size,
+                            "cameras": vm.shape[0], f"{a}_fwd_ms": t_fa, f"{b}_fwd_ms": t_fb,
+                            f"{a}_fwd_bwd_ms": t_fba, f"{b}_fwd_bwd_ms": t_fbb})
     return lines
 
 
@@ -211,10 +215,11 @@ def main() -> None:
     if _cuda_ext.cpu_module() is None:
         sys.exit("the CPU kernels could not be built; nothing to benchmark")
     print(metadata("cpu"), "\n")
+    records: list[dict] = []
     cases = [(20_000, 256, False), (20_000, 512, False), (100_000, 256, False), (100_000, 512, False)]
     run_table("CPU: C++/OpenMP kernels vs PyTorch reference", ("torch", "cpu"),
               (rasterize_torch, _cuda_ext.rasterize_kernels), cases[:1] if args.quick else cases,
-              "cpu", args.repeats, args.ref_repeats, args.clock)
+              "cpu", args.repeats, args.ref_repeats, args.clock, records)
 
     if args.gpu:
         if not torch.cuda.is_available():
@@ -227,7 +232,11 @@ def main() -> None:
         gcases = [(n, s, st) for n in (100_000, 500_000) for s in (512, 1024) for st in (False, True)]
         run_table("GPU: our CUDA kernels vs " + ("gsplat" if other is rasterize_gsplat else "torch reference"),
                   ("gsplat" if other is rasterize_gsplat else "torch", "cuda"), (other, ours),
-                  gcases[:1] if args.quick else gcases, "cuda", max(args.repeats, 10), max(args.repeats, 10))
+                  gcases[:1] if args.quick else gcases, "cuda", max(args.repeats, 10), max(args.repeats, 10),
+                  records=records)
+    from _common import write_results  # benchmarks/ is first on sys.path
+
+    write_results("bench_rasterizer", {"args": vars(args), "rows": records})
 
 
 if __name__ == "__main__":

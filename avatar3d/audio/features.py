@@ -119,9 +119,17 @@ def mel_power_at(wave16: np.ndarray, centres: np.ndarray) -> np.ndarray:
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy import fft as sfft
 
-    padded = np.pad(np.asarray(wave16, np.float32), (N_FFT // 2, N_FFT // 2))  # (T + N_FFT,)
-    windows = sliding_window_view(padded, N_FFT)  # (T + 1, N_FFT) view; row c is centred at sample c
-    centres = np.clip(np.asarray(centres, np.int64), 0, windows.shape[0] - 1)
+    wave16 = np.asarray(wave16, np.float32)
+    half = N_FFT // 2
+    centres = np.clip(np.asarray(centres, np.int64), 0, wave16.shape[0])
+    if centres.size == 0:
+        return np.zeros((0, N_MELS), np.float32)
+    # pad only the span these windows cover (a chunk of a long clip does not copy the whole clip)
+    c0, c1 = int(centres.min()), int(centres.max())
+    lo, hi = max(0, c0 - half), min(wave16.shape[0], c1 + half)
+    padded = np.pad(wave16[lo:hi], (lo - (c0 - half), (c1 + half) - hi))  # starts at sample c0 - half
+    windows = sliding_window_view(padded, N_FFT)  # row r is centred at sample c0 + r
+    centres = centres - c0
     basis, hann = _mel_basis(), _hann()
     out = np.empty((centres.shape[0], N_MELS), np.float32)
     for s in range(0, centres.shape[0], _CHUNK):
@@ -129,6 +137,14 @@ def mel_power_at(wave16: np.ndarray, centres: np.ndarray) -> np.ndarray:
         power = spec.real**2 + spec.imag**2
         out[s : s + _CHUNK] = power @ basis.T  # (n, 80)
     return out
+
+
+def _rms(x: np.ndarray, block: int = 1 << 20) -> float:
+    """Root mean square of a long wave, summed block by block in float64 (no full-size copy)."""
+    if x.shape[0] == 0:
+        return 0.0
+    total = sum(float(np.dot(b.astype(np.float64), b.astype(np.float64))) for b in np.array_split(x, max(1, x.shape[0] // block)))
+    return float(np.sqrt(total / x.shape[0]))
 
 
 def _step_centres(n_samples: int) -> np.ndarray:
@@ -174,35 +190,45 @@ def _check_frames(fps: float, n_frames: int | None, window: int = 1) -> None:
 
 
 def frame_features(
-    wave: np.ndarray, sr: int, fps: float, n_frames: int | None = None, window: int = 16
+    wave: np.ndarray,
+    sr: int,
+    fps: float,
+    n_frames: int | None = None,
+    window: int = 16,
+    frames: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Per-video-frame normalised log-mel windows: (n_frames, window, 80) float32.
 
     ``wave``: (T,), (T, C) or (C, T) at ``sr``. Frame k gets ``window`` mel steps, 20 ms apart,
     centred on ``t_k = k / fps`` (see the module docstring). ``n_frames`` defaults to
     ``floor(duration * fps)``; frames past the audio's end repeat the last step (edge padding).
+    ``frames=(a, b)``: only rows a..b-1 of that array (normalised over the whole clip), computed
+    without the others, for chunked processing of long audio.
     """
     _check_frames(fps, n_frames, window)
     w16 = _to_16k(wave, sr)  # (T16,)
     if n_frames is None:
         n_frames = _default_n_frames(w16.shape[0], SR, fps)
+    a, b = (0, int(n_frames)) if frames is None else (int(frames[0]), int(frames[1]))
+    if not 0 <= a <= b <= n_frames:
+        raise ValueError(f"frames {frames!r} must lie within 0..{n_frames}")
     steps = _step_centres(w16.shape[0])
     reg = mel_power_at(w16, steps)  # (n_steps, 80) regular grid: statistics and floor
     peak = float(reg.max())
-    if n_frames and float(np.sqrt(np.mean(w16.astype(np.float64) ** 2))) < SILENCE_RMS:
+    if n_frames and _rms(w16) < SILENCE_RMS:
         # An (almost) silent clip has no utterance statistics: normalising it would make silence
         # look like average speech. Give it the value pauses take in normal speech instead.
-        return np.full((int(n_frames), int(window), N_MELS), SILENT_VALUE, np.float32)
+        return np.full((b - a, int(window), N_MELS), SILENT_VALUE, np.float32)
     reg_db = _to_db(reg, peak)
     mean = reg_db.mean(axis=0)  # (80,)
     std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)  # (80,)
-    if n_frames == 0:
+    if b == a:
         return np.zeros((0, window, N_MELS), np.float32)
-    centres = np.rint(frame_centres(int(n_frames), fps, int(window)) * SR).astype(np.int64)  # (n, window)
+    centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(np.int64)  # (n, window)
     centres = np.clip(centres, 0, int(steps[-1]))  # edge padding
     db = _to_db(mel_power_at(w16, centres.reshape(-1)), peak)  # (n * window, 80)
     feats = (db - mean) / std
-    return feats.reshape(int(n_frames), int(window), N_MELS).astype(np.float32)
+    return feats.reshape(b - a, int(window), N_MELS).astype(np.float32)
 
 
 def audio_energy(wave: np.ndarray, sr: int, fps: float, n_frames: int | None = None) -> np.ndarray:

@@ -145,7 +145,7 @@ def run_capture(
 
     key = pass1_key(video, cfg)
     partial = find_partial(out_dir, key)  # a killed capture of this video got past pass 1
-    with atomic_dir(out_dir, adopt=partial) as tmp, _progress(progress) as bar:
+    with atomic_dir(out_dir, kind="capture", adopt=partial) as tmp, _progress(progress) as bar:
         tmp = Path(tmp)
         dirs = ["images", "masks"] + (
             [f"masks_{k}" for k in ("face", "head", "torso", "mouth")] if cfg.region_masks else []

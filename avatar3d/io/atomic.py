@@ -156,18 +156,43 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _check_replaceable(target: Path) -> None:
+    """An existing ``target`` may be replaced only when it is an empty directory or one this library
+    wrote (it carries the output marker); anything else is a user's data and is refused."""
+    from .outputs import MARKER, OutputError, has_marker
+
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise OutputError(f"output {target} exists and is not a directory avatar3d wrote; it is never replaced")
+    if has_marker(target) or not any(target.iterdir()):
+        return
+    raise OutputError(
+        f"output {target} is a directory avatar3d did not write (no {MARKER} marker): "
+        "it is never replaced; choose another output path"
+    )
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], adopt: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike[str], kind: str = "output", adopt: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
     """Yield an empty temp sibling directory; on success it becomes ``path``.
+
+    The directory is marked as written by avatar3d (``kind`` is recorded in the marker, see
+    :mod:`avatar3d.io.outputs`). An existing ``path`` is replaced only when it is an empty directory
+    or carries that marker (checked before the body runs and again at the swap), and only after the
+    body finished without exception; on any exception (``BaseException``, so also
+    ``KeyboardInterrupt``) the temp directory is deleted and ``path`` is left as it was. Parent
+    directories are created.
 
     ``adopt``: a stale temp sibling of ``path`` (see :func:`stale_temps`) to continue in, instead of
     an empty directory (renamed to this process's temp name first, so nothing else removes it).
-
-    An existing ``path`` (file or directory) is replaced only after the body finished without
-    exception; on any exception (``BaseException``, so also ``KeyboardInterrupt``) the temp
-    directory is deleted and ``path`` is left as it was. Parent directories are created.
     """
+    from .outputs import write_marker
+
     target = Path(path)
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target)
     if adopt is not None:
@@ -176,6 +201,7 @@ def atomic_dir(path: str | os.PathLike[str], adopt: str | os.PathLike[str] | Non
     if adopt is None:
         tmp.mkdir()
     try:
+        write_marker(tmp, kind)
         yield tmp
     except BaseException:
         _remove(tmp)
@@ -183,6 +209,7 @@ def atomic_dir(path: str | os.PathLike[str], adopt: str | os.PathLike[str] | Non
     if not tmp.is_dir():
         raise FileNotFoundError(f"atomic_dir: the temp directory {tmp} vanished before commit")
     try:
+        _check_replaceable(target)
         if os.path.lexists(target):
             # rename() cannot replace a non-empty directory: move the old one aside first, then
             # swap, then delete it; if the swap fails put the old one back.

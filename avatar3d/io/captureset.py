@@ -72,6 +72,10 @@ def c2w_opengl(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
+MAX_SIDE = 8192  # pixels, the longest side of a stored frame
+MAX_FRAMES = 1_000_000
+
+
 def _check_arrays(arrays: dict, spec: dict, where: str, dims: dict) -> None:
     """Check presence, dtype kind and shape of ``arrays`` against ``spec``; fills ``dims``."""
     for name, (shape, kind, required) in spec.items():
@@ -180,7 +184,7 @@ class CaptureSet:
             )
         try:
             T = int(meta["n_frames"])
-            w, h, fx = int(t["w"]), int(t["h"]), float(t["fl_x"])
+            w, h = int(t["w"]), int(t["h"])
             split = meta["train_split"]
             a0, a1 = (int(x) for x in split["train"])
             b0, b1 = (int(x) for x in split["test"])
@@ -188,8 +192,14 @@ class CaptureSet:
             raise FormatError(f"{tpath}: malformed header ({e!s})") from None
         if T < 1 or not isinstance(t["frames"], list) or len(t["frames"]) != T:
             raise FormatError(f"{tpath}: n_frames = {T} but {len(t['frames'])} frames are listed")
-        if w < 1 or h < 1 or not fx > 0 or not float(meta["fps"]) > 0:
-            raise FormatError(f"{tpath}: invalid image size, focal or fps")
+        try:
+            intr = [float(t[k]) for k in ("fl_x", "fl_y", "cx", "cy")] + [float(meta["fps"])]
+        except (TypeError, ValueError):
+            raise FormatError(f"{tpath}: intrinsics and fps must be numbers") from None
+        if not np.isfinite(intr).all() or not (intr[0] > 0 and intr[1] > 0) or not 0 < intr[4] <= 240:
+            raise FormatError(f"{tpath}: invalid focal, principal point or fps {intr}")
+        if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE) or T > MAX_FRAMES:
+            raise FormatError(f"{tpath}: image size {w}x{h} or {T} frames outside 16..{MAX_SIDE} px, <= {MAX_FRAMES}")
         if not (0 == a0 <= a1 == b0 <= b1 == T):
             raise FormatError(f"{tpath}: train_split {split} does not partition 0..{T}")
 
@@ -218,12 +228,18 @@ class CaptureSet:
         )
         if c2w.shape != (4, 4) or not np.allclose(c2w, expect, atol=1e-4):
             raise FormatError(f"{tpath}: frame 0's transform_matrix disagrees with tracking.safetensors")
+        inside = root.resolve()
+        for i, f in enumerate(t["frames"]):
+            for key in ("file_path", "mask_path"):
+                if not isinstance(f, dict) or not isinstance(f.get(key), str):
+                    raise FormatError(f"{tpath}: frame {i} has no '{key}'")
+                rel = Path(f[key])
+                if rel.is_absolute() or inside not in (root / rel).resolve().parents:
+                    raise FormatError(f"{tpath}: frame {i}'s {key} {f[key]!r} points outside the capture set")
         if check_files:
             kinds = [k for k in meta.get("masks", []) if k in REGION_MASKS]
             for i, f in enumerate(t["frames"]):
                 for key in ("file_path", "mask_path"):
-                    if key not in f:
-                        raise FormatError(f"{tpath}: frame {i} has no '{key}'")
                     if not (root / f[key]).is_file():
                         raise FormatError(f"capture set {root} is missing {f[key]} (frame {i})")
                 for k in kinds:

@@ -131,6 +131,8 @@ def _sparse_to_dense(obj: _SparseStandIn, where: str) -> np.ndarray:
     shape = st.get("_shape", st.get("shape"))
     try:
         shape = tuple(int(s) for s in shape)
+        if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] > MAX_DENSE_ELEMENTS:
+            raise FormatError(f"{where}: a {shape} sparse matrix is too large to make dense; refusing to load")
         out = np.zeros(shape, dtype=np.float64)
         data = np.asarray(st["data"], dtype=np.float64)
         if obj.fmt == "coo":
@@ -145,27 +147,56 @@ def _sparse_to_dense(obj: _SparseStandIn, where: str) -> np.ndarray:
     return out
 
 
-def _chumpy_to_array(obj: _ChumpyStandIn, where: str) -> np.ndarray:
+def _chumpy_to_array(obj: _ChumpyStandIn, where: str, convert) -> np.ndarray:
     st = obj.state
     if isinstance(st, dict) and "x" in st:
-        x = st["x"]
-        x = plain(x, where)
+        x = convert(st["x"])
         if isinstance(x, np.ndarray) or np.isscalar(x):
             return np.asarray(x)
     raise FormatError(f"{where}: chumpy object holds no plain array (a derived chumpy expression?)")
 
 
+MAX_NODES = 10_000_000  # objects a pickle's structure may describe (every shared reference counted)
+MAX_DEPTH = 200
+MAX_DENSE_ELEMENTS = 100_000_000  # a sparse matrix made dense (800 MB of float64)
+MAX_FILE_BYTES = 2 << 30
+
+
 def plain(obj: Any, where: str = "pickle") -> Any:
-    """Replace stand-ins by numpy arrays, recursively through dicts, lists and tuples."""
-    if isinstance(obj, _ChumpyStandIn):
-        return _chumpy_to_array(obj, where)
-    if isinstance(obj, _SparseStandIn):
-        return _sparse_to_dense(obj, where)
-    if isinstance(obj, dict):
-        return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v, where) for v in obj)
-    return obj
+    """Replace stand-ins by numpy arrays, recursively through dicts, lists and tuples.
+
+    A pickle can reference one container from many places (its memo): "billion laughs" files nest
+    such references so that the structure they describe grows exponentially with the file's size.
+    Each object is converted once, and the size of the structure as a reader would see it (every
+    reference counted) and its depth are bounded: a larger one is refused before anything uses it.
+    """
+    memo: dict[int, tuple[Any, int]] = {}
+
+    def walk(o: Any, at: str, depth: int) -> tuple[Any, int]:
+        if depth > MAX_DEPTH:
+            raise FormatError(f"{where}: nested deeper than {MAX_DEPTH} levels; refusing to load")
+        if id(o) in memo:
+            return memo[id(o)]
+        size = 1
+        if isinstance(o, _ChumpyStandIn):
+            out = _chumpy_to_array(o, at, lambda x: walk(x, at, depth + 1)[0])
+        elif isinstance(o, _SparseStandIn):
+            out = _sparse_to_dense(o, at)
+        elif isinstance(o, (dict, list, tuple)):
+            items = o.items() if isinstance(o, dict) else enumerate(o)
+            conv = {}
+            for k, v in items:
+                conv[k], n = walk(v, f"{at}[{k!r}]" if isinstance(o, dict) else at, depth + 1)
+                size += n
+                if size > MAX_NODES:
+                    raise FormatError(f"{where}: describes more than {MAX_NODES} objects; refusing to load")
+            out = conv if isinstance(o, dict) else type(o)(conv.values())
+        else:
+            out = o
+        memo[id(o)] = (out, size)
+        return out, size
+
+    return walk(obj, where, 0)[0]
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -176,6 +207,8 @@ def load_pickle(path: str | Path) -> Any:
     """
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise FormatError(f"{path}: larger than {MAX_FILE_BYTES} bytes; refusing to load")
         data = path.read_bytes()
     except OSError as e:
         raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -1,11 +1,18 @@
-"""Build, load and wrap avatar3d's own compiled rasteriser (``cuda_ext/``).
+"""Build, load and wrap avatar3d's own compiled rasteriser (the package's ``_kernels/`` sources).
 
-One source, two builds: ``cuda_ext/cpu/raster_cpu.cpp`` (g++ ``-O3 -fopenmp``) for CPU tensors and
-``cuda_ext/cuda/raster_cuda.cu`` (nvcc) for CUDA tensors, both running the per-element functions of
-``cuda_ext/include/raster.h``. Each build is JIT-compiled with :func:`torch.utils.cpp_extension.load`
-on first use (never at import) into ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/avatar3d/torch_extensions``
-and cached there. If a build fails, one warning is issued and callers fall back to the PyTorch
-reference; nothing raises for lack of a compiler.
+One source, two builds: ``_kernels/cpu/raster_cpu.cpp`` (g++ ``-O3 -fopenmp``) for CPU tensors and
+``_kernels/cuda/raster_cuda.cu`` (nvcc) for CUDA tensors, both defining the ops of
+``_kernels/include/ops.h`` with the per-element functions of ``_kernels/include/raster.h``. The
+sources ship inside the package (package data), so an installed wheel builds them too.
+
+Each build is JIT-compiled with :func:`torch.utils.cpp_extension.load` on first use (never at import)
+into ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/avatar3d/torch_extensions``, in a folder named after a
+hash of the sources, the flags, torch, the compiler and ninja (:func:`build_key`): one build per
+machine and version, shared by every checkout and process. The sources are copied into that folder
+and built from there, and the build always runs the ``ninja`` of the ``ninja`` package (a dependency)
+whatever ``ninja`` comes first on ``PATH``, so no two tools rebuild each other's output. If a build
+fails, one warning is issued and callers fall back to the PyTorch reference; nothing raises for lack
+of a compiler.
 
 Stages mirror :mod:`._torch_impl` (same names, arguments and outputs), each backed by an autograd
 Function, so gradients flow to means, quats, scales, opacities, colours and backgrounds:
@@ -17,12 +24,16 @@ more colour channel, so it is differentiable). :func:`rasterize_kernels` chains 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,12 +44,18 @@ from torch import Tensor
 from ._constants import EPS2D, FAR_PLANE, NEAR_PLANE, TILE_SIZE
 from .rasterize import RenderOutput
 
-EXT_ROOT = Path(__file__).resolve().parents[2] / "cuda_ext"
+KERNELS = Path(__file__).resolve().parents[1] / "_kernels"
 _SOURCES = {
     "cpu": ["cpu/raster_cpu.cpp"],
     "cuda": ["cuda/bindings.cpp", "cuda/raster_cuda.cu"],
 }
-_DEPENDS = ["include/raster.h", "include/constants.h"]  # headers: a change forces a rebuild
+_HEADERS = ["include/ops.h", "include/raster.h", "include/constants.h"]
+_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {  # tuples: torch's load() appends to the lists it gets
+    "cpu": {"extra_cflags": ("-O3", "-fopenmp", "-ffp-contract=off"), "extra_ldflags": ("-fopenmp",)},
+    # --fmad=false: no FMA contraction, so the forward and backward kernels (and the CPU build)
+    # reach the same alpha/transmittance threshold decisions.
+    "cuda": {"extra_cflags": ("-O3",), "extra_cuda_cflags": ("-O3", "--fmad=false")},
+}
 
 log = logging.getLogger(__name__)
 _modules: dict[str, ModuleType | None] = {}
@@ -63,32 +80,99 @@ def build_root() -> Path:
     return Path(base) / tag.replace("+", "_")
 
 
+def ninja_dir() -> str | None:
+    """The folder of the ``ninja`` every build runs: the ``ninja`` package's, else the first on PATH."""
+    try:
+        import ninja
+
+        if (Path(ninja.BIN_DIR) / "ninja").is_file():
+            return str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("ninja")
+    return str(Path(found).parent) if found else None
+
+
+def _tool_version(exe: str) -> str:
+    """First line of ``exe --version`` ("absent" when it cannot run)."""
+    try:
+        res = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "absent"
+    lines = (res.stdout or res.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def _compilers(kind: str) -> list[str]:
+    tools = [os.environ.get("CXX", "c++")]
+    if kind == "cuda":
+        from torch.utils.cpp_extension import CUDA_HOME  # imported lazily: it is slow to import
+
+        tools.append(str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME else "nvcc")
+    return tools
+
+
+def build_key(kind: str, ninja_bin_dir: str | None = None) -> str:
+    """Hex digest naming one build: the kernel sources, flags, Python, torch, compilers and ninja."""
+    h = hashlib.sha256()
+    for rel in sorted(_SOURCES[kind] + _HEADERS):
+        h.update(rel.encode() + b"\0" + (KERNELS / rel).read_bytes() + b"\0")
+    ninja_exe = str(Path(ninja_bin_dir) / "ninja") if ninja_bin_dir else "ninja"
+    tools = [_tool_version(t) for t in _compilers(kind)] + [_tool_version(ninja_exe)]
+    for part in (sys.version, torch.__version__, str(torch.version.cuda), repr(_FLAGS[kind]), *tools):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _stage_sources(kind: str, dest: Path) -> None:
+    """Copy the build's sources under ``dest`` (unchanged files are left alone, so their mtimes hold)."""
+    for rel in _SOURCES[kind] + _HEADERS:
+        data = (KERNELS / rel).read_bytes()
+        target = dest / rel
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def _ninja_first_on_path(folder: str | None) -> Iterator[None]:
+    """torch runs ``ninja`` by name: put the pinned one first on PATH for the build's duration."""
+    old = os.environ.get("PATH", "")
+    if folder:
+        os.environ["PATH"] = folder + os.pathsep + old
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def build_dir(kind: str) -> Path:
+    """The folder of this machine's build of ``kind`` ("cpu" or "cuda") for these sources."""
+    return build_root() / f"avatar3d_raster_{kind}-{build_key(kind, ninja_dir())[:16]}"
+
+
 def _compile(kind: str) -> ModuleType:
     from torch.utils.cpp_extension import load  # imported lazily: it is slow to import
 
-    sources = [EXT_ROOT / s for s in _SOURCES[kind]]
-    missing = [str(p) for p in sources + [EXT_ROOT / d for d in _DEPENDS] if not p.is_file()]
+    missing = [r for r in _SOURCES[kind] + _HEADERS if not (KERNELS / r).is_file()]
     if missing:
-        raise FileNotFoundError(f"kernel sources not found: {', '.join(missing)}")
-    name = f"avatar3d_raster_{kind}"
-    # one build folder per checkout: the build file records the sources' absolute paths, so two
-    # checkouts sharing a folder would rebuild each other's extension on every switch (~1 min)
-    where = hashlib.sha1(str(EXT_ROOT.resolve()).encode()).hexdigest()[:10]
-    build_dir = build_root() / f"{name}-{where}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    log.info("loading the %s rasteriser kernels from %s (the first build takes about a minute)", kind, build_dir)
-    common: dict[str, Any] = {
-        "name": name,
-        "sources": [str(p) for p in sources],
-        "extra_include_paths": [str(EXT_ROOT / "include")],
-        "build_directory": str(build_dir),
-        "verbose": False,
-    }
-    if kind == "cpu":
-        return load(extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"], extra_ldflags=["-fopenmp"], **common)
-    # --fmad=false: no FMA contraction, so the forward and backward kernels (and the CPU build)
-    # reach the same alpha/transmittance threshold decisions.
-    return load(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "--fmad=false"], **common)
+        raise FileNotFoundError(f"kernel sources not found in {KERNELS}: {', '.join(missing)}")
+    where = build_dir(kind)
+    src = where / "src"
+    _stage_sources(kind, src)
+    log.info("loading the %s rasteriser kernels from %s (the first build takes about a minute)", kind, where)
+    with _ninja_first_on_path(ninja_dir()):
+        return load(
+            name=f"avatar3d_raster_{kind}",
+            sources=[str(src / s) for s in _SOURCES[kind]],
+            extra_include_paths=[str(src / "include")],
+            build_directory=str(where),
+            verbose=False,
+            **{key: list(flags) for key, flags in _FLAGS[kind].items()},
+        )
 
 
 def _module(kind: str) -> ModuleType | None:
@@ -201,8 +285,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_out = _grad_or_zeros(v_out, T_final.shape + (colors.shape[-1],), colors)
         v_alphas = _grad_or_zeros(v_alphas, T_final.shape + (1,), colors)
         v_means2d, v_conics, v_colors, v_opacities = ctx.mod.raster_bwd(
-            means2d, conics, colors, opacities, flatten_ids, offsets, *ctx.cfg, T_final, last_ids,
-            v_out, v_alphas,
+            means2d,
+            conics,
+            colors,
+            opacities,
+            flatten_ids,
+            offsets,
+            *ctx.cfg,
+            T_final,
+            last_ids,
+            v_out,
+            v_alphas,
         )
         return None, v_means2d, v_conics, v_colors, v_opacities, None, None, None, None, None
 
@@ -235,9 +328,17 @@ def project_gaussians(
     mod = module_for(means.device)
     dt = means.dtype
     return _ProjectGaussians.apply(
-        mod, means.contiguous(), quats.to(dt).contiguous(), scales.to(dt).contiguous(),
-        viewmats.detach().to(dt).contiguous(), Ks.detach().to(dt).contiguous(),
-        int(width), int(height), float(near_plane), float(far_plane), float(eps2d),
+        mod,
+        means.contiguous(),
+        quats.to(dt).contiguous(),
+        scales.to(dt).contiguous(),
+        viewmats.detach().to(dt).contiguous(),
+        Ks.detach().to(dt).contiguous(),
+        int(width),
+        int(height),
+        float(near_plane),
+        float(far_plane),
+        float(eps2d),
     )
 
 
@@ -257,8 +358,12 @@ def isect_tiles(
     mod = module_for(means2d.device)
     return tuple(
         mod.isect_tiles(
-            means2d.contiguous(), radii.to(torch.int32).contiguous(), depths.to(means2d.dtype).contiguous(),
-            int(width), int(height), int(tile_size),
+            means2d.contiguous(),
+            radii.to(torch.int32).contiguous(),
+            depths.to(means2d.dtype).contiguous(),
+            int(width),
+            int(height),
+            int(tile_size),
         )
     )
 
@@ -285,9 +390,16 @@ def rasterize_to_pixels(
     D = colors.shape[-1]
     feats = torch.cat([colors.to(dt), depths.to(dt)[..., None]], dim=-1).contiguous()  # (C, N, D+1)
     out, alphas = _RasterizeToPixels.apply(
-        mod, means2d.contiguous(), conics.to(dt).contiguous(), feats, opacities.to(dt).contiguous(),
-        flatten_ids.to(torch.int32).contiguous(), tile_offsets.to(torch.int32).contiguous(),
-        int(width), int(height), int(tile_size),
+        mod,
+        means2d.contiguous(),
+        conics.to(dt).contiguous(),
+        feats,
+        opacities.to(dt).contiguous(),
+        flatten_ids.to(torch.int32).contiguous(),
+        tile_offsets.to(torch.int32).contiguous(),
+        int(width),
+        int(height),
+        int(tile_size),
     )
     img, dep = out[..., :D], out[..., D:]
     if backgrounds is not None:

@@ -47,6 +47,7 @@ def start_viewer(
     pose: str = "static",
     blink: str = "auto",
     background: str = "plate",
+    speech_model: str | None = None,
     log=print,
 ):
     """Load the avatar, compute its drive and start the server; returns the running AvatarViewer.
@@ -65,7 +66,7 @@ def start_viewer(
         raise Avatar3DError(f"audio file not found: {audio}")
     from ..api import Avatar
 
-    avatar = Avatar.load(p)
+    avatar = Avatar.load(p, speech_model=speech_model)
     if background != "plate":
         avatar._background(background, avatar.rest_camera)  # a one-line ConfigError if it is not a colour
     t0 = time.time()

@@ -21,7 +21,6 @@ import roma
 import torch
 
 from ..errors import Avatar3DError, ConfigError
-from ..models.deform import gather_windows
 from ..render.camera import Camera
 
 AUDIO_SR = 16000
@@ -167,7 +166,6 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
     from ..audio import load_audio
 
     fps = float(avatar.meta["fps"])
-    m = avatar.model
     if audio is None:
         period = 2 * len(avatar.track["head_poses"])  # the mirrored training track loops with no jump
         n = max(1, math.ceil(idle_seconds * fps / period)) * period
@@ -181,13 +179,7 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
             raise Avatar3DError(
                 f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps"
             )
-        feats = torch.as_tensor(avatar.audio_features(wave, fps, n), dtype=torch.float32)
-        codes = torch.cat(
-            [
-                m.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), m.cfg.smooth_window))
-                for s in range(0, n, 64)
-            ]
-        )
+        codes = torch.cat(list(avatar.audio_codes(wave, fps, n)))  # features chunk by chunk: flat memory
         gen = avatar._poses("generated", n, fps)
     poses = {
         "static": avatar._poses("static", n, fps),

@@ -177,7 +177,7 @@ def test_training_uses_normalised_speech_features(speech_avatar, speech_capture,
     assert av.speech_model == str(speech_model.resolve())
 
 
-def test_render_uses_the_speech_model_not_mel(speech_avatar, tmp_path, monkeypatch):
+def test_render_uses_the_speech_model_not_mel(speech_avatar, speech_model, tmp_path, monkeypatch):
     import avatar3d.audio
     import avatar3d.audio.features
     from avatar3d import Avatar
@@ -185,7 +185,7 @@ def test_render_uses_the_speech_model_not_mel(speech_avatar, tmp_path, monkeypat
     from avatar3d.viewer.frames import make_drive
 
     speech_avatar.save(tmp_path / "av")
-    av = Avatar.load(tmp_path / "av")
+    av = Avatar.load(tmp_path / "av", speech_model=speech_model)
 
     def no_mel(*a, **k):
         raise AssertionError("log-mel used for a speech-model avatar")
@@ -238,7 +238,8 @@ def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tm
     meta = json.loads(json.dumps(speech_avatar.meta))
     meta["speech_model"]["path"] = str(copy)
     av = Avatar(
-        speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background
+        speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background,
+        speech_model=copy,
     )
     wave = _other_audio(0.2)
     assert len(av.render(wave, sample_rate=16000, progress=False)) == 5
@@ -246,7 +247,37 @@ def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tm
     with pytest.raises(FormatError) as e:
         av.render(wave, sample_rate=16000, progress=False)
     msg = _one_line(e)
-    assert str(copy) in msg and "trained with it" in msg
+    assert str(copy) in msg and "not found" in msg
+
+
+def test_a_loaded_avatar_never_runs_the_model_it_names(speech_avatar, tmp_path, monkeypatch):
+    """An avatar directory is data: the speech model recorded in avatar.json is never loaded; the
+    user must name the file (--speech-model), and the error says so."""
+    import avatar3d.audio.speech_model as sm
+    from avatar3d import Avatar
+    from avatar3d.cli import main
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model file named by the avatar directory was loaded")
+
+    monkeypatch.setattr(sm, "cached_extractor", no_loading)
+    monkeypatch.setattr(sm.SpeechFeatureExtractor, "from_path", no_loading)
+    speech_avatar.save(tmp_path / "av")
+    meta = json.loads((tmp_path / "av" / "avatar.json").read_text())
+    hostile = tmp_path / "av" / "evil.pt2"
+    hostile.write_bytes(b"PK\x03\x04 not really a model")
+    meta["speech_model"]["path"] = "evil.pt2"
+    (tmp_path / "av" / "avatar.json").write_text(json.dumps(meta))
+    av = Avatar.load(tmp_path / "av")
+    with pytest.raises(FormatError) as e:
+        av.render(_other_audio(0.2), sample_rate=16000, progress=False)
+    assert "--speech-model" in _one_line(e)
+    wav = tmp_path / "a.wav"
+    from avatar3d.io.media import write_audio
+
+    write_audio(wav, _other_audio(0.5), 16000)
+    code = main(["render", str(tmp_path / "av"), "--audio", str(wav), "-o", str(tmp_path / "o.mp4")])
+    assert code == 2 and not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])

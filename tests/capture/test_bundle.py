@@ -68,6 +68,7 @@ def test_lm_recovers_an_exact_scene():
     assert np.abs(res.points - X).max() < 1e-6
 
 
+@pytest.mark.slow  # thousands of L-BFGS iterations: ~40 s on 2 busy cores
 def test_lm_converges_where_lbfgs_creeps(monkeypatch):
     """The focal search's fit (tracks, robust losses, shape and depth priors): Levenberg-Marquardt
     reaches the minimum that L-BFGS (the path of long clips) reaches only after ~2000 iterations."""

@@ -85,6 +85,15 @@ def test_valid_copy_loads(capture_copy):
             lambda r: _edit_tracking(r, lambda d: d.update(translation=np.full((12, 3), np.nan, np.float32))),
             "NaN",
         ),
+        # a capture from a stranger: paths may not leave the directory, numbers must be sane
+        (lambda r: _edit_json(r, lambda d: d["frames"][2].update(file_path="../../../etc/passwd")), "outside"),
+        (lambda r: _edit_json(r, lambda d: d["frames"][2].update(mask_path="/etc/hostname")), "outside"),
+        (lambda r: _edit_json(r, lambda d: d["frames"][2].update(file_path=7)), "file_path"),
+        (lambda r: _edit_json(r, lambda d: d.update(fl_y=float("nan"))), "focal"),
+        (lambda r: _edit_json(r, lambda d: d.update(cx="left")), "numbers"),
+        (lambda r: _edit_json(r, lambda d: d["avatar3d"].update(fps=0)), "fps"),
+        (lambda r: _edit_json(r, lambda d: d["avatar3d"].update(fps=1e9)), "fps"),
+        (lambda r: _edit_json(r, lambda d: d.update(w=10**6)), "image size"),
     ],
 )
 def test_broken_capture_sets_name_the_problem(capture_copy, breakage, message):
@@ -92,6 +101,15 @@ def test_broken_capture_sets_name_the_problem(capture_copy, breakage, message):
     with pytest.raises(FormatError, match=message.replace("(", r"\(")) as e:
         CaptureSet.load(capture_copy)
     assert "\n" not in str(e.value)
+
+
+def test_a_link_out_of_the_capture_is_refused(capture_copy, tmp_path):
+    outside = tmp_path / "elsewhere.jpg"
+    img = capture_copy / "images" / "000004.jpg"
+    img.rename(outside)
+    img.symlink_to(outside)
+    with pytest.raises(FormatError, match="outside"):
+        CaptureSet.load(capture_copy)
 
 
 def test_not_a_directory(tmp_path):

@@ -2,8 +2,9 @@
 (``morphable="flame"``) on the synthetic talking subject, against the open model on the same clip;
 wrong or corrupt FLAME files fail at once with a one-line FormatError.
 
-The synthetic FLAME file and the figures come from ``benchmarks/bench_capture_flame.py`` (see its
-docstring); the floors are looser than what it measures on the 3 s, 256 px test clip.
+The synthetic FLAME file comes from :mod:`avatar3d.synthetic.flame_file` and the figures from
+:func:`avatar3d.synthetic.capture_truth.compare_face_fits`, as in ``benchmarks/bench_capture_flame.py``;
+the floors are looser than what it measures on the 3 s, 256 px test clip.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import pytest
 
 from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.errors import ConfigError, FormatError
-
-from ._bench import load_bench
-
-
-def _bench():
-    return load_bench("bench_capture_flame")
+from avatar3d.synthetic.capture_truth import compare_face_fits
+from avatar3d.synthetic.flame_file import write_synthetic_flame
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,7 @@ def flame_files(tmp_path_factory):
     from avatar3d.synthetic import get_subject
 
     base = get_subject(0).canonical_landmarks
-    return _bench().write_synthetic_flame(tmp_path_factory.mktemp("flame"), base, seed=0)
+    return write_synthetic_flame(tmp_path_factory.mktemp("flame"), base, seed=0)
 
 
 @pytest.mark.slow
@@ -54,7 +51,7 @@ def test_flame_fits_the_synthetic_subject_like_the_open_model(synthetic_talking_
         torch.set_num_threads(threads)
     summary = cs.transforms["avatar3d"]["morphable"]
     assert summary["model"] == "flame" and summary["n_landmarks"] == len(flame.landmark_indices)
-    m = _bench().compare({"open": open_, "flame": flame}, {"open": cs, "flame": cs}, truth)
+    m = compare_face_fits({"open": open_, "flame": flame}, {"open": cs, "flame": cs}, truth)
     # measured on this clip (BENCHMARKS.md): reprojection FLAME 1.06 px at 512 (open 0.16: it is built
     # from these very detections); rotation, pose-fitted offset, FLAME 1.31° (open 1.63°), landmark-
     # aligned 3.2° (open 2.3°); jaw correlation FLAME 0.964 (open 0.956)

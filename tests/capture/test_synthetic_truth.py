@@ -1,7 +1,8 @@
 """run_capture on the synthetic subject against its exact ground truth (a 3 s, 25 fps, 256 px clip).
 
-The metrics are those of ``benchmarks/bench_capture_synthetic.py`` (see its docstring for how the
-capture's head frame is aligned with the truth's). The floors are looser than what the capture
+The metrics are :func:`avatar3d.synthetic.capture_truth.evaluate_capture` (see its module docstring
+for how the capture's head frame is aligned with the truth's), as in
+``benchmarks/bench_capture_synthetic.py``. The floors are looser than what the capture
 measures on this clip (BENCHMARKS.md, "Capture vs synthetic ground truth"), with margin for seed to
 seed variation; the issue's targets are rotation ≤ 1.5°, translation ≤ 2 % of the head width, focal
 ≤ 5 % and mouth correlation ≥ 0.9. The absolute depth, which needs the focal to about 0.25 %, is not
@@ -12,13 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from ._bench import load_bench
+from avatar3d.synthetic.capture_truth import evaluate_capture
 
 pytestmark = pytest.mark.slow
-
-
-def _bench():
-    return load_bench("bench_capture_synthetic")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def metrics(synthetic_talking_clip, tmp_path_factory) -> dict:
         )
     finally:
         torch.set_num_threads(threads)
-    return _bench().evaluate(cap, truth)
+    return evaluate_capture(cap, truth)
 
 
 def test_every_frame_tracked(metrics):

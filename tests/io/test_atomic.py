@@ -7,6 +7,7 @@ import re
 import pytest
 
 from avatar3d.io.atomic import atomic_dir, atomic_file
+from avatar3d.io.outputs import MARKER, OutputError
 
 
 def _names(d) -> list[str]:
@@ -26,16 +27,38 @@ def test_atomic_dir_commits_on_success(tmp_path):
 
 def test_atomic_dir_replaces_existing_only_on_success(tmp_path):
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
+    with atomic_dir(target) as tmp:
+        (tmp / "old.txt").write_text("old")
+    assert _names(target) == [MARKER, "old.txt"]
     with pytest.raises(ValueError), atomic_dir(target) as tmp:
         (tmp / "new.txt").write_text("new")
         raise ValueError("stage failed")
-    assert _names(target) == ["old.txt"] and _names(tmp_path) == ["out"]
+    assert _names(target) == [MARKER, "old.txt"] and _names(tmp_path) == ["out"]
 
     with atomic_dir(target) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert _names(target) == ["new.txt"] and _names(tmp_path) == ["out"]
+    assert _names(target) == [MARKER, "new.txt"] and _names(tmp_path) == ["out"]
+
+
+def test_atomic_dir_never_replaces_a_directory_it_did_not_write(tmp_path):
+    """A user's directory (no marker) is never replaced, even by the library's own API; an empty
+    directory may be filled."""
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "thesis.tex").write_text("precious")
+    with pytest.raises(OutputError, match="did not write"), atomic_dir(users) as tmp:
+        (tmp / "x").write_text("x")
+    assert _names(users) == ["thesis.tex"] and _names(tmp_path) == ["users"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(OutputError, match="not a directory"), atomic_dir(a_file):
+        pass
+    assert a_file.read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_dir(empty) as tmp:
+        (tmp / "x").write_text("x")
+    assert _names(empty) == [MARKER, "x"]
 
 
 def test_atomic_dir_cleans_up_on_keyboard_interrupt(tmp_path):

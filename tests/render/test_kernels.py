@@ -1,4 +1,4 @@
-"""Compiled rasteriser kernels (``cuda_ext``) against the PyTorch reference (``_torch_impl``).
+"""Compiled rasteriser kernels (``avatar3d/_kernels``) against the PyTorch reference (``_torch_impl``).
 
 float64 runs check that the kernels implement exactly the reference's math (culling, FOV clamp,
 tile binning, sort order, early termination, every gradient) to ~1e-12. float32 runs check the
@@ -192,7 +192,7 @@ def compare_end_to_end(sc: dict, fn, dtype: torch.dtype, depth_floor: float = 0.
 
 
 def test_constants_header_mirrors_python() -> None:
-    text = re.sub(r"//.*", "", (ROOT / "cuda_ext" / "include" / "constants.h").read_text())
+    text = re.sub(r"//.*", "", (ROOT / "avatar3d" / "_kernels" / "include" / "constants.h").read_text())
     found = {m[1]: m[2].strip(" ()") for m in re.finditer(r"#define A3D_(\w+)\s+(.+)", text)}
     names = [n for n in dir(_constants) if n.isupper()]
     assert sorted(found) == sorted(names)
@@ -212,7 +212,7 @@ def test_check_nvcc_skips_without_nvcc(tmp_path) -> None:
     path = "/usr/bin:/bin"
     if shutil.which("nvcc", path=path):
         pytest.skip("nvcc is on the minimal PATH; the CI job runs the real check")
-    script = ROOT / "cuda_ext" / "check_nvcc.sh"
+    script = ROOT / "avatar3d" / "_kernels" / "check_nvcc.sh"
     res = subprocess.run(["bash", str(script)], env={"PATH": path}, capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "SKIP" in res.stdout
 

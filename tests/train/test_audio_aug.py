@@ -60,6 +60,7 @@ def _toy_data(T: int = 220, seed: int = 0):
     )
 
 
+@pytest.mark.slow  # an audio-branch fit: ~20 s per case on 2 busy cores
 @pytest.mark.parametrize("augment", [False, True])
 def test_pretraining_learns_the_mouth_from_audio(augment):
     torch.manual_seed(0)

@@ -1,5 +1,6 @@
 // CPU build of the avatar3d Gaussian rasteriser: OpenMP loops over the per-element functions of
-// cuda_ext/include/raster.h. JIT-compiled by avatar3d/render/_cuda_ext.py (g++ -O3 -fopenmp).
+// include/raster.h, defining the ops declared in include/ops.h. JIT-compiled by
+// avatar3d/render/_cuda_ext.py (g++ -O3 -fopenmp).
 //
 // Stages (same names and shapes as avatar3d/render/_torch_impl.py, plus the fused covariance):
 //   project_fwd / project_bwd  over C x N (covariance computed once per Gaussian)
@@ -16,8 +17,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "../include/ops.h"
 #include "../include/raster.h"
 
+namespace a3d::ops {
 namespace {
 
 using at::Tensor;
@@ -48,24 +51,14 @@ void dispatch_float(at::ScalarType st, const char* name, F&& f) {
     else TORCH_CHECK(false, name, ": unsupported dtype ", st, " (float32 or float64 only)");
 }
 
-void check_float(const Tensor& t, const char* name, at::ScalarType st) {
-    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-    TORCH_CHECK(t.scalar_type() == st, name, " must have dtype ", st, ", got ", t.scalar_type());
-}
-
-void check_ids(const Tensor& flatten_ids, const Tensor& tile_offsets) {
-    for (const Tensor* t : {&flatten_ids, &tile_offsets})
-        TORCH_CHECK(t->scalar_type() == at::kInt && t->is_contiguous() && t->device().is_cpu(),
-                    "flatten_ids and tile_offsets must be contiguous int32 CPU tensors");
-}
-
 // ------------------------------------------------------------------ projection
 template <typename T>
 void covars_cpu(const T* quats, const T* scales, int64_t N, T* cov /*(N, 6)*/) {
 #pragma omp parallel for num_threads(n_threads()) schedule(static) if (N > kMinParallel)
     for (int64_t n = 0; n < N; ++n) a3d::quat_scale_to_covar(quats + 4 * n, scales + 3 * n, cov + 6 * n);
 }
+
+}  // namespace
 
 std::vector<Tensor> project_fwd(const Tensor& means,     // (N, 3)
                                 const Tensor& quats,     // (N, 4)
@@ -74,10 +67,11 @@ std::vector<Tensor> project_fwd(const Tensor& means,     // (N, 3)
                                 const Tensor& Ks,        // (C, 3, 3)
                                 int64_t W, int64_t H, double near, double far, double eps2d) {
     const auto st = means.scalar_type();
-    for (auto& p : {std::make_pair(&means, "means"), std::make_pair(&quats, "quats"),
-                    std::make_pair(&scales, "scales"), std::make_pair(&viewmats, "viewmats"),
-                    std::make_pair(&Ks, "Ks")})
-        check_float(*p.first, p.second, st);
+    A3D_CHECK_INPUT(means, st);
+    A3D_CHECK_INPUT(quats, st);
+    A3D_CHECK_INPUT(scales, st);
+    A3D_CHECK_INPUT(viewmats, st);
+    A3D_CHECK_INPUT(Ks, st);
     const int64_t N = means.size(0), C = viewmats.size(0);
     auto opt = means.options();
     Tensor means2d = at::empty({C, N, 2}, opt);
@@ -113,9 +107,9 @@ std::vector<Tensor> project_bwd(const Tensor& means, const Tensor& quats, const 
                                 const Tensor& v_conics,   // (C, N, 3)
                                 const Tensor& v_depths) {  // (C, N)
     const auto st = means.scalar_type();
-    check_float(v_means2d, "v_means2d", st);
-    check_float(v_conics, "v_conics", st);
-    check_float(v_depths, "v_depths", st);
+    A3D_CHECK_INPUT(v_means2d, st);
+    A3D_CHECK_INPUT(v_conics, st);
+    A3D_CHECK_INPUT(v_depths, st);
     const int64_t N = means.size(0), C = viewmats.size(0);
     Tensor v_means = at::zeros({N, 3}, means.options());
     Tensor v_quats = at::zeros({N, 4}, means.options());
@@ -149,6 +143,8 @@ std::vector<Tensor> project_bwd(const Tensor& means, const Tensor& quats, const 
     return {v_means, v_quats, v_scales};
 }
 
+namespace {
+
 // ------------------------------------------------------------------ tile intersection + sort
 template <typename T>
 struct DepthId {
@@ -157,13 +153,16 @@ struct DepthId {
     bool operator<(const DepthId& o) const { return depth < o.depth || (depth == o.depth && id < o.id); }
 };
 
+}  // namespace
+
 std::vector<Tensor> isect_tiles(const Tensor& means2d,  // (C, N, 2)
                                 const Tensor& radii,    // (C, N, 2) int32
                                 const Tensor& depths,   // (C, N)
                                 int64_t W, int64_t H, int64_t tile) {
     const auto st = means2d.scalar_type();
-    check_float(depths, "depths", st);
-    TORCH_CHECK(radii.scalar_type() == at::kInt && radii.is_contiguous(), "radii must be contiguous int32");
+    A3D_CHECK_INPUT(means2d, st);
+    A3D_CHECK_INPUT(radii, at::kInt);
+    A3D_CHECK_INPUT(depths, st);
     const int64_t C = depths.size(0), N = depths.size(1), CN = C * N;
     const int tw = (int)((W + tile - 1) / tile), th = (int)((H + tile - 1) / tile);
     const int64_t n_tiles = C * th * tw;
@@ -236,6 +235,8 @@ std::vector<Tensor> isect_tiles(const Tensor& means2d,  // (C, N, 2)
     return {flat, offsets};
 }
 
+namespace {
+
 // ------------------------------------------------------------------ compositing
 // Each tile is processed row by row. Within a row, the tile's Gaussians are walked in depth order
 // (front to back; back to front in the backward pass) and each one updates only the pixels of its
@@ -284,6 +285,8 @@ TileRange tile_range(int64_t j, const int32_t* off, int64_t n_tiles, int64_t M, 
     return {c, r / tw, r % tw, off[j], j + 1 < n_tiles ? off[j + 1] : M};
 }
 
+}  // namespace
+
 std::vector<Tensor> raster_fwd(const Tensor& means2d,    // (C, N, 2)
                                const Tensor& conics,     // (C, N, 3)
                                const Tensor& colors,     // (C, N, K)
@@ -292,10 +295,12 @@ std::vector<Tensor> raster_fwd(const Tensor& means2d,    // (C, N, 2)
                                const Tensor& tile_offsets,  // (C, th, tw) int32
                                int64_t W, int64_t H, int64_t tile) {
     const auto st = means2d.scalar_type();
-    for (auto& p : {std::make_pair(&means2d, "means2d"), std::make_pair(&conics, "conics"),
-                    std::make_pair(&colors, "colors"), std::make_pair(&opacities, "opacities")})
-        check_float(*p.first, p.second, st);
-    check_ids(flatten_ids, tile_offsets);
+    A3D_CHECK_INPUT(means2d, st);
+    A3D_CHECK_INPUT(conics, st);
+    A3D_CHECK_INPUT(colors, st);
+    A3D_CHECK_INPUT(opacities, st);
+    A3D_CHECK_INPUT(flatten_ids, at::kInt);
+    A3D_CHECK_INPUT(tile_offsets, at::kInt);
     const int64_t C = colors.size(0), K = colors.size(2), M = flatten_ids.numel();
     const int th = (int)tile_offsets.size(1), tw = (int)tile_offsets.size(2);
     const int64_t n_tiles = C * th * tw;
@@ -376,13 +381,16 @@ std::vector<Tensor> raster_bwd(const Tensor& means2d, const Tensor& conics, cons
                                const Tensor& v_colors,    // (C, H, W, K)
                                const Tensor& v_alphas) {  // (C, H, W, 1)
     const auto st = means2d.scalar_type();
-    for (auto& p : {std::make_pair(&means2d, "means2d"), std::make_pair(&conics, "conics"),
-                    std::make_pair(&colors, "colors"), std::make_pair(&opacities, "opacities"),
-                    std::make_pair(&T_final, "T_final"), std::make_pair(&v_colors, "v_colors"),
-                    std::make_pair(&v_alphas, "v_alphas")})
-        check_float(*p.first, p.second, st);
-    check_ids(flatten_ids, tile_offsets);
-    TORCH_CHECK(last_ids.scalar_type() == at::kInt && last_ids.is_contiguous(), "last_ids must be int32");
+    A3D_CHECK_INPUT(means2d, st);
+    A3D_CHECK_INPUT(conics, st);
+    A3D_CHECK_INPUT(colors, st);
+    A3D_CHECK_INPUT(opacities, st);
+    A3D_CHECK_INPUT(flatten_ids, at::kInt);
+    A3D_CHECK_INPUT(tile_offsets, at::kInt);
+    A3D_CHECK_INPUT(T_final, st);
+    A3D_CHECK_INPUT(last_ids, at::kInt);
+    A3D_CHECK_INPUT(v_colors, st);
+    A3D_CHECK_INPUT(v_alphas, st);
     const int64_t C = colors.size(0), N = colors.size(1), K = colors.size(2), M = flatten_ids.numel();
     const int64_t CN = C * N, G = 6 + K;  // per-Gaussian grad record: xy(2) conic(3) opacity(1) colour(K)
     const int th = (int)tile_offsets.size(1), tw = (int)tile_offsets.size(2);
@@ -485,13 +493,6 @@ std::vector<Tensor> raster_bwd(const Tensor& means2d, const Tensor& conics, cons
     return {v_m2d, v_con, v_col, v_op};
 }
 
-}  // namespace
+}  // namespace a3d::ops
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.doc() = "avatar3d Gaussian rasteriser, CPU (OpenMP) build";
-    m.def("project_fwd", &project_fwd, "EWA projection of N Gaussians into C cameras");
-    m.def("project_bwd", &project_bwd, "VJP of project_fwd wrt means, quats, scales");
-    m.def("isect_tiles", &isect_tiles, "sorted Gaussian/tile intersections");
-    m.def("raster_fwd", &raster_fwd, "front-to-back compositing");
-    m.def("raster_bwd", &raster_bwd, "VJP of raster_fwd");
-}
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { A3D_BIND_OPS(m); }

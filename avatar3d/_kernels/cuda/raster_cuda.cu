@@ -1,5 +1,5 @@
-// CUDA build of the avatar3d Gaussian rasteriser: the per-element functions of
-// cuda_ext/include/raster.h launched as kernels. Same API as cuda_ext/cpu/raster_cpu.cpp.
+// CUDA build of the avatar3d Gaussian rasteriser: the per-element functions of include/raster.h
+// launched as kernels, defining the ops declared in include/ops.h (as cpu/raster_cpu.cpp does).
 //
 //   projection   one thread per Gaussian (covariance, shared by all cameras), then one per
 //                (camera, Gaussian); backward: per (camera, Gaussian) with atomics, then per Gaussian
@@ -7,6 +7,7 @@
 //                cub radix sort (stable: ties keep Gaussian order, like the reference), offsets
 //   compositing  one block per tile, one thread per pixel, tile lists walked in shared-memory
 //                batches; backward back to front, warp-reduced grads, one atomicAdd per warp
+#define A3D_CUDA_BUILD  // include/ops.h: the ops take a trailing stream argument
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <cub/device/device_radix_sort.cuh>
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../include/ops.h"
 #include "../include/raster.h"
 
 using at::Tensor;
@@ -34,11 +36,6 @@ namespace {
 constexpr int kThreads = 256;
 
 inline int blocks_for(int64_t n) { return (int)((n + kThreads - 1) / kThreads); }
-
-void check_cuda(const Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
 
 // ------------------------------------------------------------------ projection
 template <typename T>
@@ -356,14 +353,21 @@ void launch_raster_bwd(int64_t Kp, dim3 grid, dim3 block, cudaStream_t stream, i
 
 }  // namespace
 
-std::vector<Tensor> project_fwd_cuda(const Tensor& means,     // (N, 3)
+namespace a3d::ops {
+
+std::vector<Tensor> project_fwd(const Tensor& means,     // (N, 3)
                                      const Tensor& quats,     // (N, 4)
                                      const Tensor& scales,    // (N, 3)
                                      const Tensor& viewmats,  // (C, 4, 4)
                                      const Tensor& Ks,        // (C, 3, 3)
                                      int64_t W, int64_t H, double near, double far, double eps2d,
                                      int64_t stream_ptr) {
-    for (auto* t : {&means, &quats, &scales, &viewmats, &Ks}) check_cuda(*t, "projection input");
+    const auto st = means.scalar_type();
+    A3D_CHECK_INPUT(means, st);
+    A3D_CHECK_INPUT(quats, st);
+    A3D_CHECK_INPUT(scales, st);
+    A3D_CHECK_INPUT(viewmats, st);
+    A3D_CHECK_INPUT(Ks, st);
     const int64_t N = means.size(0), C = viewmats.size(0);
     auto opt = means.options();
     Tensor means2d = at::empty({C, N, 2}, opt), conics = at::empty({C, N, 3}, opt);
@@ -385,14 +389,17 @@ std::vector<Tensor> project_fwd_cuda(const Tensor& means,     // (N, 3)
     return {means2d, conics, depths, radii};
 }
 
-std::vector<Tensor> project_bwd_cuda(const Tensor& means, const Tensor& quats, const Tensor& scales,
+std::vector<Tensor> project_bwd(const Tensor& means, const Tensor& quats, const Tensor& scales,
                                      const Tensor& viewmats, const Tensor& Ks, int64_t W, int64_t H,
                                      double near, double far, double eps2d,
                                      const Tensor& v_means2d,  // (C, N, 2)
                                      const Tensor& v_conics,   // (C, N, 3)
                                      const Tensor& v_depths,  // (C, N)
                                      int64_t stream_ptr) {
-    for (auto* t : {&v_means2d, &v_conics, &v_depths}) check_cuda(*t, "projection cotangent");
+    const auto st = means.scalar_type();
+    A3D_CHECK_INPUT(v_means2d, st);
+    A3D_CHECK_INPUT(v_conics, st);
+    A3D_CHECK_INPUT(v_depths, st);
     const int64_t N = means.size(0), C = viewmats.size(0);
     auto opt = means.options();
     Tensor v_means = at::zeros({N, 3}, opt), v_cov = at::zeros({N, 6}, opt);
@@ -418,12 +425,14 @@ std::vector<Tensor> project_bwd_cuda(const Tensor& means, const Tensor& quats, c
     return {v_means, v_quats, v_scales};
 }
 
-std::vector<Tensor> isect_tiles_cuda(const Tensor& means2d,  // (C, N, 2)
+std::vector<Tensor> isect_tiles(const Tensor& means2d,  // (C, N, 2)
                                      const Tensor& radii,    // (C, N, 2) int32
                                      const Tensor& depths,   // (C, N)
                                      int64_t W, int64_t H, int64_t tile, int64_t stream_ptr) {
-    for (auto* t : {&means2d, &radii, &depths}) check_cuda(*t, "isect input");
-    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
+    const auto st = means2d.scalar_type();
+    A3D_CHECK_INPUT(means2d, st);
+    A3D_CHECK_INPUT(radii, at::kInt);
+    A3D_CHECK_INPUT(depths, st);
     const int64_t C = depths.size(0), N = depths.size(1), CN = C * N;
     const int tw = (int)((W + tile - 1) / tile), th = (int)((H + tile - 1) / tile);
     const int64_t n_tiles = C * th * tw;
@@ -470,15 +479,20 @@ std::vector<Tensor> isect_tiles_cuda(const Tensor& means2d,  // (C, N, 2)
     return {flat, offsets};
 }
 
-std::vector<Tensor> raster_fwd_cuda(const Tensor& means2d,      // (C, N, 2)
+std::vector<Tensor> raster_fwd(const Tensor& means2d,      // (C, N, 2)
                                     const Tensor& conics,       // (C, N, 3)
                                     const Tensor& colors,       // (C, N, K)
                                     const Tensor& opacities,    // (C, N)
                                     const Tensor& flatten_ids,  // (M,) int32
                                     const Tensor& tile_offsets,  // (C, th, tw) int32
                                     int64_t W, int64_t H, int64_t tile, int64_t stream_ptr) {
-    for (auto* t : {&means2d, &conics, &colors, &opacities, &flatten_ids, &tile_offsets})
-        check_cuda(*t, "raster input");
+    const auto st = colors.scalar_type();
+    A3D_CHECK_INPUT(means2d, st);
+    A3D_CHECK_INPUT(conics, st);
+    A3D_CHECK_INPUT(colors, st);
+    A3D_CHECK_INPUT(opacities, st);
+    A3D_CHECK_INPUT(flatten_ids, at::kInt);
+    A3D_CHECK_INPUT(tile_offsets, at::kInt);
     TORCH_CHECK(tile == 8 || tile == 16 || tile == 32, "CUDA rasteriser tile size must be 8, 16 or 32");
     const int64_t C = colors.size(0), K = colors.size(2), Kp = padded_channels(K), M = flatten_ids.numel();
     const int th = (int)tile_offsets.size(1), tw = (int)tile_offsets.size(2);
@@ -497,7 +511,7 @@ std::vector<Tensor> raster_fwd_cuda(const Tensor& means2d,      // (C, N, 2)
     return {Kp == K ? out : out.narrow(-1, 0, K).contiguous(), alphas, T_final, last};
 }
 
-std::vector<Tensor> raster_bwd_cuda(const Tensor& means2d, const Tensor& conics, const Tensor& colors,
+std::vector<Tensor> raster_bwd(const Tensor& means2d, const Tensor& conics, const Tensor& colors,
                                     const Tensor& opacities, const Tensor& flatten_ids,
                                     const Tensor& tile_offsets, int64_t W, int64_t H, int64_t tile,
                                     const Tensor& T_final,     // (C, H, W)
@@ -505,7 +519,11 @@ std::vector<Tensor> raster_bwd_cuda(const Tensor& means2d, const Tensor& conics,
                                     const Tensor& v_colors,    // (C, H, W, K)
                                     const Tensor& v_alphas,  // (C, H, W, 1)
                                     int64_t stream_ptr) {
-    for (auto* t : {&T_final, &last_ids, &v_colors, &v_alphas}) check_cuda(*t, "raster cotangent");
+    const auto st = colors.scalar_type();
+    A3D_CHECK_INPUT(T_final, st);
+    A3D_CHECK_INPUT(last_ids, at::kInt);
+    A3D_CHECK_INPUT(v_colors, st);
+    A3D_CHECK_INPUT(v_alphas, st);
     const int64_t C = colors.size(0), N = colors.size(1), K = colors.size(2), Kp = padded_channels(K);
     const int64_t M = flatten_ids.numel();
     const int th = (int)tile_offsets.size(1), tw = (int)tile_offsets.size(2);
@@ -523,3 +541,5 @@ std::vector<Tensor> raster_bwd_cuda(const Tensor& means2d, const Tensor& conics,
     }
     return {v_m2d, v_con, Kp == K ? v_col : v_col.narrow(-1, 0, K).contiguous(), v_op};
 }
+
+}  // namespace a3d::ops

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Compile-check the CUDA build without a GPU: every cuda_ext/**/*.cu with `nvcc -c`, and the CUDA
+# Compile-check the CUDA build without a GPU: every avatar3d/_kernels/**/*.cu with `nvcc -c`, and the CUDA
 # build's C++ bindings with `g++ -fsyntax-only`, against the installed torch's headers.
 # Exits 0 with a skip line when nvcc is absent; non-zero when any file fails to compile.
 #
-#   cuda_ext/check_nvcc.sh            # PYTHON (default python3) must import torch
-#   CUDA_ARCHS="75 90" cuda_ext/check_nvcc.sh
+#   avatar3d/_kernels/check_nvcc.sh   # PYTHON (default python3) must import torch
+#   CUDA_ARCHS="75 90" avatar3d/_kernels/check_nvcc.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -134,7 +134,7 @@ def test_fit_survives_kill_9_and_sigterm_and_resumes(clip, tmp_path):
     # 4. a truncated checkpoint: set aside with a warning, the previous one is used; no traceback
     ck = work / "checkpoint.safetensors"
     ck.write_bytes(ck.read_bytes()[:1000])
-    rc, log = _finish(_start(*cmd))
+    rc, log = _finish(_start(*cmd, "--overwrite"))  # (the avatar of step 3 exists now)
     assert rc == 0 and "Traceback" not in log and "unreadable" in log, log
     assert (work / "checkpoint.safetensors.corrupt").is_file()
     assert re.search(r"resuming from step (\d+) \(.*checkpoint\.prev\.safetensors\)", log)

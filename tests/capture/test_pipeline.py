@@ -77,9 +77,14 @@ def test_noise_video_raises_no_face_and_keeps_existing_output(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, size=(128, 128, 3), dtype=np.uint8) for _ in range(6)]
     video = write_clip(tmp_path / "noise.mp4", frames)
+    from avatar3d.io.outputs import OutputError, write_marker
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
+    with pytest.raises(OutputError, match="did not write"):  # a directory we did not write: refused at once
+        run_capture(video, out, progress=False)
+    write_marker(out, "capture")  # an earlier capture of ours: replaced only on success
     with pytest.raises(NoFaceError, match="no face found in .*noise.mp4"):
         run_capture(video, out, progress=False)
     assert (out / "keep.txt").read_text() == "old"  # the old output is untouched

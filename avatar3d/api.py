@@ -33,16 +33,28 @@ class RenderResult:
     audio: np.ndarray
     sample_rate: int
     alphas: np.ndarray | None = None  # (T, H, W) float32 avatar coverage
+    avatar_id: int = 0  # 32-bit id of the avatar that made the frames (0 = unknown), for the watermark
+    watermark: bool = True  # save() marks the video as made by avatar3d (docs/provenance.md)
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def save(self, path: str | Path) -> Path:
-        """Write an H.264 mp4 with the driving audio muxed in sync."""
+    def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
+        """Write an H.264 mp4 with the driving audio muxed in sync.
+
+        Unless ``watermark`` (default ``self.watermark``) is False, every frame carries the invisible
+        provenance mark (avatar id, library version) that ``avatar3d verify`` reads.
+        """
         from .io.media import write_video
 
         path = Path(path)
-        write_video(path, self.frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
+        frames = self.frames
+        if self.watermark if watermark is None else watermark:
+            from . import __version__
+            from .io.watermark import Payload, embed_frames
+
+            frames = embed_frames(self.frames, Payload(self.avatar_id, __version__))
+        write_video(path, frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
         return path
 
 
@@ -138,6 +150,7 @@ class Avatar:
         from .capture import run_capture
         from .capture.config import CaptureConfig
         from .io.captureset import CaptureSet
+        from .io.watermark import new_avatar_id
         from .train.trainer import lpips_term, train
 
         cfg = load_config(config, preset)
@@ -207,6 +220,7 @@ class Avatar:
             "history": result.history,
             "audio_pretrain": result.audio,
             "source": str(video),
+            "avatar_id": new_avatar_id(),  # random 32-bit id carried by the watermark of its renders
         }
         if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
             meta["speech_model"] = {
@@ -236,6 +250,10 @@ class Avatar:
         from .io.avatar_dir import read_avatar_dir
 
         meta, cfg_text, state, track, bg = read_avatar_dir(path)
+        if not isinstance(meta.get("avatar_id"), int) or not 0 <= meta["avatar_id"] < 2**32:
+            from .io.watermark import avatar_id_from_file  # saved before ids existed: from the weights
+
+            meta["avatar_id"] = avatar_id_from_file(Path(path) / "model.safetensors")
         raw = yaml.safe_load(cfg_text) or {}
         model_sec = raw.get("model") if isinstance(raw, dict) else None
         if isinstance(model_sec, dict):
@@ -263,6 +281,12 @@ class Avatar:
         pose = None if head_pose is None else torch.as_tensor(head_pose, dtype=torch.float32)
         gs = self.model.posed(code, torch.tensor([float(blink)]), pose)
         return {k: gs[k].numpy() for k in ("means", "quats", "scales", "opacities", "colors")}
+
+    @property
+    def avatar_id(self) -> int:
+        """The avatar's 32-bit id, written into the watermark of its renders (0 if none is known)."""
+        v = self.meta.get("avatar_id")
+        return v if isinstance(v, int) and 0 <= v < 2**32 else 0
 
     @property
     def speech_model(self) -> str | None:
@@ -431,7 +455,8 @@ class Avatar:
             out = self.model.render(gs, vm[None], K[None], cam.width, cam.height, bg, backend=self.config.render.backend)
             frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             alphas[k] = out.alphas[0, ..., 0].numpy()
-        return RenderResult(frames, fps, wave, AUDIO_SR, alphas)
+        return RenderResult(frames, fps, wave, AUDIO_SR, alphas, avatar_id=self.avatar_id,
+                            watermark=self.config.render.watermark)
 
     def _poses(self, mode: str, n: int, fps: float) -> np.ndarray:
         if mode == "static":

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | verify``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pose", choices=["static", "track", "generated"], help="head motion")
     r.add_argument("--blink", choices=["auto", "none", "track"], help="eye blinks")
     r.add_argument("--background", help="plate | white | black | green | #rrggbb")
+    r.add_argument("--no-watermark", action="store_true",
+                   help="do not put the invisible provenance mark in the video (render.watermark: false)")
 
     e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
     e.add_argument("avatar", help="avatar directory")
@@ -101,7 +103,30 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
     v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
+    w = sub.add_parser("verify", help="look for avatar3d's provenance watermark in a video",
+                       description="Report whether VIDEO carries avatar3d's invisible watermark and, if so, "
+                                   "which avatar id and library version made it. A label, not a proof: "
+                                   "see docs/provenance.md.")
+    w.add_argument("video", help="video file to check")
+    w.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
+
+
+def _cmd_verify(a) -> None:
+    import json
+
+    from .io.watermark import detect
+
+    d = detect(a.video)
+    if a.json:
+        print(json.dumps({"video": str(a.video), **d.to_dict()}))
+        return
+    if not d.present:
+        print(f"{a.video}: no avatar3d watermark found (score {d.score:.1f}, threshold {d.to_dict()['threshold']})")
+        return
+    who = (f"avatar {d.payload.avatar_id:08x}, avatar3d {d.payload.version}" if d.payload
+           else "payload unreadable (too damaged to decode)")
+    print(f"{a.video}: avatar3d watermark present (score {d.score:.1f}): {who}")
 
 
 def _cmd_capture(a) -> None:
@@ -139,6 +164,8 @@ def _cmd_render(a) -> None:
 
     t0 = time.time()
     av = Avatar.load(a.avatar)
+    if a.no_watermark:
+        av.config.render.watermark = False
     res = av.render(a.audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
     res.save(a.output)
     h, w = res.frames.shape[1:3]
@@ -205,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
-         "eval": _cmd_eval, "view": _cmd_view}[args.cmd](args)
+         "eval": _cmd_eval, "view": _cmd_view, "verify": _cmd_verify}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

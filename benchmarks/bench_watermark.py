@@ -153,7 +153,7 @@ def _null_fit(scores: np.ndarray, thr: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--avatar", type=Path, help="fitted avatar directory (e.g. avatar3d demo -o D: D/avatar)")
-    ap.add_argument("--size", type=int, default=512, help="render size")
+    ap.add_argument("--sizes", default="512,320", help="render sizes (square), comma-separated")
     ap.add_argument("--lengths", default="2,5", help="video lengths in seconds")
     ap.add_argument("--keys", type=int, default=30, help="unused keys per video for the null distribution")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "watermark.json")
@@ -163,9 +163,9 @@ def main() -> None:
     rng = np.random.default_rng(1)
     keys = [int(k) for k in rng.integers(1, 2**31, a.keys)]
     sources: list[tuple[str, list[np.ndarray], float]] = []
-    if a.avatar:
-        fr, fps = _render(a.avatar, longest, a.size)
-        sources.append((f"render_{a.size}", fr, fps))
+    for size in [int(x) for x in a.sizes.split(",")] if a.avatar else []:
+        fr, fps = _render(a.avatar, longest, size)
+        sources.append((f"render_{size}", fr, fps))
     for clip in ("talk_a", "talk_b", "talk_c", "talk_de", "talk_long_en"):
         if (DATA / f"{clip}.mp4").is_file():
             fr, fps = _clip(DATA / f"{clip}.mp4", longest)

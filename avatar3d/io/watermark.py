@@ -120,13 +120,13 @@ def new_avatar_id() -> int:
 # ------------------------------------------------------------------------------------ patterns
 
 
-@lru_cache(maxsize=4)
-def _patterns(key: int = KEY) -> np.ndarray:
-    """(1 + N_BITS, TILE, TILE) float64 orthonormal band-limited patterns, each of unit RMS.
+def _draw(key: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The key's split of the band into sync and bit bins, and its unit-RMS sync pattern; returns
+    (generator for the bit patterns, bit-bin mask (TILE, TILE) bool, sync (TILE, TILE) float64).
 
-    The band's frequency bins are split at random: the sync pattern (index 0) has a flat spectrum
-    on its share, the bit patterns are orthonormalised noise on the rest, so the sync is orthogonal
-    to every bit pattern at every shift (its correlation peak carries no self-noise from the bits).
+    The band's frequency bins are split at random: the sync pattern has a flat spectrum on its
+    share, the bit patterns live on the rest, so the sync is orthogonal to every bit pattern at
+    every shift (its correlation peak carries no self-noise from the payload).
     """
     rng = np.random.default_rng(key)
     f = np.fft.fftfreq(TILE) * TILE
@@ -135,15 +135,30 @@ def _patterns(key: int = KEY) -> np.ndarray:
     # one random draw per conjugate pair of bins keeps the split Hermitian (real patterns)
     iy, ix = np.nonzero(band)
     pair = np.minimum(iy * TILE + ix, ((-iy) % TILE) * TILE + (-ix) % TILE)
-    u = {int(k): rng.random() for k in np.unique(pair)}
+    uniq, inv = np.unique(pair, return_inverse=True)
     sync_bins = np.zeros_like(band)
-    sync_bins[iy, ix] = np.array([u[int(k)] < SYNC_BINS for k in pair])
+    sync_bins[iy, ix] = rng.random(len(uniq))[inv] < SYNC_BINS
     spec = np.fft.fft2(rng.standard_normal((TILE, TILE)))
     sync = np.fft.ifft2(spec / np.maximum(np.abs(spec), 1e-12) * sync_bins).real
-    x = np.fft.ifft2(np.fft.fft2(rng.standard_normal((N_BITS, TILE, TILE))) * (band & ~sync_bins)).real
+    return rng, band & ~sync_bins, sync * TILE / np.linalg.norm(sync)
+
+
+@lru_cache(maxsize=128)
+def _sync_spectrum(key: int = KEY) -> tuple[np.ndarray, np.ndarray]:
+    """(FFT of the sync pattern, its circular autocorrelation normalised to 1 at 0)."""
+    fs = np.fft.fft2(_draw(key)[2])
+    auto = np.fft.ifft2(fs * np.conj(fs)).real
+    return fs, auto / auto[0, 0]
+
+
+@lru_cache(maxsize=4)
+def _patterns(key: int = KEY) -> np.ndarray:
+    """(1 + N_BITS, TILE, TILE) float64 orthonormal band-limited patterns, each of unit RMS:
+    the sync pattern (index 0), then one per payload bit (orthonormalised noise on the bit bins)."""
+    rng, bit_bins, sync = _draw(key)
+    x = np.fft.ifft2(np.fft.fft2(rng.standard_normal((N_BITS, TILE, TILE))) * bit_bins).real
     q, _ = np.linalg.qr(x.reshape(N_BITS, -1).T)
-    out = np.concatenate([sync[None] / np.linalg.norm(sync), q.T.reshape(N_BITS, TILE, TILE)])
-    return out * TILE
+    return np.concatenate([sync[None], q.T.reshape(N_BITS, TILE, TILE) * TILE])
 
 
 @lru_cache(maxsize=16)
@@ -175,8 +190,9 @@ def _field(bits: tuple[int, ...], h: int, w: int, key: int = KEY) -> np.ndarray:
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
-    f = frame.astype(np.float32)
-    return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    """(H, W) float32 BT.601 luma of an (H, W, 3) RGB frame."""
+    f = np.asarray(frame)
+    return f[..., 0] * np.float32(0.299) + f[..., 1] * np.float32(0.587) + f[..., 2] * np.float32(0.114)
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -224,8 +240,8 @@ def embed(frame: np.ndarray, payload: Payload, index: int = 0, *, key: int = KEY
     ms = float(np.mean(delta * delta))
     if ms > 0:
         delta *= np.float32(np.sqrt(TARGET_MSE / ms))
-    out = a.astype(np.float32) + delta[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    step = np.rint(delta).astype(np.int16)[..., None]  # the frame is integer: round the change once
+    return np.clip(a.astype(np.int16) + step, 0, 255).astype(np.uint8)
 
 
 def embed_frames(frames: Iterable[np.ndarray], payload: Payload, *, key: int = KEY) -> Iterable[np.ndarray]:
@@ -272,8 +288,8 @@ class Detection:
 def _residual(frame: np.ndarray) -> np.ndarray:
     """(H, W) float32 contrast-normalised luma residual of one RGB frame (clipped to +-3)."""
     y = _luma(frame)
-    hp = y - _smooth(y, 10.0)
-    norm = np.sqrt(_smooth(hp * hp, 16.0)) + 0.5
+    hp = y - _smooth(y, 4.0)
+    norm = np.sqrt(_smooth(hp * hp, 4.0)) + 0.5
     return np.clip(hp / norm, -3.0, 3.0)
 
 
@@ -374,12 +390,10 @@ def _sync(fold: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
 
     The std is taken after removing the sync's own autocorrelation scaled to the peak, so a strong
     mark is not held back by its own sidelobes."""
-    s = _patterns(key)[0]
-    fs = np.fft.fft2(s)
+    fs, auto = _sync_spectrum(key)
     c = np.fft.ifft2(np.fft.fft2(fold) * np.conj(fs)).real
     dy, dx = np.unravel_index(int(np.argmax(c)), c.shape)
-    auto = np.fft.ifft2(fs * np.conj(fs)).real
-    rest = c - c[dy, dx] * np.roll(auto / auto[0, 0], (dy, dx), axis=(0, 1))
+    rest = c - c[dy, dx] * np.roll(auto, (dy, dx), axis=(0, 1))
     sd = float(rest.std()) or 1e-12
     return float((c[dy, dx] - c.mean()) / sd), (int(dy), int(dx)), sd
 

@@ -1,26 +1,27 @@
 """Invisible provenance watermark on rendered video: a label saying "made by avatar3d", not a lock.
 
-Scheme (see docs/provenance.md for the measured rates):
+Scheme (docs/provenance.md; measured rates in docs/results/watermark.md):
 
 * **Payload**, 64 bits: a 32-bit avatar id, a 16-bit library version (major 4 bits, minor 6, patch
   6) and a CRC-16/CCITT (``binascii.crc_hqx``, init 0xFFFF) of those 48 bits, sent MSB first.
-* **Patterns**: from one fixed library key, 65 pseudo-random luminance patterns on a 64x64 tile,
-  band-limited to 2..12 cycles per tile (wavelengths 5..32 px, which survive H.264 and a halving)
-  and made exactly orthonormal (QR). Pattern 0 is the sync pattern; bit i adds +-pattern i+1. The
-  tile is ``sqrt(0.15) * sync + sqrt(0.85/64) * sum(+-bits)``.
-* **Embedding**: the tile is repeated over the frame (period 64 px, or 64*k px for frames with a
-  shorter side of 512*k px or more) and added to R, G and B alike (luma only), scaled by the local
-  texture (flat areas get less) and normalised so every frame's mean squared change is fixed:
-  PSNR ~45.5 dB against the unmarked frame. The same mark is in every frame.
-* **Detection** (blind, over the whole video): per frame the luma residual (minus a blur) divided
-  by its local contrast is summed over frames; the tile period is found from the autocorrelation
-  of that sum (a crop is a shift, a resize a change of period), the sum is resampled to the 64-px
-  tile and folded onto one tile; a circular correlation with the sync pattern gives the shift and
-  its peak z-score (peak minus mean over the 4096 shifts, over their standard deviation) is the
-  detection statistic. The bits are the signs of the projections on the bit patterns at that shift;
-  a CRC failure is retried by flipping the least reliable bits (Chase decoding, 16 tries).
-* The threshold ``Z_THRESHOLD`` comes from the statistic's null distribution measured on unmarked
-  video and unknown keys (benchmarks/bench_watermark.py).
+* **Patterns**: from one fixed, public library key, 65 luminance patterns on a 128x128 tile,
+  band-limited to 2..8 cycles per tile (wavelengths 16..64 px, which H.264 keeps, also after a
+  halving). The band's frequency bins are split at random: a flat-spectrum sync pattern on
+  ``SYNC_BINS`` of them, 64 orthonormal bit patterns on the rest. The tile is
+  ``sqrt(SYNC_SHARE) * sync + sqrt((1 - SYNC_SHARE) / 64) * sum(+-bit patterns)``.
+* **Embedding**: the tile is repeated over the frame (period 128 px, x k from k * 1024 px) and
+  added to R, G and B alike (luma only), weighted towards flat areas, minus the frame's own
+  projections on the patterns (informed embedding), and scaled so every frame's mean squared
+  change is fixed: PSNR ~45.3 dB against the unmarked frame. The same mark is in every frame.
+* **Detection** (blind, over the whole video): per frame the luma residual (minus a 4 px blur)
+  divided by its local contrast is summed over frames; candidate tile periods come from the
+  whitened autocorrelation of that sum and from priors (64/128/256 px), so a crop is a shift and a
+  resize a change of period; the sum is resampled to the 128 px tile and folded onto one tile; a
+  circular correlation with the sync pattern gives the shift, and the peak's z-score (against the
+  other 16384 shifts) is the detection score. The bits are the signs of the projections on the bit
+  patterns at that shift, with Chase decoding against the CRC.
+* The threshold ``Z_THRESHOLD`` comes from the score's null distribution on unmarked video and
+  unused keys (benchmarks/bench_watermark.py).
 
 Anyone who knows this scheme (it is public) can remove or forge the mark: it labels honest output.
 """
@@ -45,10 +46,12 @@ __all__ = ["Z_THRESHOLD", "Detection", "Payload", "avatar_id_from_file", "detect
 TILE = 128  # reference tile, pixels
 N_BITS = 64  # 32 id + 16 version + 16 CRC
 KEY = 0x5EED_A3D0  # the library's public pattern key
-SYNC_SHARE = 0.3  # fraction of the mark's energy in the sync pattern
+SYNC_SHARE = 0.2  # fraction of the mark's energy in the sync pattern
 SYNC_BINS = 0.35  # fraction of the band's frequency bins given to the sync pattern (the rest: bits)
 BAND = (2.0, 8.0)  # cycles per tile kept in the patterns (wavelengths 16..64 px)
-TARGET_MSE = 1.62  # mean squared change per frame before rounding (uint8 rounding adds ~0.08): ~45.5 dB
+HOST_REJECTION = 0.9  # share of the picture's own pattern projections cancelled at embedding
+TARGET_MSE = 1.80  # mean squared change per frame before rounding (uint8 rounding adds ~0.08): ~45.3 dB
+CHASE_BITS = 5  # 32 tries: a damaged payload passes the CRC-16 by chance with p ~ 32 / 65536
 Z_THRESHOLD = 6.5  # detection threshold on the sync z-score (derivation in docs/provenance.md)
 MAX_FRAMES = 300  # frames read by detect (spread over the video)
 _PERIODS = (24.0, 320.0)  # tile periods searched by detect, pixels
@@ -171,22 +174,25 @@ def _tile(bits: tuple[int, ...], key: int = KEY) -> np.ndarray:
 
 
 def _period(h: int, w: int) -> int:
-    """Tile period of a frame: 128 px (x2 per 1024 px of its shorter side), 64 px below 384 px."""
-    m = min(h, w)
-    return TILE // 2 if m < 384 else TILE * max(1, m // 1024)
+    """Tile period of a frame: 128 px, times k for a shorter side of k * 1024 px or more."""
+    return TILE * max(1, min(h, w) // 1024)
+
+
+def _tiled(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(h, w) float32: a (TILE, TILE) tile resized to the frame's period and repeated over it."""
+    import cv2
+
+    per = _period(h, w)
+    if per != TILE:
+        t = cv2.resize(t, (per, per), interpolation=cv2.INTER_AREA if per < TILE else cv2.INTER_CUBIC)
+    reps = (-(-h // per), -(-w // per))
+    return np.ascontiguousarray(np.tile(t, reps)[:h, :w], dtype=np.float32)
 
 
 @lru_cache(maxsize=4)
 def _field(bits: tuple[int, ...], h: int, w: int, key: int = KEY) -> np.ndarray:
     """(h, w) float32: the mark tile repeated over a frame at the frame's period."""
-    import cv2
-
-    per = _period(h, w)
-    t = _tile(bits, key)
-    if per != TILE:
-        t = cv2.resize(t, (per, per), interpolation=cv2.INTER_AREA if per < TILE else cv2.INTER_CUBIC)
-    reps = (-(-h // per), -(-w // per))
-    return np.ascontiguousarray(np.tile(t, reps)[:h, :w], dtype=np.float32)
+    return _tiled(_tile(bits, key), h, w)
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
@@ -208,14 +214,6 @@ def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _activity(y: np.ndarray) -> np.ndarray:
-    """(H, W) local contrast: RMS of the high-pass luma over a ~9 px neighbourhood."""
-    import cv2
-
-    hp = y - cv2.GaussianBlur(y, (0, 0), 2.0)
-    return np.sqrt(_smooth(hp * hp, 4.0))
-
-
 # ------------------------------------------------------------------------------------ embedding
 
 
@@ -230,18 +228,45 @@ def embed(frame: np.ndarray, payload: Payload, index: int = 0, *, key: int = KEY
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise WatermarkError(f"embed expects an (H, W, 3) uint8 frame, got {a.shape} {a.dtype}")
     h, w = a.shape[:2]
-    field = _field(tuple(int(b) for b in payload.to_bits()), h, w, key)
-    act = _activity(_luma(a))
+    bits = tuple(int(b) for b in payload.to_bits())
+    y = _luma(a)
+    hp, norm = _highpass(y)
+    act = norm - 0.5
     # more where the picture is flat: the detector weighs each pixel by 1 / local contrast, and the
     # codec keeps a faint low-frequency pattern there (textured areas would hide it better, but
     # the picture itself drowns it there)
     mask = 1.0 / (act + 0.5 * float(act.mean()) + 1.0)
+    field = _field(bits, h, w, key)
+    if HOST_REJECTION > 0:
+        field = _reject_host(hp, norm, field, mask, bits, key)
     delta = field * mask
     ms = float(np.mean(delta * delta))
     if ms > 0:
         delta *= np.float32(np.sqrt(TARGET_MSE / ms))
     step = np.rint(delta).astype(np.int16)[..., None]  # the frame is integer: round the change once
     return np.clip(a.astype(np.int16) + step, 0, 255).astype(np.uint8)
+
+
+def _reject_host(hp: np.ndarray, norm: np.ndarray, field: np.ndarray, mask: np.ndarray,
+                 bits: tuple[int, ...], key: int) -> np.ndarray:
+    """Informed embedding (improved spread spectrum): the frame's own projections on the sync and
+    bit patterns, as the detector would measure them, are subtracted from the mark's coefficients
+    (a fraction ``HOST_REJECTION`` of them), so the picture stops masking the mark. Returns the
+    corrected (H, W) float32 field; the energy normalisation afterwards is unchanged."""
+    h, w = hp.shape
+    per = float(_period(h, w))
+    pats = _patterns(key).reshape(1 + N_BITS, -1)
+    host = pats @ _fold(np.clip(hp / norm, -3.0, 3.0), per, per).ravel()  # (65,)
+    d = field * mask
+    scale = np.sqrt(TARGET_MSE / max(float(np.mean(d * d)), 1e-12))
+    resp = pats @ _fold(scale * (d - _smooth(d, 4.0)) / norm, per, per).ravel()  # detector response
+    signs = 2.0 * np.asarray(bits, np.float64) - 1.0
+    coef = np.concatenate([[np.sqrt(SYNC_SHARE)], np.sqrt((1 - SYNC_SHARE) / N_BITS) * signs])
+    gain = float(resp @ coef / (coef @ coef))  # detector units per unit of tile coefficient
+    if gain <= 0:
+        return field
+    tile = _tile(bits, key) - HOST_REJECTION * np.tensordot(host / gain, _patterns(key), axes=1)
+    return _tiled(tile, h, w)
 
 
 def embed_frames(frames: Iterable[np.ndarray], payload: Payload, *, key: int = KEY) -> Iterable[np.ndarray]:
@@ -285,11 +310,15 @@ class Detection:
         }
 
 
+def _highpass(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(luma minus a 4 px blur, its local RMS + 0.5), both (H, W) float32."""
+    hp = y - _smooth(y, 4.0)
+    return hp, np.sqrt(_smooth(hp * hp, 4.0)) + 0.5
+
+
 def _residual(frame: np.ndarray) -> np.ndarray:
     """(H, W) float32 contrast-normalised luma residual of one RGB frame (clipped to +-3)."""
-    y = _luma(frame)
-    hp = y - _smooth(y, 4.0)
-    norm = np.sqrt(_smooth(hp * hp, 4.0)) + 0.5
+    hp, norm = _highpass(_luma(frame))
     return np.clip(hp / norm, -3.0, 3.0)
 
 
@@ -366,7 +395,7 @@ def _period_pairs(acc: np.ndarray) -> list[tuple[float, float]]:
     px = _period_candidates(a[0, : int(0.7 * w)])
     py = _period_candidates(a[: int(0.7 * h), 0])
     iso = _period_candidates(a[0, :m] + a[:m, 0])
-    prior = [(float(p), float(p)) for p in (TILE // 2, TILE, 2 * TILE) if p < 0.7 * min(h, w)]
+    prior = [(float(p), float(p)) for p in (TILE // 2, TILE, 2 * TILE) if p <= min(h, w)]
     return [(p, p) for p in iso] + [(x, y) for x in px for y in py] + prior
 
 
@@ -399,13 +428,14 @@ def _sync(fold: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
 
 
 def _decode(fold: np.ndarray, shift: tuple[int, int], key: int) -> tuple[Payload | None, int]:
-    """Payload from the bit projections at ``shift`` (Chase: flip up to the 4 least reliable bits)."""
+    """Payload from the bit projections at ``shift`` (Chase: also try every flip of the
+    ``CHASE_BITS`` least reliable bits, most likely first; the first to pass the CRC wins)."""
     aligned = np.roll(fold, (-shift[0], -shift[1]), axis=(0, 1))
     soft = np.tensordot(_patterns(key)[1:], aligned, axes=([1, 2], [0, 1]))  # (N_BITS,)
     bits = (soft > 0).astype(np.int8)
-    weak = np.argsort(np.abs(soft))[:4]
+    weak = np.argsort(np.abs(soft))[:CHASE_BITS]
     tries = sorted(
-        (c for r in range(5) for c in itertools.combinations(weak, r)),
+        (c for r in range(CHASE_BITS + 1) for c in itertools.combinations(weak, r)),
         key=lambda c: float(np.abs(soft[list(c)]).sum()) if c else 0.0,
     )
     for flip in tries:

@@ -135,6 +135,10 @@ def _draw(key: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
     f = np.fft.fftfreq(TILE) * TILE
     rad = np.hypot(f[:, None], f[None, :])
     band = (rad >= BAND[0]) & (rad <= BAND[1])
+    # H.264's 8/16 px block grid, seen at scale 1 or 1/2, folds onto rows and columns of bins at
+    # multiples of 4 cycles per tile: those bins carry no mark (else real video scores on them)
+    grid = (np.abs(f) % 4 == 0) & (f != 0)
+    band &= ~(grid[:, None] | grid[None, :])
     # one random draw per conjugate pair of bins keeps the split Hermitian (real patterns)
     iy, ix = np.nonzero(band)
     pair = np.minimum(iy * TILE + ix, ((-iy) % TILE) * TILE + (-ix) % TILE)

@@ -53,7 +53,7 @@ HOST_REJECTION = 0.9  # share of the picture's own pattern projections cancelled
 HOST_ITERATIONS = 2  # measure-and-correct rounds of that cancellation per frame
 TARGET_MSE = 1.80  # mean squared change per frame before rounding (uint8 rounding adds ~0.08): ~45.3 dB
 CHASE_BITS = 5  # 32 tries: a damaged payload passes the CRC-16 by chance with p ~ 32 / 65536
-Z_THRESHOLD = 6.5  # detection threshold on the sync z-score (derivation in docs/provenance.md)
+Z_THRESHOLD = 7.0  # detection threshold on the score, from its null distribution (docs/results/watermark.md)
 MAX_FRAMES = 300  # frames read by detect (spread over the video)
 _PERIODS = (24.0, 320.0)  # tile periods searched by detect, pixels
 

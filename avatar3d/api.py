@@ -35,16 +35,28 @@ class RenderResult:
     audio: np.ndarray
     sample_rate: int
     alphas: np.ndarray | None = None  # (T, H, W) float32 avatar coverage
+    avatar_id: int = 0  # 32-bit id of the avatar that made the frames (0 = unknown), for the watermark
+    watermark: bool = True  # save() marks the video as made by avatar3d (docs/provenance.md)
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def save(self, path: str | Path) -> Path:
-        """Write an H.264 mp4 with the driving audio muxed in sync."""
+    def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
+        """Write an H.264 mp4 with the driving audio muxed in sync.
+
+        Unless ``watermark`` (default ``self.watermark``) is False, every frame carries the invisible
+        provenance mark (avatar id, library version) that ``avatar3d verify`` reads.
+        """
         from .io.media import write_video
 
         path = Path(path)
-        write_video(path, self.frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
+        frames = self.frames
+        if self.watermark if watermark is None else watermark:
+            from . import __version__
+            from .io.watermark import Payload, embed_frames
+
+            frames = embed_frames(self.frames, Payload(self.avatar_id, __version__))
+        write_video(path, frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
         return path
 
 
@@ -63,6 +75,8 @@ class FrameStream:
     width: int
     height: int
     _frames: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    avatar_id: int = 0  # 32-bit id of the avatar that made the frames (0 = unknown), for the watermark
+    watermark: bool = True  # save() marks the video as made by avatar3d (docs/provenance.md)
 
     def __len__(self) -> int:
         return self.n_frames
@@ -73,12 +87,19 @@ class FrameStream:
     def with_alphas(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self._frames()
 
-    def save(self, path: str | Path) -> Path:
-        """Render and encode frame by frame to an H.264 mp4 with the driving audio (atomically)."""
+    def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
+        """Render and encode frame by frame to an H.264 mp4 with the driving audio (atomically); the
+        frames carry the provenance watermark unless ``watermark`` (default ``self.watermark``) is False."""
         from .io.media import write_video
 
         path = Path(path)
-        write_video(path, iter(self), self.fps, audio=self.audio, audio_sr=self.sample_rate)
+        frames: Iterator[np.ndarray] = iter(self)
+        if self.watermark if watermark is None else watermark:
+            from . import __version__
+            from .io.watermark import Payload, embed_frames
+
+            frames = embed_frames(frames, Payload(self.avatar_id, __version__))
+        write_video(path, frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
         return path
 
 
@@ -184,6 +205,7 @@ class Avatar:
         from .capture import run_capture
         from .capture.config import CaptureConfig
         from .io.captureset import CaptureSet
+        from .io.watermark import new_avatar_id
         from .train.trainer import lpips_term, train
 
         cfg = load_config(config, preset)
@@ -268,6 +290,7 @@ class Avatar:
             "history": result.history,
             "audio_pretrain": result.audio,
             "source": str(video),
+            "avatar_id": new_avatar_id(),  # random 32-bit id carried by the watermark of its renders
         }
         if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
             meta["speech_model"] = {
@@ -301,6 +324,10 @@ class Avatar:
         from .io.avatar_dir import read_avatar_dir
 
         meta, cfg_text, state, track, bg = read_avatar_dir(path)
+        if not isinstance(meta.get("avatar_id"), int) or not 0 <= meta["avatar_id"] < 2**32:
+            from .io.watermark import avatar_id_from_file  # saved before ids existed: from the weights
+
+            meta["avatar_id"] = avatar_id_from_file(Path(path) / "model.safetensors")
         try:
             raw = yaml.safe_load(cfg_text) or {}
         except yaml.YAMLError as e:
@@ -333,6 +360,12 @@ class Avatar:
         pose = None if head_pose is None else torch.as_tensor(head_pose, dtype=torch.float32)
         gs = self.model.posed(code, torch.tensor([float(blink)]), pose)
         return {k: gs[k].numpy() for k in ("means", "quats", "scales", "opacities", "colors")}
+
+    @property
+    def avatar_id(self) -> int:
+        """The avatar's 32-bit id, written into the watermark of its renders (0 if none is known)."""
+        v = self.meta.get("avatar_id")
+        return v if isinstance(v, int) and 0 <= v < 2**32 else 0
 
     @property
     def speech_model(self) -> str | None:
@@ -544,7 +577,8 @@ class Avatar:
                 for _ in ticks:  # close the bar
                     pass
 
-        return FrameStream(fps, wave, AUDIO_SR, n, cams[0].width, cams[0].height, frames)
+        return FrameStream(fps, wave, AUDIO_SR, n, cams[0].width, cams[0].height, frames,
+                           avatar_id=self.avatar_id, watermark=self.config.render.watermark)
 
     def render(
         self,
@@ -579,7 +613,8 @@ class Avatar:
         alphas = np.zeros((st.n_frames, st.height, st.width), np.float32)
         for k, (f, a) in enumerate(st.with_alphas()):
             frames[k], alphas[k] = f, a
-        return RenderResult(frames, st.fps, st.audio, st.sample_rate, alphas)
+        return RenderResult(frames, st.fps, st.audio, st.sample_rate, alphas, avatar_id=self.avatar_id,
+                            watermark=self.config.render.watermark)
 
     def _poses(self, mode: str, n: int, fps: float) -> np.ndarray:
         if mode == "static":

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes | verify``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM).
@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pose", choices=["static", "track", "generated"], help="head motion")
     r.add_argument("--blink", choices=["auto", "none", "track"], help="eye blinks")
     r.add_argument("--background", help="plate | white | black | green | #rrggbb")
+    r.add_argument("--no-watermark", action="store_true",
+                   help="do not put the invisible provenance mark in the video (render.watermark: false)")
 
     e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
     e.add_argument("avatar", help="avatar directory")
@@ -157,7 +159,31 @@ def _parser() -> argparse.ArgumentParser:
     _overwrite(vs)
     vs.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     vs.add_argument("--format", choices=["json", "csv"], help="output format (default: from the file name, else json)")
+
+    w = sub.add_parser("verify", help="look for avatar3d's provenance watermark in a video",
+                       description="Report whether VIDEO carries avatar3d's invisible watermark and, if so, "
+                                   "which avatar id and library version made it. A label, not a proof: "
+                                   "see docs/provenance.md.")
+    w.add_argument("video", help="video file to check")
+    w.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
+
+
+def _cmd_verify(a) -> None:
+    import json
+
+    from .io.watermark import detect
+
+    d = detect(a.video)
+    if a.json:
+        print(json.dumps({"video": str(a.video), **d.to_dict()}))
+        return
+    if not d.present:
+        print(f"{a.video}: no avatar3d watermark found (score {d.score:.1f}, threshold {d.to_dict()['threshold']})")
+        return
+    who = (f"avatar {d.payload.avatar_id:08x}, avatar3d {d.payload.version}" if d.payload
+           else "payload unreadable (too damaged to decode)")
+    print(f"{a.video}: avatar3d watermark present (score {d.score:.1f}): {who}")
 
 
 def _cmd_capture(a) -> None:
@@ -203,6 +229,8 @@ def _cmd_render(a) -> None:
     check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar, audio], suffixes=VIDEO_SUFFIXES)
     t0 = time.time()
     av = Avatar.load(avatar, speech_model=a.speech_model)
+    if a.no_watermark:
+        av.config.render.watermark = False
     stream = av.stream(audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
     stream.save(a.output)  # frames are encoded as they are rendered: memory does not grow with the audio
     print(f"wrote {a.output}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps "
@@ -313,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2
     commands = {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export,
-                "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes}
+                "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes,
+                "verify": _cmd_verify}
     try:
         commands[args.cmd](args)
     except Avatar3DError as e:

@@ -140,6 +140,7 @@ class RenderConfig:
     pose: str = "static"  # "static", "track" (training track, looped/mirrored) or "generated"
     blink: str = "auto"  # "auto" (natural blinks), "none", or "track"
     backend: str = "auto"  # rasteriser backend
+    watermark: bool = True  # saved videos carry the invisible provenance mark (docs/provenance.md)
 
 
 @dataclass

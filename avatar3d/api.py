@@ -390,14 +390,21 @@ class Avatar:
 
         Args:
             camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
-                a Camera, a list of Cameras (one per frame) or a camera JSON file.
+                a Camera, a list of Cameras (one per frame) or a camera JSON file; a StereoPair
+                (``avatar.camera().stereo()``) renders both eyes into a StereoRenderResult.
             size: output (width, height); default the training resolution.
             pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
         """
         from .audio import load_audio
+        from .render.camera import StereoPair
 
+        if isinstance(camera, StereoPair):  # both eyes (a StereoRenderResult): avatar3d.export.stereo
+            from .export.stereo import render_stereo
+
+            return render_stereo(self, audio, camera, sample_rate=sample_rate, size=size, pose=pose, blink=blink,
+                                 background=background, progress=progress, max_seconds=max_seconds)
         src = audio if sample_rate is None else (audio, sample_rate)
         wave = load_audio(src, sr=AUDIO_SR)
         if max_seconds is not None:

@@ -57,11 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pose", choices=["static", "track", "generated"], help="head motion")
     r.add_argument("--blink", choices=["auto", "none", "track"], help="eye blinks")
     r.add_argument("--background", help="plate | white | black | green | #rrggbb")
+    r.add_argument("--stereo", action="store_true",
+                   help="both eyes packed in one video for headset players (--size is per eye)")
+    r.add_argument("--ipd", type=float, help="with --stereo: distance between the eyes in metres (default 0.063)")
+    r.add_argument("--layout", choices=["sbs", "ou"],
+                   help="with --stereo: sbs = side by side, left eye left (name it *_LR.mp4, the default); "
+                        "ou = over-under, left eye on top (*_TB.mp4)")
 
-    e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
+    e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY, or as a WebXR page (--web)")
     e.add_argument("avatar", help="avatar directory")
-    e.add_argument("-o", "--output", required=True, help="out.ply, or a directory with --audio")
-    e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory")
+    e.add_argument("-o", "--output", help="out.ply, or a directory with --audio")
+    e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory; "
+                   "with --web: the audio the page plays (default: 5 s of idle face)")
+    e.add_argument("--web", metavar="DIR", help="write a static web player (linear bake, WebXR 'Enter VR') to DIR")
+    e.add_argument("--bases", type=int, default=32, help="with --web: number of bake bases K (default 32)")
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier avatar3d export at DIR")
 
     d = sub.add_parser("demo", help="fit the built-in synthetic subject and render it with new audio")
     d.add_argument("-o", "--output", default="demo_out", help="output directory (default demo_out)")
@@ -138,8 +148,21 @@ def _cmd_render(a) -> None:
     from .api import Avatar
 
     t0 = time.time()
+    if not a.stereo and (a.ipd is not None or a.layout is not None):
+        from .errors import Avatar3DError
+
+        raise Avatar3DError("--ipd and --layout need --stereo")
     av = Avatar.load(a.avatar)
-    res = av.render(a.audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
+    if a.stereo:
+        from .export.stereo import render_stereo, tagged_name
+
+        res = render_stereo(av, a.audio, a.camera, ipd=a.ipd, layout=a.layout or "sbs", size=a.size, pose=a.pose,
+                            blink=a.blink, background=a.background)
+        if not tagged_name(a.output, res.layout):
+            print(f"note: headset players pick the layout from the name; call it *{'_LR' if res.layout == 'sbs' else '_TB'}"
+                  f"{Path(a.output).suffix}", file=sys.stderr)
+    else:
+        res = av.render(a.audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
     res.save(a.output)
     h, w = res.frames.shape[1:3]
     print(f"wrote {a.output}: {len(res)} frames {w}x{h} at {res.fps:g} fps in {time.time() - t0:.1f} s")
@@ -147,7 +170,23 @@ def _cmd_render(a) -> None:
 
 def _cmd_export(a) -> None:
     from .api import Avatar
+    from .errors import Avatar3DError
 
+    if (a.web is None) == (a.output is None):
+        raise Avatar3DError("give either -o OUTPUT (PLY) or --web DIR")
+    if a.web is not None:
+        from .export.web import check_output_dir, export_web
+
+        check_output_dir(Path(a.web), a.overwrite)  # before loading anything
+        if a.audio is not None and not Path(a.audio).is_file():
+            raise Avatar3DError(f"audio file not found: {a.audio}")
+        if not 1 <= a.bases <= 256:
+            raise Avatar3DError(f"--bases must be within 1..256, got {a.bases}")
+        t0 = time.time()
+        out = export_web(Avatar.load(a.avatar), a.web, a.audio, k=a.bases, overwrite=a.overwrite)
+        print(f"wrote {out} in {time.time() - t0:.1f} s: serve it (python -m http.server -d {out}) and open "
+              "index.html; on a headset, serve it on the local network and press Enter VR")
+        return
     av = Avatar.load(a.avatar)
     files = av.export_ply(a.output, audio=a.audio)
     print(f"wrote {len(files)} PLY file(s) to {a.output}")

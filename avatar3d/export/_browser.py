@@ -143,7 +143,7 @@ class Chromium:
         end = time.time() + timeout
         while time.time() < end:
             title = self.evaluate("document.title") or ""
-            if title.startswith(ready_prefix) or title.startswith("avatar3d error"):
+            if title.startswith((ready_prefix, "avatar3d error")):
                 return title
             self.pump(0.25)
         raise TimeoutError(f"{url}: page not ready after {timeout} s (title {title!r})")

@@ -98,9 +98,14 @@ class LinearBake:
     def attach(self, model) -> LinearBake:
         """Bind the avatar's model: the probe copy that computes weights from audio codes."""
         self._probe_model = _submodel(model, self.moving[self.probes])
-        b = self.basis[:, self.probes].reshape(self.k, -1).T  # (P*10, K)
-        self._pinv = torch.linalg.pinv(b.double()).float()  # (K, P*10)
+        self._pinv = projector(self.basis[:, self.probes], self.channel_scale)  # (K, P*10)
         return self
+
+    @property
+    def channel_scale(self) -> Tensor:
+        """(10,) the RMS motion of [position x3, quaternion x4, log scale x3] the fit weighted by."""
+        rms = self.info.get("rms", [1.0, 1.0, 1.0])
+        return torch.tensor([rms[0]] * 3 + [rms[1]] * 4 + [rms[2]] * 3, dtype=torch.float32)
 
     @torch.no_grad()
     def solve_weights(self, codes: Tensor, blinks: Tensor) -> Tensor:
@@ -112,7 +117,7 @@ class LinearBake:
         idx = torch.arange(len(self.probes))
         for k in range(len(codes)):
             gs = self._probe_model.posed(codes[k], blinks[k].reshape(1).float(), None)
-            out.append(self._pinv @ (_outputs(gs, idx) - mean).reshape(-1))
+            out.append(self._pinv @ ((_outputs(gs, idx) - mean) / self.channel_scale).reshape(-1))
         return torch.stack(out) if out else torch.zeros(0, self.k)
 
     @property
@@ -142,13 +147,20 @@ class LinearBake:
         try:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-                if meta.get("avatar3d_bake") != str(BAKE_VERSION):
-                    raise FormatError(f"{path}: not an avatar3d bake of version {BAKE_VERSION}")
                 t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        except (OSError, ValueError) as e:
-            raise FormatError(f"{path}: unreadable bake ({e})") from None
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type on a bad header
+            raise FormatError(f"{path}: unreadable bake ({str(e).splitlines()[0]})") from None
+        if meta.get("avatar3d_bake") != str(BAKE_VERSION):
+            raise FormatError(f"{path}: not an avatar3d bake of version {BAKE_VERSION}")
         canon = {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("canonical.")}
         return cls(canon, t["group"], t["moving"], t["basis"].float(), t["probes"], json.loads(meta["info"]))
+
+
+def projector(basis: Tensor, scale: Tensor) -> Tensor:
+    """(K, M*10) least-squares projector onto ``basis`` (K, M, 10) with channels divided by ``scale``
+    (10,): apply it to ``((outputs - canonical) / scale).reshape(-1)`` to get the weights."""
+    b = (basis / scale).reshape(basis.shape[0], -1).T  # (M*10, K)
+    return torch.linalg.pinv(b.double()).float()
 
 
 def pose_gaussians(gs: dict, group: Tensor, head_pose: Tensor | None, model=None) -> dict:
@@ -245,7 +257,7 @@ def fit_bake(avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, 
         "log_scales": model.log_scales.detach().clone().index_copy(0, moving, mean[:, 7:]),
         "opacities": gs0["opacities"].detach().clone(), "colors": gs0["colors"].detach().clone(),
     }
-    info = {"k": k, "samples": int(len(codes)), "explained": [float(x) for x in (var.cumsum(0) / var.sum())[: max(k, 64)]],
+    info = {"k": k, "samples": len(codes), "explained": [float(x) for x in (var.cumsum(0) / var.sum())[: max(k, 64)]],
             "rms": [float(x) for x in rms], "n_probes": n_probes, "fps": float(avatar.meta["fps"])}
     bake = LinearBake(canonical, model.group.clone(), moving, basis.contiguous(), torch.zeros(0, dtype=torch.int64), info)
     bake.probes = _pick_probes(bake.basis, n_probes)

@@ -138,22 +138,31 @@ def render_stereo(
                               ipd, layout, eyes[0].alphas, eyes[1].alphas)
 
 
-def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray | None = None,
-                   mask_right: np.ndarray | None = None) -> float:
-    """Horizontal shift in pixels of the content from the left eye's image to the right's
-    (positive: it sits further left in the right eye), by phase correlation of the grey images,
-    each weighted by its mask (e.g. the avatar's coverage in that eye). left, right: (H, W, 3) uint8;
-    masks: (H, W) in [0, 1]."""
+def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, mask_right: np.ndarray | None = None) -> float:
+    """Horizontal shift in pixels of the head from the left eye's image to the right's (positive: it
+    sits further left in the right eye). The left eye's head (its bounding box where ``mask_left`` >
+    0.5, masked) is matched along the same rows of the right image (normalised cross-correlation,
+    sub-pixel by a parabola through the peak). left, right: (H, W, 3) uint8; masks: (H, W) in [0, 1]."""
     import cv2
 
     def grey(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return g * mask.astype(np.float32) if mask is not None else g
 
-    h, w = left.shape[:2]
-    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
-    (dx, _dy), _resp = cv2.phaseCorrelate(grey(left, mask_left), grey(right, mask_right), win)
-    return float(-dx)
+    ys, xs = np.nonzero(mask_left > 0.5)
+    if len(xs) == 0:
+        raise Avatar3DError("the head is not visible in the left eye")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    tmpl = grey(left, mask_left)[y0:y1, x0:x1]
+    strip = grey(right, mask_right)[y0:y1]
+    score = cv2.matchTemplate(strip, tmpl, cv2.TM_CCOEFF_NORMED)[0]  # (W - w + 1,)
+    i = int(np.argmax(score))
+    sub = 0.0
+    if 0 < i < len(score) - 1:
+        a, b, c = score[i - 1], score[i], score[i + 1]
+        den = a - 2 * b + c
+        sub = 0.5 * (a - c) / den if den < 0 else 0.0
+    return float(x0 - (i + sub))
 
 
 @torch.no_grad()
@@ -171,10 +180,22 @@ def head_render(avatar: Avatar, camera: Camera) -> tuple[np.ndarray, np.ndarray]
     return out.alphas[0, ..., 0].numpy(), out.depths[0, ..., 0].numpy()
 
 
-def head_depth(avatar: Avatar, camera: Camera) -> float:
-    """Median depth in metres of the neutral head's visible surface (coverage > 0.5) from ``camera``."""
-    a, d = head_render(avatar, camera)
-    return float(np.median(d[a > 0.5]))
+@torch.no_grad()
+def head_depth(avatar: "Avatar", camera: Camera, surface: bool = False) -> float:
+    """Depth in metres along ``camera``'s optical axis of the neutral head: of its centre (the
+    opacity-weighted centroid of the head Gaussians), or with ``surface`` the median depth of its
+    visible surface (coverage > 0.5), which is nearer by the face's relief."""
+    from ..models.init import HEAD
+
+    if surface:
+        a, d = head_render(avatar, camera)
+        return float(np.median(d[a > 0.5]))
+    model = avatar.model
+    gs = model.posed(avatar._silence_code(), torch.zeros(1), None)
+    head = model.group == HEAD
+    w = gs["opacities"][head]
+    c = (gs["means"][head] * w[:, None]).sum(0) / w.sum()
+    return float(camera.world_to_camera[2, :3] @ c.double().numpy() + camera.world_to_camera[2, 3])
 
 
 def expected_disparity(focal_px: float, ipd: float, depth: float) -> float:

@@ -40,12 +40,12 @@ def test_pack_layouts_and_names():
 
 
 def test_stereo_render_parallax_matches_ipd_and_depth(fitted_avatar, tmp_path):
-    """The head's disparity between the eyes is focal * IPD / depth within 10 %, for two IPDs."""
+    """The head's disparity between the eyes is focal * IPD / depth within 10 %, for two IPDs and depths."""
     av = fitted_avatar
     wave = synth_speech(0.5, seed=3)
-    cam = av.camera(size=(256, 256))
-    depth = head_depth(av, cam)
-    for ipd in (0.063, 0.1):
+    for ipd, dist in ((0.063, 1.0), (0.1, 1.6)):
+        cam = av.camera(size=(256, 256), distance_scale=dist)
+        depth = head_depth(av, cam)
         res = av.render(wave, camera=cam.stereo(ipd), sample_rate=16000, pose="static", blink="none",
                         background="black", progress=False)
         assert isinstance(res, StereoRenderResult) and res.frames.shape[1:] == (256, 512, 3)

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | serve``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
     v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
+    s = sub.add_parser("serve", help="stream live bake weights from audio to the web player over a WebSocket")
+    s.add_argument("avatar", help="avatar directory")
+    s.add_argument("--audio", required=True, help="audio file, played in real time (looped) as the live input")
+    s.add_argument("--web", metavar="DIR", help="an earlier `export --web` folder of this avatar (default: export one "
+                   "into a temporary folder first)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="HTTP port; the WebSocket uses PORT+1 (default 8765)")
+    s.add_argument("--lookahead", type=float, default=0.2, help="seconds of audio to wait for per frame (default 0.2)")
     return p
 
 
@@ -192,6 +200,28 @@ def _cmd_export(a) -> None:
     print(f"wrote {len(files)} PLY file(s) to {a.output}")
 
 
+def _cmd_serve(a) -> None:
+    import tempfile
+
+    from .api import Avatar
+    from .errors import Avatar3DError
+    from .export.serve import check_port_free, run_server
+    from .export.web import export_web
+
+    for port in (a.port, a.port + 1):
+        check_port_free(a.host, port)
+    if not Path(a.audio).is_file():
+        raise Avatar3DError(f"audio file not found: {a.audio}")
+    if a.web is not None and not (Path(a.web) / "bake.safetensors").is_file():
+        raise Avatar3DError(f"{a.web} is not an `avatar3d export --web` folder (no bake.safetensors)")
+    if not 0.0 <= a.lookahead <= 1.0:
+        raise Avatar3DError(f"--lookahead must be within 0..1 s, got {a.lookahead}")
+    av = Avatar.load(a.avatar)
+    with tempfile.TemporaryDirectory(prefix="avatar3d-serve-") as tmp:
+        page = Path(a.web) if a.web else export_web(av, Path(tmp) / "page", a.audio)
+        run_server(av, page, a.audio, host=a.host, port=a.port, lookahead=a.lookahead)
+
+
 def _cmd_demo(a) -> None:
     from .demo import run_demo
 
@@ -244,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
-         "eval": _cmd_eval, "view": _cmd_view}[args.cmd](args)
+         "eval": _cmd_eval, "view": _cmd_view, "serve": _cmd_serve}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

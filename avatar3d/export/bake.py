@@ -95,6 +95,13 @@ class LinearBake:
         return {"means": means, "quats": quats, "scales": torch.exp(log_s), "opacities": c["opacities"],
                 "colors": c["colors"]}
 
+    def truncated(self, k: int) -> LinearBake:
+        """The same bake with its first ``k`` bases only (PCA bases are nested: this equals a fit
+        with ``k``); probes are re-picked for them. Attach a model before solving weights."""
+        b = self.basis[:k].contiguous()
+        return LinearBake(self.canonical, self.group, self.moving, b, _pick_probes(b, len(self.probes)),
+                          {**self.info, "k": int(k)})
+
     def attach(self, model) -> LinearBake:
         """Bind the avatar's model: the probe copy that computes weights from audio codes."""
         self._probe_model = _submodel(model, self.moving[self.probes])

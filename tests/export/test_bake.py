@@ -69,3 +69,43 @@ def test_bake_file_roundtrip(baked, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a bake")
     with pytest.raises(FormatError):
         LinearBake.load(tmp_path / "junk.safetensors")
+
+
+def test_streaming_weights_follow_the_offline_ones_with_bounded_memory(fitted_avatar, baked):
+    from avatar3d.export.serve import StreamingWeights
+
+    av = fitted_avatar
+    wave = synth_speech(6.0, SR, seed=31, voice="low")
+    offline = BakedAvatar(av, baked).weights(wave, av._blinks("auto", int(6.0 * 25), 25.0))
+    stream = StreamingWeights(av, baked, lookahead=0.2, context=4.0)
+    rng = np.random.default_rng(0)
+    got, s, peak = [], 0, 0
+    while s < len(wave):
+        n = int(rng.integers(80, 1600))
+        got += stream.push(wave[s:s + n])
+        s += n
+        peak = max(peak, len(stream.buf))
+    frames = [f for f, _ in got]
+    assert frames == list(range(len(frames))) and len(frames) >= len(offline) - 6
+    w = np.stack([x for _, x in got])
+    m = min(len(w), len(offline))
+    corr = np.corrcoef(w[:m].ravel(), offline[:m].ravel())[0, 1]
+    assert corr > 0.9
+    assert peak <= (4.0 + 0.2 + 0.2) * SR + 1600  # context + lookahead + a frame + a chunk
+
+
+def test_serve_refuses_a_busy_port(fitted_avatar, tmp_path, capsys):
+    import socket
+
+    from avatar3d.cli import main
+    from avatar3d.io.media import write_audio
+
+    avd = fitted_avatar.save(tmp_path / "av")
+    wav = write_audio(tmp_path / "a.wav", synth_speech(0.5, seed=2), SR)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", str(avd), "--audio", str(wav), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use" in err[0]

@@ -72,6 +72,7 @@ def test_page_renders_the_avatar_like_python(fitted_avatar, page, tmp_path):
     chrome = find_chromium()
     if chrome is None:
         pytest.skip("chromium is not installed")
+    pytest.importorskip("websockets")
     av = fitted_avatar
     out, wave = page
     cam = av.rest_camera

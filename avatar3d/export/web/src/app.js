@@ -162,18 +162,32 @@ async function main() {
   audio.src = sc.audio;
   vrButton(renderer);
 
+  // live mode (avatar3d serve): weights arrive over a WebSocket as [uint32 frame][K float32]
+  let liveFrame = -1;
+  if (q.has("live")) {
+    const ws = new WebSocket(q.get("live"));
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (ev) => {
+      liveFrame = new DataView(ev.data).getUint32(0, true);
+      wdata.set(new Float32Array(ev.data.slice(4, 4 + 4 * sc.k)));
+      weightsTex.needsUpdate = true;
+      mesh.updateVersion();
+    };
+    ws.onclose = () => status("live stream closed");
+  }
   let last = -1, drawn = 0, fpsT0 = 0, fpsN = 0;
   window.avatar3d = { frames: 0, fps: 0, frame: -1 };
   renderer.xr.addEventListener("sessionstart", () => { root.position.set(0, 1.6, -0.75); });
   renderer.xr.addEventListener("sessionend", () => { root.position.set(0, 0, 0); });
   renderer.setAnimationLoop((time) => {
-    const f = fixedFrame !== null ? fixedFrame : Math.min(sc.frames - 1, Math.floor(audio.currentTime * sc.fps));
-    if (f !== last) {
+    const f = q.has("live") ? liveFrame
+      : fixedFrame !== null ? fixedFrame : Math.min(sc.frames - 1, Math.floor(audio.currentTime * sc.fps));
+    if (f !== last && !q.has("live")) {
       wdata.set(weights.subarray(f * sc.k, (f + 1) * sc.k));
       weightsTex.needsUpdate = true;
       mesh.updateVersion();
-      last = f;
     }
+    last = f;
     if (controls.enabled) controls.update();
     renderer.render(scene3, camera);
     drawn++;

@@ -184,6 +184,9 @@ def bench_web(av: Avatar, bake: LinearBake, res: dict, out_dir: Path) -> None:
             br.pump(2.0)
             shot = br.screenshot(out_dir / f"page_yaw{yaw:+d}.png")
             rows[f"yaw {yaw:+d}"] = {"title": title, "png": str(shot)}
+        br.open(f"{url}index.html?frame={frame}&camera=capture&ui=0")  # without the controls, to compare
+        br.pump(2.0)
+        br.screenshot(out_dir / "page_capture_noui.png")
         fps_t0 = br.evaluate("window.avatar3d.frames")
         time.sleep(10)
         fps = (br.evaluate("window.avatar3d.frames") - fps_t0) / 10
@@ -195,7 +198,7 @@ def bench_web(av: Avatar, bake: LinearBake, res: dict, out_dir: Path) -> None:
     full = av.render(wave, "capture", sample_rate=SR, pose="static", blink="auto", background="black", progress=False)
     ref = full.frames[frame]
     write_image(out_dir / "python_capture.png", ref)
-    shot = read_image(out_dir / "page_yaw+0.png")
+    shot = read_image(out_dir / "page_capture_noui.png")
     head = (full.alphas[frame] > 0.5).astype(np.float32)
     rows["psnr_head_vs_python"] = float(psnr(shot[None], ref[None], head)[0])
     rows["psnr_frame_vs_python"] = float(psnr(shot[None], ref[None])[0])

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -71,7 +72,7 @@ class Chromium:
         self.errors: list[str] = []
         self._ids = itertools.count(1)
 
-    def __enter__(self) -> Chromium:
+    def __enter__(self) -> Self:
         from websockets.sync.client import connect
 
         self._profile = tempfile.TemporaryDirectory(prefix="avatar3d-chromium-")

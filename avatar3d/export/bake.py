@@ -276,6 +276,8 @@ class BakedAvatar:
     (solved from audio once per clip) blend the bases, then the head pose moves the result rigidly."""
 
     def __init__(self, avatar, bake: LinearBake):
+        if bake.n != avatar.model.n or not torch.equal(bake.group, avatar.model.group):
+            raise FormatError(f"this bake is of another avatar ({bake.n} Gaussians, the avatar has {avatar.model.n})")
         self.avatar = avatar
         self.bake = bake if bake._probe_model is not None else bake.attach(avatar.model)
 

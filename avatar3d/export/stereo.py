@@ -181,7 +181,7 @@ def head_render(avatar: Avatar, camera: Camera) -> tuple[np.ndarray, np.ndarray]
 
 
 @torch.no_grad()
-def head_depth(avatar: "Avatar", camera: Camera, surface: bool = False) -> float:
+def head_depth(avatar: Avatar, camera: Camera, surface: bool = False) -> float:
     """Depth in metres along ``camera``'s optical axis of the neutral head: of its centre (the
     opacity-weighted centroid of the head Gaussians), or with ``surface`` the median depth of its
     visible surface (coverage > 0.5), which is nearer by the face's relief."""

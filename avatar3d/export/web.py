@@ -87,7 +87,7 @@ button{{font-size:16px;padding:6px 14px}}</style></head>
 """
 
 
-def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 32, bake: LinearBake | None = None,
+def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: LinearBake | None = None,
                rotation: bool = True, background=(0.0, 0.0, 0.0), blink: str = "auto", overwrite: bool = False,
                log=print) -> Path:
     """Write the web player folder for ``avatar`` speaking ``audio`` (a path or (wave, sr); None:
@@ -161,4 +161,4 @@ def fit_for_export(avatar, wave: np.ndarray, k: int) -> LinearBake:
     """Fit a bake on :func:`training_waves` plus the exported audio itself."""
     from .bake import fit_bake
 
-    return fit_bake(avatar, training_waves(avatar) + [wave], k=k, max_samples=1000)
+    return fit_bake(avatar, training_waves(avatar) + [wave], k=k, max_samples=500)

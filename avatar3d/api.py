@@ -600,13 +600,21 @@ class Avatar:
 
         Args:
             camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
-                a Camera, a list of Cameras (one per frame) or a camera JSON file.
+                a Camera, a list of Cameras (one per frame) or a camera JSON file; a StereoPair
+                (``avatar.camera().stereo()``) renders both eyes into a StereoRenderResult.
             size: output (width, height); default the training resolution.
             pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
             max_seconds: render at most this much of the audio.
         """
+        from .render.camera import StereoPair
+
+        if isinstance(camera, StereoPair):  # both eyes (a StereoRenderResult): avatar3d.export.stereo
+            from .export.stereo import render_stereo
+
+            return render_stereo(self, audio, camera, sample_rate=sample_rate, size=size, pose=pose, blink=blink,
+                                 background=background, progress=progress, max_seconds=max_seconds)
         st = self.stream(audio, camera, sample_rate=sample_rate, size=size, pose=pose, blink=blink,
                          background=background, progress=progress, max_seconds=max_seconds)
         frames = np.zeros((st.n_frames, st.height, st.width, 3), np.uint8)

@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes | verify``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes | verify | serve``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM).
@@ -101,13 +101,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--background", help="plate | white | black | green | #rrggbb")
     r.add_argument("--no-watermark", action="store_true",
                    help="do not put the invisible provenance mark in the video (render.watermark: false)")
+    r.add_argument("--stereo", action="store_true",
+                   help="both eyes packed in one video for headset players (--size is per eye)")
+    r.add_argument("--ipd", type=float, help="with --stereo: distance between the eyes in metres (default 0.063)")
+    r.add_argument("--layout", choices=["sbs", "ou"],
+                   help="with --stereo: sbs = side by side, left eye left (name it *_LR.mp4, the default); "
+                        "ou = over-under, left eye on top (*_TB.mp4)")
+    r.add_argument("--bake", help="render through a linear bake (bake.safetensors of `export --web`): faster")
 
-    e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY")
+    e = sub.add_parser("export", help="export the avatar as 3D Gaussian Splatting PLY, or as a WebXR page (--web)")
     e.add_argument("avatar", help="avatar directory")
-    e.add_argument("-o", "--output", required=True, help="out.ply, or a directory with --audio")
+    e.add_argument("-o", "--output", help="out.ply, or a directory with --audio")
     _overwrite(e)
     _speech_model(e)
-    e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory")
+    e.add_argument("--audio", help="export one PLY per frame of this audio into the output directory; "
+                   "with --web: the audio the page plays (default: 5 s of idle face)")
+    e.add_argument("--web", metavar="DIR", help="write a static web player (linear bake, WebXR 'Enter VR') to DIR")
+    e.add_argument("--bases", type=int, default=16, help="with --web: number of bake bases K (default 16)")
 
     d = sub.add_parser("demo", help="fit the built-in synthetic subject and render it with new audio")
     d.add_argument("-o", "--output", default="demo_out", help="output directory (default demo_out)")
@@ -166,6 +176,16 @@ def _parser() -> argparse.ArgumentParser:
                                    "see docs/provenance.md.")
     w.add_argument("video", help="video file to check")
     w.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    s = sub.add_parser("serve", help="stream live bake weights from audio to the web player over a WebSocket")
+    s.add_argument("avatar", help="avatar directory")
+    s.add_argument("--audio", required=True, help="audio file, played in real time (looped) as the live input")
+    s.add_argument("--web", metavar="DIR", help="an earlier `export --web` folder of this avatar (default: export one "
+                   "into a temporary folder first)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="HTTP port; the WebSocket uses PORT+1 (default 8765)")
+    s.add_argument("--lookahead", type=float, default=0.2, help="seconds of audio to wait for per frame (default 0.2)")
+    _speech_model(s)
     return p
 
 
@@ -228,27 +248,85 @@ def _cmd_render(a) -> None:
     audio = _existing(a.audio, "audio file")
     check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar, audio], suffixes=VIDEO_SUFFIXES)
     t0 = time.time()
+    if not a.stereo and (a.ipd is not None or a.layout is not None):
+        raise Avatar3DError("--ipd and --layout need --stereo")
+    if a.bake and (a.stereo or not Path(a.bake).is_file()):
+        raise Avatar3DError(f"bake file not found: {a.bake}" if not a.stereo else "--bake does not go with --stereo")
     av = Avatar.load(avatar, speech_model=a.speech_model)
     if a.no_watermark:
         av.config.render.watermark = False
-    stream = av.stream(audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
-    stream.save(a.output)  # frames are encoded as they are rendered: memory does not grow with the audio
-    print(f"wrote {a.output}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps "
-          f"in {time.time() - t0:.1f} s")
+    if a.stereo or a.bake:
+        if a.stereo:
+            from .export.stereo import render_stereo, tagged_name
+
+            res = render_stereo(av, audio, a.camera, ipd=a.ipd, layout=a.layout or "sbs", size=a.size, pose=a.pose,
+                                blink=a.blink, background=a.background)
+            if not tagged_name(a.output, res.layout):
+                print(f"note: headset players pick the layout from the name; call it "
+                      f"*{'_LR' if res.layout == 'sbs' else '_TB'}{Path(a.output).suffix}", file=sys.stderr)
+        else:
+            from .export.bake import BakedAvatar, LinearBake
+
+            res = BakedAvatar(av, LinearBake.load(a.bake)).render(audio, camera=a.camera, size=a.size, pose=a.pose,
+                                                                    blink=a.blink, background=a.background)
+        res.save(a.output)
+        n, (h, w) = len(res), res.frames.shape[1:3]
+    else:
+        stream = av.stream(audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
+        stream.save(a.output)  # frames are encoded as they are rendered: memory does not grow with the audio
+        n, w, h = len(stream), stream.width, stream.height
+    print(f"wrote {a.output}: {n} frames {w}x{h} at {av.meta['fps']:g} fps in {time.time() - t0:.1f} s")
 
 
 def _cmd_export(a) -> None:
     from .api import Avatar
+    from .errors import Avatar3DError
 
+    if (a.web is None) == (a.output is None):
+        raise Avatar3DError("give either -o OUTPUT (PLY) or --web DIR")
     avatar = _existing(a.avatar, "avatar directory")
-    if a.audio:
-        audio = _existing(a.audio, "audio file")
+    audio = _existing(a.audio, "audio file") if a.audio else None
+    if a.web is not None:
+        from .export.web import export_web
+
+        check_output(a.web, kind="dir", overwrite=a.overwrite, inputs=[avatar, audio])  # before loading anything
+        if not 1 <= a.bases <= 256:
+            raise Avatar3DError(f"--bases must be within 1..256, got {a.bases}")
+        t0 = time.time()
+        out = export_web(Avatar.load(avatar, speech_model=a.speech_model), a.web, audio, k=a.bases,
+                         overwrite=a.overwrite)
+        print(f"wrote {out} in {time.time() - t0:.1f} s: serve it (python -m http.server -d {out}) and open "
+              "index.html; on a headset, serve it on the local network and press Enter VR")
+        return
+    if audio is not None:
         check_output(a.output, kind="dir", overwrite=a.overwrite, inputs=[avatar, audio])
     else:
         check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar], suffixes=(".ply",))
     av = Avatar.load(avatar, speech_model=a.speech_model)
     files = av.export_ply(a.output, audio=a.audio)
     print(f"wrote {len(files)} PLY file(s) to {a.output}")
+
+
+def _cmd_serve(a) -> None:
+    import tempfile
+
+    from .api import Avatar
+    from .errors import Avatar3DError
+    from .export.serve import check_port_free, run_server
+    from .export.web import export_web
+
+    for port in (a.port, a.port + 1):
+        check_port_free(a.host, port)
+    if not Path(a.audio).is_file():
+        raise Avatar3DError(f"audio file not found: {a.audio}")
+    if a.web is not None and not (Path(a.web) / "bake.safetensors").is_file():
+        raise Avatar3DError(f"{a.web} is not an `avatar3d export --web` folder (no bake.safetensors)")
+    if not 0.0 <= a.lookahead <= 1.0:
+        raise Avatar3DError(f"--lookahead must be within 0..1 s, got {a.lookahead}")
+    av = Avatar.load(_existing(a.avatar, "avatar directory"), speech_model=a.speech_model)
+    with tempfile.TemporaryDirectory(prefix="avatar3d-serve-") as tmp:
+        page = Path(a.web) if a.web else export_web(av, Path(tmp) / "page", a.audio)
+        run_server(av, page, a.audio, host=a.host, port=a.port, lookahead=a.lookahead)
 
 
 def _cmd_demo(a) -> None:
@@ -342,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     commands = {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export,
                 "demo": _cmd_demo, "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes,
-                "verify": _cmd_verify}
+                "verify": _cmd_verify, "serve": _cmd_serve}
     try:
         commands[args.cmd](args)
     except Avatar3DError as e:

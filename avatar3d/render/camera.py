@@ -156,8 +156,9 @@ class Camera:
         K[1] *= height / self.height
         return Camera(K, self.world_to_camera.copy(), width, height)
 
-    def stereo(self, ipd: float = 0.063) -> tuple["Camera", "Camera"]:
-        """Left and right eye cameras, ``ipd`` metres apart along this camera's x axis."""
+    def stereo(self, ipd: float = 0.063) -> "StereoPair":
+        """Left and right eye cameras, ``ipd`` metres apart along this camera's x axis, with parallel
+        optical axes (no toe-in: no vertical disparity; zero disparity at infinity, as a headset shows)."""
         if not (np.isfinite(ipd) and 0 <= ipd < 1):
             raise CameraError(f"inter-pupillary distance {ipd} m is absurd")
         out = []
@@ -165,7 +166,7 @@ class Camera:
             w2c = self.world_to_camera.copy()
             w2c[0, 3] -= sign * ipd / 2  # shifting the camera by +d along x shifts points by -d
             out.append(Camera(self.K.copy(), w2c, self.width, self.height))
-        return out[0], out[1]
+        return StereoPair(out[0], out[1], float(ipd))
 
     @property
     def camera_to_world(self) -> np.ndarray:
@@ -226,6 +227,31 @@ class Camera:
         if not isinstance(d, dict):
             raise CameraError(f"camera file {p} must hold a JSON object")
         return cls.from_dict(d)
+
+
+@dataclass(frozen=True)
+class StereoPair:
+    """A per-eye camera pair ``ipd`` metres apart; unpacks as ``left, right``.
+
+    ``Avatar.render(audio, camera=pair)`` renders both eyes (see :mod:`avatar3d.export.stereo`).
+    """
+
+    left: Camera
+    right: Camera
+    ipd: float = 0.063
+
+    def __iter__(self):
+        return iter((self.left, self.right))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Camera:
+        return (self.left, self.right)[i]
+
+    def resized(self, width: int, height: int) -> "StereoPair":
+        """Both eyes at a new per-eye image size."""
+        return StereoPair(self.left.resized(width, height), self.right.resized(width, height), self.ipd)
 
 
 def stack_cameras(cameras: list[Camera], device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,297 @@
+"""VR delivery figures: the linear bake's fidelity, size and speed; stereo parallax; the web page.
+
+    python benchmarks/bench_vr.py AVATAR_DIR [--ks 8 16 32] [--only bake speed stereo web] [--json out.json]
+
+bake:   fit bakes with K bases on the training clip's first 10/11 of audio, synthetic speech and the
+        first 40 s of speech_b; render bake and full model at the same frames (256 px, capture view,
+        static pose, natural blinks) for held-out audio (the clip's last 1/11) and cross-speaker audio
+        (speech_a, the last 8 s of speech_b); PSNR over the head (full model's coverage > 0.5) and over
+        the frame. Also the exact projection's PSNR (weights from the full field: the bake's ceiling).
+speed:  frames/s of the bake's render loop and of Avatar.render at 256 px on 2 threads.
+stereo: the head's disparity between the eyes against focal * IPD / depth.
+web:    export the page, screenshot it in headless Chromium at the capture camera and at ±30°,
+        PSNR against the Python render of the same frame (head region), page frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+from avatar3d import Avatar
+from avatar3d.audio import load_audio
+from avatar3d.eval.metrics import psnr
+from avatar3d.export.bake import BakedAvatar, LinearBake, fit_bake
+from avatar3d.synthetic.speech import synth_speech
+
+SR = 16000
+SIZE = (256, 256)
+
+
+def waves_for(av: Avatar) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    clip = load_audio(av.meta["source"], sr=SR)
+    cut = int(len(clip) * 10 / 11)
+    sb = load_audio(DATA / "speech_b_16k_60s.wav", sr=SR)
+    train = [clip[:cut], sb[: 40 * SR]] + [synth_speech(8.0, SR, seed=100 + i, voice=v)
+                                           for i, v in enumerate(("default", "low", "high"))]
+    tests = {"held-out (clip's last 1/11)": clip[cut:],
+             "cross-speaker (speech_a)": load_audio(DATA / "speech_a_44k_stereo.wav", sr=SR)[: 4 * SR],
+             "cross-speaker (speech_b, last 4 s)": sb[-4 * SR:]}
+    return train, tests
+
+
+_FULL: dict = {}
+
+
+def full_render(av: Avatar, name: str, wave: np.ndarray):
+    """The full model's render of a test audio (cached across K)."""
+    if name not in _FULL:
+        _FULL[name] = av.render(wave, av.rest_camera.resized(*SIZE), sample_rate=SR, pose="static", blink="auto",
+                                background="black", progress=False)
+    return _FULL[name]
+
+
+def compare(av: Avatar, player: BakedAvatar, name: str, wave: np.ndarray, exact: bool = False) -> dict:
+    cam = av.rest_camera.resized(*SIZE)
+    full = full_render(av, name, wave)
+    out = {}
+    variants = {"solved": None}
+    if exact:
+        variants["exact projection"] = exact_weights(av, player.bake, wave)
+    for vname, w in variants.items():
+        baked = player.render(wave, cam, sample_rate=SR, pose="static", blink="auto", background="black", weights=w)
+        head = (full.alphas > 0.5).astype(np.float32)
+        out[vname] = {"psnr_head": float(psnr(baked.frames, full.frames, head).mean()),
+                      "psnr_head_min": float(psnr(baked.frames, full.frames, head).min()),
+                      "psnr_frame": float(psnr(baked.frames, full.frames).mean()), "frames": len(full)}
+    return out
+
+
+@torch.no_grad()
+def exact_weights(av: Avatar, bake: LinearBake, wave: np.ndarray) -> np.ndarray:
+    """Least-squares weights from the full field's outputs (all moving Gaussians): the bake's ceiling."""
+    from avatar3d.export.bake import _outputs, sample_inputs
+
+    codes, _ = sample_inputs(av, [wave], blink_share=0.0)
+    n = len(codes)
+    blinks = av._blinks("auto", n, float(av.meta["fps"]))
+    from avatar3d.export.bake import projector
+
+    pinv = projector(bake.basis, bake.channel_scale)
+    c = bake.canonical
+    mean = torch.cat([c["means"][bake.moving], c["quats"][bake.moving], c["log_scales"][bake.moving]], 1)
+    out = []
+    for k in range(n):
+        gs = av.model.posed(codes[k], torch.tensor([float(blinks[k])]), None)
+        out.append((pinv @ ((_outputs(gs, bake.moving) - mean) / bake.channel_scale).reshape(-1)).numpy())
+    return np.stack(out)
+
+
+def bench_bake(av: Avatar, ks: list[int], res: dict, samples: int = 400) -> LinearBake:
+    train, tests = waves_for(av)
+    rows = []
+    best = None
+    t0 = time.time()
+    top = fit_bake(av, train, k=max(ks), max_samples=samples)  # PCA bases are nested: truncate for smaller K
+    fit_s = time.time() - t0
+    for k in sorted(ks):
+        bake = top if k == max(ks) else top.truncated(k).attach(av.model)
+        player = BakedAvatar(av, bake)
+        row = {"k": k, "fit_seconds": round(fit_s, 1), "explained": bake.info["explained"][k - 1],
+               "bases_mb_f16": bake.basis.numel() * 2 / 1e6, "bytes_per_frame_f32": 4 * k, "tests": {}}
+        for name, w in tests.items():
+            t1 = time.time()
+            m = len(w) / SR
+            row["tests"][name] = compare(av, player, name, w, exact=(k == max(ks)))
+            row["tests"][name]["seconds_audio"] = round(m, 2)
+            row["tests"][name]["weights_and_render_s"] = round(time.time() - t1, 1)
+        rows.append(row)
+        print(json.dumps(row, indent=1), flush=True)
+        best = bake
+    res["bake"] = rows
+    return best
+
+
+def bench_speed(av: Avatar, bake: LinearBake, res: dict) -> None:
+    torch.set_num_threads(2)
+    wave = load_audio(DATA / "speech_b_16k_60s.wav", sr=SR)[: 6 * SR]
+    cam = av.rest_camera.resized(*SIZE)
+    player = BakedAvatar(av, bake)
+    t0 = time.time()
+    w = player.weights(wave)
+    t_w = time.time() - t0
+    n = len(w)
+    t0 = time.time()
+    player.render(wave, cam, sample_rate=SR, pose="generated", blink="none", background="black", weights=w)
+    t_bake = time.time() - t0
+    t0 = time.time()
+    av.render(wave, cam, sample_rate=SR, pose="generated", blink="none", background="black", progress=False)
+    t_full = time.time() - t0
+    res["speed"] = {"frames": n, "gaussians": av.model.n, "k": bake.k, "size": SIZE,
+                    "weights_ms_per_frame": 1000 * t_w / n, "bake_render_fps": n / t_bake,
+                    "full_render_fps": n / t_full, "threads": 2}
+    print(json.dumps(res["speed"], indent=1), flush=True)
+
+
+def bench_stereo(av: Avatar, res: dict) -> None:
+    from avatar3d.export.stereo import expected_disparity, head_depth, head_disparity, head_render
+
+    rows = []
+    for ipd, dist in ((0.063, 1.0), (0.1, 1.6), (0.063, 1.6)):
+        cam = av.camera(size=SIZE, distance_scale=dist)
+        depth = head_depth(av, cam)
+        r = av.render(synth_speech(0.2, SR, seed=1), cam.stereo(ipd), sample_rate=SR, pose="static", blink="none",
+                      background="black", progress=False)
+        ml, mr = (head_render(av, c)[0] for c in cam.stereo(ipd))
+        got = head_disparity(r.left[0], r.right[0], ml, mr)
+        want = expected_disparity(cam.K[0, 0], ipd, depth)
+        surf = head_depth(av, cam, surface=True)
+        rows.append({"ipd": ipd, "distance_scale": dist, "depth_m": depth, "surface_depth_m": surf,
+                     "expected_px_surface": expected_disparity(cam.K[0, 0], ipd, surf), "focal_px": cam.K[0, 0], "disparity_px": got,
+                     "expected_px": want, "error": abs(got - want) / want})
+    res["stereo"] = rows
+    print(json.dumps(rows, indent=1), flush=True)
+
+
+def bench_web(av: Avatar, bake: LinearBake, res: dict, out_dir: Path) -> None:
+    from avatar3d.export._browser import Chromium, find_chromium, serve
+    from avatar3d.export.web import export_web
+    from avatar3d.io.media import write_image
+
+    chrome = find_chromium()
+    if chrome is None:
+        res["web"] = "chromium not found"
+        return
+    wave = load_audio(DATA / "speech_a_44k_stereo.wav", sr=SR)[: 3 * SR]
+    page = export_web(av, out_dir / "page", (wave, SR), bake=bake, overwrite=True, log=lambda s: None)
+    cam = av.rest_camera
+    frame = 40
+    rows = {}
+    with serve(page) as url, Chromium(chrome, cam.width, cam.height) as br:
+        for yaw in (0, 30, -30):
+            title = br.open(f"{url}index.html?frame={frame}&camera=capture&yaw={yaw}")
+            br.pump(2.0)
+            shot = br.screenshot(out_dir / f"page_yaw{yaw:+d}.png")
+            rows[f"yaw {yaw:+d}"] = {"title": title, "png": str(shot)}
+        br.open(f"{url}index.html?frame={frame}&camera=capture&ui=0")  # without the controls, to compare
+        br.pump(2.0)
+        br.screenshot(out_dir / "page_capture_noui.png")
+        fps_t0 = br.evaluate("window.avatar3d.frames")
+        time.sleep(10)
+        fps = (br.evaluate("window.avatar3d.frames") - fps_t0) / 10
+        errors = list(br.errors)
+        has_vr = br.evaluate("document.getElementById('vr').textContent")
+    from avatar3d.io.media import read_image
+    from avatar3d.render.camera import Camera  # noqa: F401
+
+    full = av.render(wave, "capture", sample_rate=SR, pose="static", blink="auto", background="black", progress=False)
+    ref = full.frames[frame]
+    write_image(out_dir / "python_capture.png", ref)
+    shot = read_image(out_dir / "page_capture_noui.png")
+    head = (full.alphas[frame] > 0.5).astype(np.float32)
+    rows["psnr_head_vs_python"] = float(psnr(shot[None], ref[None], head)[0])
+    rows["psnr_frame_vs_python"] = float(psnr(shot[None], ref[None])[0])
+    rows.update(page_fps_swiftshader=fps, console_errors=errors, vr_button=has_vr, splats=bake.n, k=bake.k,
+                size=[cam.width, cam.height])
+    res["web"] = rows
+    print(json.dumps(rows, indent=1), flush=True)
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 1e6
+
+
+def bench_stream(av: Avatar, bake: LinearBake, res: dict, minutes: float = 3.0) -> None:
+    """Live weights: compute per frame, latency (lookahead + compute), memory over a long stream, and
+    the streamed weights against the offline ones."""
+    from avatar3d.export.serve import StreamingWeights
+
+    torch.set_num_threads(1)
+    sb = load_audio(DATA / "speech_b_16k_60s.wav", sr=SR)
+    player = BakedAvatar(av, bake)
+    rows = {}
+    for la in (0.2, 0.1):
+        stream = StreamingWeights(av, bake, lookahead=la)
+        chunk = SR // 50
+        lat, mem, got = [], [], []
+        total = int(minutes * 60 * SR) if la == 0.2 else len(sb)
+        for s in range(0, total, chunk):
+            piece = sb[(s % len(sb)):(s % len(sb)) + chunk]
+            t0 = time.perf_counter()
+            out = stream.push(piece)
+            dt = time.perf_counter() - t0
+            for _f, w in out:
+                # audio for the frame's instant arrived when the chunk holding f/fps + lookahead came in
+                lat.append(la + dt)
+                if s < len(sb):
+                    got.append(w)
+            if s % (30 * SR) < chunk:
+                mem.append(round(rss_mb(), 1))
+        offline = player.weights(sb, av._blinks("auto", int(len(sb) / SR * 25), 25.0))
+        m = min(len(got), len(offline))
+        g = np.stack(got[:m])
+        rel = float(np.linalg.norm(g - offline[:m]) / np.linalg.norm(offline[:m]))
+        cam = av.rest_camera.resized(*SIZE)
+        clip = sb[: 8 * SR]
+        a = player.render(clip, cam, sample_rate=SR, pose="static", blink="auto", background="black", weights=offline)
+        b = player.render(clip, cam, sample_rate=SR, pose="static", blink="auto", background="black",
+                          weights=np.concatenate([g, offline[m:]])[: len(a)])
+        head = (a.alphas > 0.5).astype(np.float32)
+        rows[f"lookahead {la}"] = {
+            "audio_seconds": total / SR, "frames": len(lat), "latency_ms_median": 1000 * float(np.median(lat)),
+            "latency_ms_p99": 1000 * float(np.percentile(lat, 99)), "rss_mb_every_30s": mem,
+            "relative_weight_error_vs_offline": rel,
+            "psnr_head_streamed_vs_offline": float(psnr(b.frames, a.frames, head).mean())}
+        print(json.dumps(rows[f"lookahead {la}"]), flush=True)
+    res["stream"] = rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("avatar")
+    ap.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--only", nargs="+", default=["bake", "speed", "stereo", "web", "stream"])
+    ap.add_argument("--out", default="/tmp/bench_vr")
+    ap.add_argument("--samples", type=int, default=400, help="frames the bake is fitted on")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    av = Avatar.load(a.avatar)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict = {"avatar": a.avatar, "gaussians": av.model.n}
+    bake = None
+    if "bake" in a.only:
+        bake = bench_bake(av, a.ks, res, a.samples)
+        bake.save(out / "bake.safetensors")
+    elif (out / "bake.safetensors").is_file():
+        bake = LinearBake.load(out / "bake.safetensors")
+    else:
+        train, _ = waves_for(av)
+        bake = fit_bake(av, train, k=a.ks[-1], max_samples=a.samples)
+        bake.save(out / "bake.safetensors")
+    if "speed" in a.only:
+        bench_speed(av, bake, res)
+    if "stereo" in a.only:
+        bench_stereo(av, res)
+    if "web" in a.only:
+        bench_web(av, bake, res, out)
+    if "stream" in a.only:
+        bench_stream(av, bake, res)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    _ = math
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,7 @@ def test_cli_refuses_bad_input_without_half_written_folders(fitted_avatar, page,
     (foreign / "notes.txt").write_text("keep")
     assert main(["export", str(avd), "--web", str(foreign), "--overwrite"]) == 2  # no marker: never replaced
     assert (foreign / "notes.txt").read_text() == "keep"
-    assert "not written by avatar3d" in capsys.readouterr().err
+    assert "did not write" in capsys.readouterr().err
     missing = tmp_path / "new"
     assert main(["export", str(avd), "--web", str(missing), "--audio", str(tmp_path / "nope.wav")]) == 2
     assert not missing.exists()

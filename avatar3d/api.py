@@ -60,6 +60,16 @@ def _check_speech_capture(cs, speech_model: str) -> None:
         )
 
 
+def _source_size(video: Path, cs) -> list[int]:
+    """(width, height) of the source clip (upright), or of the capture's frames for a capture directory."""
+    if Path(video).is_file():
+        from .io.media import probe_video
+
+        info = probe_video(video)
+        return [int(info.width), int(info.height)]
+    return [int(cs.width), int(cs.height)]
+
+
 def _progress_factory(enabled: bool) -> Callable | None:
     if not enabled:
         return None
@@ -208,6 +218,13 @@ class Avatar:
             "audio_pretrain": result.audio,
             "source": str(video),
         }
+        # the speech front end it was trained with (avatars without the key: log-mel / speech model only)
+        meta["audio_front_end"] = {
+            "name": ("visemes+" if d.n_visemes else "") + ("mel" if d.speech_model is None else "speech_model"),
+            "version": 1,
+            "viseme_channels": d.n_visemes,
+        }
+        meta["source_size"] = _source_size(video, cs)  # the capture camera renders at this size by default
         if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
             meta["speech_model"] = {
                 **d.speech_model,
@@ -248,7 +265,12 @@ class Avatar:
         except ConfigError as e:
             raise FormatError(str(e)) from None
         n_expr = int(state["expr_basis"].shape[0]) if "expr_basis" in state else 16
-        model = GaussianAvatar(cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]), n_expr=n_expr)
+        n_vis = int((meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+        if "audio_front_end" not in meta:  # saved before the speech front end: log-mel only, old mouth binding
+            cfg.model.visemes, cfg.model.mouth_split = False, False
+        model = GaussianAvatar(
+            cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]) - n_vis, n_expr=n_expr, n_visemes=n_vis
+        )
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -285,7 +307,7 @@ class Avatar:
         if not sm:
             from .audio import frame_features
 
-            return frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window)
+            return self._append_visemes(frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window), wave, fps)
         from .audio.speech_model import cached_extractor
 
         path = Path(str(sm.get("path") or "<no path recorded>"))
@@ -302,7 +324,18 @@ class Avatar:
                 f"{path}: speech model gives {feats.shape[-1]} features, but this avatar was trained on "
                 f"{mean.shape[0]} (the file changed since training)"
             )
-        return ((feats - mean) / std).astype(np.float32)
+        return self._append_visemes(((feats - mean) / std).astype(np.float32), wave, fps)
+
+    def _append_visemes(self, feats: np.ndarray, wave16k: np.ndarray, fps: float) -> np.ndarray:
+        """(n, W, M) features + the speech front end's (n, 17) vectors on every window step, for an
+        avatar trained with it (``meta["audio_front_end"]["viseme_channels"]``); else unchanged."""
+        n_vis = int((self.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+        if not n_vis:
+            return feats
+        from .audio.visemes import speech_features
+
+        vis = np.asarray(speech_features(wave16k, fps, len(feats)), np.float32)  # (n, 17)
+        return np.concatenate([feats, np.repeat(vis[:, None, :], feats.shape[1], 1)], -1)
 
     def _silence_code(self) -> torch.Tensor:
         wave = np.zeros(AUDIO_SR, np.float32)
@@ -351,6 +384,8 @@ class Avatar:
         """Resolve a camera spec: None/'capture', 'frontal', 'orbit' (±30° sweep), a Camera, a list, or a JSON path."""
         if spec is None or spec == "capture":
             cam = self.rest_camera
+            if size is None and self.meta.get("source_size"):  # the clip's own resolution
+                size = tuple(int(v) for v in self.meta["source_size"])
             return [cam.resized(*size) if size else cam] * n
         if isinstance(spec, Camera):
             return [spec.resized(*size) if size else spec] * n

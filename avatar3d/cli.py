@@ -1,4 +1,4 @@
-"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view``.
+"""Command line: ``avatar3d capture | fit | render | export | demo | eval | view | visemes``.
 
 Exit codes: 0 success, 2 bad input (one-line error naming the problem), 130 interrupted.
 """
@@ -101,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--pose", choices=["static", "track", "generated"], default="static", help="head motion")
     v.add_argument("--blink", choices=["auto", "track", "none"], default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
+
+    vs = sub.add_parser("visemes", help="per-frame viseme weights (15 lip-sync visemes) of any speech audio",
+                        description="Speaker-independent speech front end: viseme weights, voice activity "
+                                    "and loudness per frame, for any avatar rig or game engine.")
+    vs.add_argument("audio", help="audio (or video with audio) file")
+    vs.add_argument("-o", "--output", required=True, help="output .json (or .csv)")
+    vs.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    vs.add_argument("--format", choices=["json", "csv"], help="output format (default: from the file name, else json)")
     return p
 
 
@@ -199,13 +207,29 @@ def _cmd_view(a) -> None:
                background=a.background)
 
 
+def _cmd_visemes(a) -> None:
+    from .audio import load_audio, viseme_track
+    from .errors import Avatar3DError
+
+    if not Path(a.audio).is_file():
+        raise Avatar3DError(f"audio file not found: {a.audio}")
+    if not 1.0 <= a.fps <= 1000.0:
+        raise Avatar3DError(f"--fps must be in 1..1000, got {a.fps:g}")
+    if Path(a.output).is_dir():
+        raise Avatar3DError(f"output {a.output} is a directory; give a .json or .csv file name")
+    t0 = time.time()
+    track = viseme_track(load_audio(a.audio), 16000, fps=a.fps)
+    track.save(a.output, format=a.format)
+    print(f"wrote {a.output}: {len(track)} frames at {a.fps:g} fps in {time.time() - t0:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import Avatar3DError
 
     args = _parser().parse_args(argv)
     try:
         {"capture": _cmd_capture, "fit": _cmd_fit, "render": _cmd_render, "export": _cmd_export, "demo": _cmd_demo,
-         "eval": _cmd_eval, "view": _cmd_view}[args.cmd](args)
+         "eval": _cmd_eval, "view": _cmd_view, "visemes": _cmd_visemes}[args.cmd](args)
     except Avatar3DError as e:
         print(f"avatar3d: error: {e}", file=sys.stderr)
         return 2

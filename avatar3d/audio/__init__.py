@@ -12,7 +12,9 @@ from avatar3d.audio.features import (
     load_audio,
     log_mel,
 )
+from avatar3d.audio.phones import PhoneSegment, recognise_phones
 from avatar3d.audio.speech_model import SpeechFeatureExtractor
+from avatar3d.audio.visemes import VISEMES, StreamingVisemes, VisemeTrack, speech_features, viseme_track
 
 __all__ = [
     "HOP",
@@ -20,10 +22,17 @@ __all__ = [
     "N_MELS",
     "SR",
     "STEP_S",
+    "VISEMES",
+    "PhoneSegment",
     "SpeechFeatureExtractor",
+    "StreamingVisemes",
+    "VisemeTrack",
     "as_mono",
     "audio_energy",
     "frame_features",
     "load_audio",
     "log_mel",
+    "recognise_phones",
+    "speech_features",
+    "viseme_track",
 ]

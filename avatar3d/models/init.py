@@ -325,7 +325,8 @@ def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray
     z = mc[2] + np.concatenate([0.004 + u[: n_up + n_low, 2] * 0.004, 0.009 + u[n_up + n_low :, 2] * 0.02])
     col = np.concatenate([np.tile(TEETH_COLOUR, (n_up + n_low, 1)), np.tile(CAVITY_COLOUR, (n_cav, 1))])
     s_cav = 0.6 * lip_w / np.sqrt(max(n, 4) / 4)
-    size = np.concatenate([np.full(n_up + n_low, 0.45 * s_cav), np.full(n_cav, s_cav)])
+    # teeth overlap each other several times over (a closed, light surface; sparse ones look speckled)
+    size = np.concatenate([np.full(n_up + n_low, 0.9 * s_cav), np.full(n_cav, s_cav)])
     return np.stack([x, y, z], 1), col, size
 
 

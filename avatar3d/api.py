@@ -426,7 +426,8 @@ class Avatar:
         Args:
             camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
                 a Camera, a list of Cameras (one per frame) or a camera JSON file.
-            size: output (width, height); default the training resolution.
+            size: output (width, height); default the clip's own size for the capture camera (avatars
+                fitted before that was recorded, and other cameras: the training resolution).
             pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].

@@ -12,11 +12,20 @@ from avatar3d.audio.features import (
     load_audio,
     log_mel,
 )
-from avatar3d.audio.phones import PhoneSegment, recognise_phones
+from avatar3d.audio.phones import PhoneSegment, align_phones, recognise_phones
 from avatar3d.audio.speech_model import SpeechFeatureExtractor
-from avatar3d.audio.visemes import VISEMES, StreamingVisemes, VisemeTrack, speech_features, viseme_track
+from avatar3d.audio.visemes import (
+    FEATURE_DIM,
+    VISEMES,
+    StreamingVisemes,
+    VisemeTrack,
+    frontend_info,
+    speech_features,
+    viseme_track,
+)
 
 __all__ = [
+    "FEATURE_DIM",
     "HOP",
     "N_FFT",
     "N_MELS",
@@ -27,9 +36,11 @@ __all__ = [
     "SpeechFeatureExtractor",
     "StreamingVisemes",
     "VisemeTrack",
+    "align_phones",
     "as_mono",
     "audio_energy",
     "frame_features",
+    "frontend_info",
     "load_audio",
     "log_mel",
     "recognise_phones",

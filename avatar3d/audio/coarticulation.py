@@ -1,12 +1,14 @@
 """Phones -> per-frame viseme weights with coarticulation (used by :mod:`avatar3d.audio.visemes`).
 
 Each phone segment ``[s, e)`` gets a dominance function: ``alpha`` inside its span, a Gaussian
-ramp ``alpha * exp(-((s - t) / TAU_ANT)^2)`` before it (the lips anticipate the next sound; half
-weight about 60 ms early) and a shorter one ``alpha * exp(-((t - e) / TAU_REL)^2)`` after it. At any
+ramp ``alpha * exp(-((s - t) / TAU_ANT)^2)`` before it (the lips anticipate the next sound: half
+its weight 50 ms early, a tenth 90 ms early) and a shorter one ``alpha * exp(-((t - e) / TAU_REL)^2)`` after it. At any
 time the viseme weights are the segments' dominances normalised to sum to 1, pooled per viseme, so
-neighbouring visemes blend. Visually strong articulations dominate their neighbours (bilabials
-most, then labiodentals and lip rounding); tongue-only consonants are weak, so the surrounding
-vowels shape the lips through them, as in speech.
+neighbouring visemes blend. Visually strong articulations dominate their neighbours within their
+span (bilabials most, then labiodentals and lip rounding), but anticipate with no more than a vowel's
+strength (their extra strength fades within ``TAU_CORE`` of the span), so the lips move towards a
+closure before it and close fully on it; tongue-only consonants are weak, so the surrounding vowels
+shape the lips through them, as in speech.
 
 A video frame averages the weights at ``M = ceil(100 / fps)`` sub-times spread over its span, then
 moves towards the sub-time of strongest bilabial closure by that closure's weight, so a p/b/m
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PHONE_TO_VISEME", "VISEMES", "segment_arrays", "viseme_weights"]
+__all__ = ["PHONE_TO_VISEME", "VISEMES", "hard_visemes", "segment_arrays", "viseme_weights"]
 
 VISEMES: tuple[str, ...] = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih",
                             "oh", "ou")
@@ -47,13 +49,14 @@ _VOWEL_VISEMES = {_V[v] for v in ("aa", "E", "ih", "oh", "ou", "RR")}
 # Dominance strength per viseme.
 _ALPHA = np.ones(len(VISEMES), np.float64)
 _ALPHA[PP] = 6.0
-_ALPHA[_V["FF"]] = 2.5
+_ALPHA[_V["FF"]] = 3.0
 _ALPHA[_V["ou"]] = 1.5
 for _w in ("TH", "DD", "kk", "nn", "SS", "CH"):
-    _ALPHA[_V[_w]] = 0.6
-TAU_ANT = 0.07  # s, anticipation ramp before a segment
+    _ALPHA[_V[_w]] = 0.8
+TAU_ANT = 0.06  # s, anticipation ramp before a segment
 TAU_REL = 0.035  # s, release ramp after it
-REACH = 3.0 * TAU_ANT  # beyond this a segment's dominance is negligible (< 1e-4 of alpha)
+TAU_CORE = 0.02  # s, how far outside its span a strong viseme keeps its extra strength
+REACH = 3.5 * TAU_ANT  # beyond this a segment's dominance is negligible (< 1e-5 of alpha)
 _BLOCK_FRAMES = 512  # frames per dominance block (bounds memory to a few MB)
 
 
@@ -85,9 +88,12 @@ def _dominance(t: np.ndarray, starts: np.ndarray, ends: np.ndarray, vis: np.ndar
         out[:, SIL] = 1.0
         return out
     tt = t[:, None]
-    before = np.maximum(starts[None, :] - tt, 0.0) / TAU_ANT
-    after = np.maximum(tt - ends[None, :], 0.0) / TAU_REL
-    dom = _ALPHA[vis][None, :] * np.exp(-(before**2) - after**2)  # (T, S)
+    before = np.maximum(starts[None, :] - tt, 0.0)
+    after = np.maximum(tt - ends[None, :], 0.0)
+    alpha = _ALPHA[vis][None, :]
+    near = np.exp(-(((before + after) / TAU_CORE) ** 2))  # 1 inside the span, falling off within ~30 ms
+    strength = alpha * near + np.minimum(alpha, 1.0) * (1.0 - near)
+    dom = strength * np.exp(-((before / TAU_ANT) ** 2) - (after / TAU_REL) ** 2)  # (T, S)
     total = dom.sum(axis=1)
     out = dom @ np.eye(len(VISEMES))[vis]  # pool per viseme: (T, S) @ (S, 15)
     empty = total < 1e-6  # far from every segment
@@ -118,3 +124,12 @@ def viseme_weights(times: np.ndarray, fps: float, starts: np.ndarray, ends: np.n
         k = closure[:, PP:PP + 1]
         out[b:b + _BLOCK_FRAMES] = mean + (closure - mean) * k
     return out
+
+
+def hard_visemes(segments, times: np.ndarray) -> np.ndarray:
+    """Viseme index (N,) int of the phone under each time (no coarticulation); ``sil`` outside segments."""
+    starts, ends, vis = segment_arrays(segments)
+    t = np.asarray(times, np.float64)
+    i = np.searchsorted(starts, t, side="right") - 1
+    ok = (i >= 0) & (t < ends[np.clip(i, 0, None)] if ends.size else np.zeros(t.shape, bool))
+    return np.where(ok, vis[np.clip(i, 0, max(vis.size - 1, 0))] if vis.size else SIL, SIL)

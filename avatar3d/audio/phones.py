@@ -33,6 +33,7 @@ from avatar3d.audio.vad import BLOCK, Vad
 __all__ = [
     "PhoneSegment",
     "PhoneStream",
+    "align_phones",
     "phones_version",
     "recognise_phones",
 ]
@@ -42,8 +43,9 @@ BREAK_BLOCKS = 8  # 256 ms of pause ends an utterance
 PAUSE_PROB = 0.3  # VAD probability below which a block counts as pause
 MAX_UTT_S = 20.0  # longest utterance before a forced cut (bounds decoder memory and partial-result cost)
 _FRATE = 100  # pocketsphinx frames per second
-# Decoder settings: language weight and phone insertion penalty as Rhubarb-style tools use them.
-_LW, _PIP = 2.0, 0.3
+# Decoder settings: language weight 1 (rather than 2) recalls more bilabials on known-timing speech
+# (docs/results/frontend.md); the phone insertion penalty.
+_LW, _PIP = 1.0, 0.3
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,51 @@ class PhoneStream:
             i += 1
         if i:
             del self._final[:i]
+
+
+def align_phones(wave: np.ndarray, sr: int, text: str) -> list[PhoneSegment]:
+    """Forced alignment of a known English transcript: phone segments (``SIL`` in pauses), in seconds.
+
+    Two pocketsphinx passes with the wheel's dictionary: words, then phones within them. Words
+    must be in the CMU dictionary (letters and apostrophes; case and punctuation are ignored).
+    Raises :class:`avatar3d.errors.Avatar3DError` on an unknown word or when no alignment is found.
+    For measuring, e.g. viseme contrast against a transcript; the live front end never needs text.
+    """
+    from pocketsphinx import Decoder
+
+    from avatar3d.audio.features import _to_16k
+    from avatar3d.errors import Avatar3DError
+
+    words = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
+    words = [w for w in words if w]
+    d = _model_dir()
+    dec = Decoder(hmm=os.path.join(d, "en-us"), dict=os.path.join(d, "cmudict-en-us.dict"),
+                  beam=1e-80, wbeam=1e-60, pbeam=1e-80, loglevel="FATAL")
+    missing = [w for w in words if dec.lookup_word(w) is None]
+    if missing or not words:
+        raise Avatar3DError(f"align_phones: words not in the dictionary: {' '.join(missing) or '(none given)'}")
+    x = _to_16k(wave, sr)
+    for pad in (0.0, 0.2, 0.5):  # the phone pass sometimes fails at the audio's edges; silence helps
+        z = np.zeros(int(pad * SR), np.float32)
+        al = _align_pass(dec, _to_pcm(np.concatenate([z, x, z])), " ".join(words))
+        if al is not None:
+            return [PhoneSegment(p.name, p.start / _FRATE - pad, (p.start + p.duration) / _FRATE - pad)
+                    for w in al for p in w]
+    raise Avatar3DError("align_phones: no alignment found")
+
+
+def _align_pass(dec, pcm: bytes, text: str):
+    try:
+        dec.set_align_text(text)
+        for second in (False, True):
+            if second:
+                dec.set_alignment()
+            dec.start_utt()
+            dec.process_raw(pcm, full_utt=True)
+            dec.end_utt()
+        return dec.get_alignment()
+    except RuntimeError:
+        return None
 
 
 def recognise_phones(wave: np.ndarray, sr: int = SR) -> list[PhoneSegment]:

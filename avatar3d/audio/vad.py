@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -62,7 +63,8 @@ def vad_version() -> str:
 def _load_model():
     import torch
 
-    with _one_thread():
+    with _one_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: the wheel ships TorchScript
         model = torch.jit.load(_model_path(), map_location="cpu")
     model.eval()
     return model

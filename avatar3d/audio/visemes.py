@@ -13,7 +13,7 @@ Pipeline (all offline, models from inside the installed wheels):
    0.2 -> closed to 0.6 -> open), so silence, noise and music keep the mouth closed;
 4. loudness: RMS over 40 ms centred on each frame, in dB relative to the speech level heard so far
    (voice-weighted running mean of the frame levels up to and including this frame, starting from a
-   prior of -26 dBFS worth 0.25 s), mapped ``ref - 30 dB -> 0``, ``ref + 6 dB -> 1``. It is
+   prior of -26 dBFS worth 0.25 s), mapped ``ref - 30 dB -> 0``, ``ref + 12 dB -> 1``. It is
    gain-invariant once speech has been heard, and causal, so streaming gives the same values.
    It is multiplied by the voice gate: loudness of speech, 0 for noise, music and silence.
 
@@ -71,7 +71,7 @@ _GATE_BACK, _GATE_FWD = 0.06, 0.10  # s, voice-gate window around a frame
 _GATE_LO, _GATE_HI = 0.2, 0.6
 _LOUD_HALF = 0.02  # s, half the RMS window
 _PRIOR_DB, _PRIOR_S = -26.0, 0.25
-_LOUD_LO, _LOUD_HI = -30.0, 6.0  # dB relative to the speech level -> 0 .. 1
+_LOUD_LO, _LOUD_HI = -30.0, 12.0  # dB relative to the speech level -> 0 .. 1
 _SIL = VISEMES.index("sil")
 MIN_LOOKAHEAD = _GATE_FWD + BLOCK_S / 2  # the gate looks 100 ms ahead, at VAD-block resolution
 

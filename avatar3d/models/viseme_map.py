@@ -13,7 +13,8 @@ a *generic prior built from the subject's own tracking*:
 
 The fit minimises ``|X M - Y|^2 + sum_v lam |M_v - P_v|^2``: a viseme's data weight is its soft frame
 count ``sum_t X_tv``, so the prior's share ``lam / (lam + n_v)`` shrinks as the viseme is seen more,
-and a viseme never seen keeps its prior. Least squares on soft posteriors shrinks the amplitude (the
+and a viseme never seen keeps its prior; silence keeps its closed mouth much more firmly
+(:data:`PRIOR_WEIGHT`). Least squares on soft posteriors shrinks the amplitude (the
 fitted lip gap varies less than the real one), so the map is then scaled about the closed-mouth shape
 until the fitted lip gap's std over the training frames equals the subject's (the gain is reported).
 A lag (frames; negative = the lips lead the sound) is chosen among a few by the fit's residual.
@@ -49,6 +50,12 @@ VISEME_SHAPES: dict[str, tuple[float, float]] = {
     "oh": (0.7, -0.8),
     "ou": (0.35, -1.0),
 }
+
+
+# visemes whose generic shape outweighs the subject's data by this factor (x ``prior_strength``):
+# silence closes the mouth, even for a speaker whose lips rest parted in the pauses of the training
+# clip (else another voice's pauses open the mouth and its sync with the sound is lost; docs/results/mouth.md)
+PRIOR_WEIGHT: dict[str, float] = {"sil": 25.0}
 
 
 def lip_gap(landmarks3d: np.ndarray) -> np.ndarray:
@@ -151,7 +158,9 @@ def fit_viseme_map(
     P15, info = prior_targets(Y, gap, width)
     E = Y.shape[1]
     P = np.concatenate([P15, np.zeros((2, E))])
-    lam = np.concatenate([np.full(15, prior_strength), np.full(2, extra_strength)])
+    lam = np.concatenate(
+        [prior_strength * np.array([PRIOR_WEIGHT.get(v, 1.0) for v in VISEME_NAMES]), np.full(2, extra_strength)]
+    )
     best = None
     for lag in lags:
         Xj = Xall[np.clip(np.arange(T) + lag, 0, T - 1)][ok]
@@ -191,6 +200,7 @@ def fit_viseme_map(
 
 __all__ = [
     "N_VISEME_FEATURES",
+    "PRIOR_WEIGHT",
     "VISEME_NAMES",
     "VISEME_SHAPES",
     "VisemeFit",

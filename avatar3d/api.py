@@ -117,6 +117,16 @@ def _check_speech_capture(cs, speech_model: str) -> None:
         )
 
 
+def _source_size(video: Path, cs) -> list[int]:
+    """(width, height) of the source clip (upright), or of the capture's frames for a capture directory."""
+    if Path(video).is_file():
+        from .io.media import probe_video
+
+        info = probe_video(video)
+        return [int(info.width), int(info.height)]
+    return [int(cs.width), int(cs.height)]
+
+
 def _progress_factory(enabled: bool) -> Callable | None:
     if not enabled:
         return None
@@ -292,6 +302,13 @@ class Avatar:
             "source": str(video),
             "avatar_id": new_avatar_id(),  # random 32-bit id carried by the watermark of its renders
         }
+        # the speech front end it was trained with (avatars without the key: log-mel / speech model only)
+        meta["audio_front_end"] = {
+            "name": ("visemes+" if d.n_visemes else "") + ("mel" if d.speech_model is None else "speech_model"),
+            "version": 1,
+            "viseme_channels": d.n_visemes,
+        }
+        meta["source_size"] = _source_size(video, cs)  # the capture camera renders at this size by default
         if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
             meta["speech_model"] = {
                 **d.speech_model,
@@ -345,7 +362,12 @@ class Avatar:
         except ConfigError as e:
             raise FormatError(str(e)) from None
         n_expr = int(state["expr_basis"].shape[0]) if "expr_basis" in state else 16
-        model = GaussianAvatar(cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]), n_expr=n_expr)
+        n_vis = int((meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+        if "audio_front_end" not in meta:  # saved before the speech front end: log-mel only, old mouth binding
+            cfg.model.visemes, cfg.model.mouth_split = False, False
+        model = GaussianAvatar(
+            cfg.model, state["means"].shape[0], n_mels=int(meta["n_mels"]) - n_vis, n_expr=n_expr, n_visemes=n_vis
+        )
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -408,7 +430,8 @@ class Avatar:
         if not sm:
             from .audio import frame_features
 
-            return frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window, frames=frames)
+            feats = frame_features(wave, AUDIO_SR, fps, n_frames=n_frames, window=window, frames=frames)
+            return self._append_visemes(feats, wave, fps, n_frames, frames)
         from .audio.speech_model import cached_extractor
 
         path = self._speech_model_file()
@@ -423,7 +446,34 @@ class Avatar:
                 f"{mean.shape[0]} (the file changed since training)"
             )
         feats = ((feats - mean) / std).astype(np.float32)
-        return feats if frames is None else feats[frames[0] : frames[1]]
+        feats = feats if frames is None else feats[frames[0] : frames[1]]
+        return self._append_visemes(feats, wave, fps, n_frames, frames)
+
+    def _append_visemes(
+        self, feats: np.ndarray, wave16k: np.ndarray, fps: float, n_frames: int, frames: tuple[int, int] | None
+    ) -> np.ndarray:
+        """(n, W, M) features + the speech front end's (n, 17) vectors on every window step, for an
+        avatar trained with it (``meta["audio_front_end"]["viseme_channels"]``); else unchanged.
+        ``frames``: the rows of ``feats`` within the wave's n_frames."""
+        n_vis = int((self.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+        if not n_vis:
+            return feats
+        vis = self._visemes(wave16k, fps, n_frames)
+        if frames is not None:
+            vis = vis[frames[0] : frames[1]]
+        return np.concatenate([feats, np.repeat(vis[:, None, :], feats.shape[1], 1)], -1)
+
+    def _visemes(self, wave16k: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+        """The front end's (n_frames, 17) vectors of a wave, computed once per wave: a render asks
+        for its features chunk by chunk, and the phone recogniser runs over the whole utterance."""
+        from .audio.visemes import speech_features
+
+        key = (id(wave16k), len(wave16k), float(fps), int(n_frames), float(np.abs(wave16k[::997]).sum()))
+        cached = getattr(self, "_viseme_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, np.asarray(speech_features(wave16k, fps, n_frames), np.float32))
+            self._viseme_cache = cached
+        return cached[1]
 
     def _silence_code(self) -> torch.Tensor:
         wave = np.zeros(AUDIO_SR, np.float32)
@@ -472,6 +522,8 @@ class Avatar:
         """Resolve a camera spec: None/'capture', 'frontal', 'orbit' (±30° sweep), a Camera, a list, or a JSON path."""
         if spec is None or spec == "capture":
             cam = self.rest_camera
+            if size is None and self.meta.get("source_size"):  # the clip's own resolution
+                size = tuple(int(v) for v in self.meta["source_size"])
             return [cam.resized(*size) if size else cam] * n
         if isinstance(spec, Camera):
             return [spec.resized(*size) if size else spec] * n
@@ -602,7 +654,8 @@ class Avatar:
             camera: None/'capture' (the capture view), 'frontal', 'orbit' (±30° yaw sweep),
                 a Camera, a list of Cameras (one per frame) or a camera JSON file; a StereoPair
                 (``avatar.camera().stereo()``) renders both eyes into a StereoRenderResult.
-            size: output (width, height); default the training resolution.
+            size: output (width, height); default the clip's own size for the capture camera (avatars
+                fitted before that was recorded, and other cameras: the training resolution).
             pose: 'static', 'track' (training head motion, looped back and forth) or 'generated'.
             blink: 'auto' (natural blinks), 'none', 'track', or an array of per-frame amounts.
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].

@@ -72,6 +72,14 @@ class ModelConfig:
     grid_pe_freqs: int = 3  # sin/cos octaves of the position appended to the grid features (0 = none)
     # the torso moves rigidly with a learned function of the head pose (leaning, swaying); False = static
     torso_motion: bool = True
+    # speech front end (avatar3d.audio.visemes): per-frame viseme posteriors + voice activity + loudness
+    # drive the expression through a per-subject viseme map, beside log-mel (or the speech model), which
+    # only adds a bounded residual; False = log-mel / speech model alone (what older avatars used)
+    visemes: bool = True
+    residual_scale: float = 0.3  # bound (tanh) of that residual per expression coefficient (unit-variance units)
+    # mouth interior split along the slit (upper teeth with the skull, lower teeth and tongue with the jaw)
+    # and no landmark binding across the slit; False = nearest landmarks (what older avatars used)
+    mouth_split: bool = True
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hashgrid", "triplane", "frequency"):
@@ -130,6 +138,9 @@ class TrainConfig:
     lpips_weights: str = ""  # local LPIPS weights file (.pth/.safetensors, never downloaded); empty = no LPIPS term
     lpips_weight: float = 0.05  # weight of the LPIPS term on the lower-face crop, joint stage onward
     lr_grid: float = 1e-2  # learning rate of the deformation field's hash-grid tables
+    # viseme map (avatar3d.models.viseme_map): frames' worth of weight of each viseme's generic prior
+    viseme_prior: float = 8.0
+    viseme_gain: bool = True  # scale the viseme map so its lip gap varies as much as the subject's
 
 
 @dataclass

@@ -63,8 +63,10 @@ def features_for(avatar, wave16k: np.ndarray, fps: float, n_frames: int) -> np.n
 
 def capture_features(avatar, cs) -> np.ndarray:
     """The avatar's audio features (T, W, M) for every frame of a CaptureSet: the capture's own
-    log-mel ``features`` for a log-mel avatar, else recomputed from its ``audio.wav``."""
-    if not avatar.meta.get("speech_model"):
+    log-mel ``features`` for a log-mel avatar, else recomputed from its ``audio.wav`` (speech model,
+    speech front end)."""
+    vis = int((avatar.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+    if not avatar.meta.get("speech_model") and not vis:
         return cs.features
     wave, sr = cs.audio()
     if sr != 16000:

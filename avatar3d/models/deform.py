@@ -142,19 +142,33 @@ class TorsoMotion(nn.Module):
 class AudioMotion(nn.Module):
     """Audio windows of neighbouring frames -> smoothed audio code for the centre frame.
 
-    forward(mel (B, S, W, M)) -> (B, A), where S = ``span`` frames centred on each target frame.
+    forward(mel (B, S, W, M + V)) -> (B, A + V), where S = ``span`` frames centred on each target
+    frame. With ``n_visemes`` V > 0 the last V feature channels are the speech front end's per-frame
+    vector (the same at every window step): they bypass the encoder, and the code ends with that
+    vector of frame ``centre + lag`` (``lag`` a buffer, set when the viseme map is fitted; negative =
+    the mouth moves before the sound), so every caller that turns features into codes carries it.
     """
 
-    def __init__(self, n_mels: int = 80, window: int = 16, dim: int = 32, span: int = 8):
+    def __init__(self, n_mels: int = 80, window: int = 16, dim: int = 32, span: int = 8, n_visemes: int = 0):
         super().__init__()
         self.encoder = AudioEncoder(n_mels, window, dim)
         self.smoother = TemporalSmoother(dim, span)
         self.span = span
+        self.n_visemes = int(n_visemes)
+        self.n_mels = int(n_mels)
+        if self.n_visemes:
+            self.register_buffer("viseme_lag", torch.zeros((), dtype=torch.int64))
 
     def forward(self, mel: Tensor) -> Tensor:
         B, S, W, M = mel.shape
-        codes = self.encoder(mel.reshape(B * S, W, M)).reshape(B, S, -1)
-        return self.smoother(codes)
+        V = self.n_visemes
+        if V:
+            k = int((S // 2 + self.viseme_lag).clamp(0, S - 1))
+            vis = mel[:, k, 0, M - V :]
+            mel = mel[..., : M - V]
+        codes = self.encoder(mel.reshape(B * S, W, M - V)).reshape(B, S, -1)
+        code = self.smoother(codes)
+        return torch.cat([code, vis], -1) if V else code
 
 
 def gather_windows(features: Tensor, index: Tensor | int, span: int) -> Tensor:

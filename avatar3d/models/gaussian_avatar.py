@@ -6,10 +6,21 @@ mostly slides vertically (TalkingGaussian's face/mouth decomposition), and are c
 lips naturally by depth; ``TORSO`` Gaussians live in the body frame and move rigidly with a learned
 function of the head pose (:class:`~.deform.TorsoMotion`: people lean and sway as they talk).
 Colour and opacity are never changed by audio ("deform, don't repaint").
+
+With the speech front end (``n_visemes`` > 0), the expression that moves the landmarks is the
+subject's viseme map (:mod:`.viseme_map`, fitted on the training frames) applied to the per-frame
+viseme vector, plus a bounded residual learned from the log-mel (or speech-model) code, so another
+voice still produces the subject's own mouth shapes at the subject's own amplitude.
+
+The landmark motion reaches the Gaussians by inverse-distance weights over the nearest landmarks,
+never across the mouth slit (a lip Gaussian follows its own lip); the mouth interior is split along the
+slit: its upper part (upper teeth) stays with the skull, its lower part (lower teeth, tongue) follows
+the jaw (chin and lower-lip landmarks), with a smooth blend only deep in the cavity.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,7 +30,10 @@ from ..render.rasterize import RenderOutput, rasterize
 from .deform import AudioMotion, DeformationField, TorsoMotion, gather_windows
 from .encoding import SpatialEncoding
 from .geometry import quat_multiply, rotmat_to_quat
-from .init import HEAD, MOUTH, TORSO
+from .init import HEAD, MOUTH, TORSO, mouth_midline
+
+# landmarks whose mean motion is the jaw's (lower inner / outer lip centre, below-lip, chin)
+JAW_LANDMARKS = (14, 17, 200, 152)
 
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
 
@@ -65,7 +79,7 @@ def encoding_of_state(state: dict) -> str | None:
 class GaussianAvatar(nn.Module):
     """Canonical Gaussians + audio motion. Build with :meth:`from_init` or load a state dict."""
 
-    def __init__(self, cfg: ModelConfig, n: int, n_mels: int = 80, n_expr: int = 16):
+    def __init__(self, cfg: ModelConfig, n: int, n_mels: int = 80, n_expr: int = 16, n_visemes: int = 0):
         super().__init__()
         self.cfg = cfg
         self.means = nn.Parameter(torch.zeros(n, 3))
@@ -74,10 +88,14 @@ class GaussianAvatar(nn.Module):
         self.opacity_logits = nn.Parameter(torch.zeros(n))
         self.color_logits = nn.Parameter(torch.zeros(n, 3))
         self.register_buffer("group", torch.zeros(n, dtype=torch.int64))
-        self.audio = AudioMotion(n_mels, cfg.audio_window, cfg.audio_dim, cfg.smooth_window)
+        self.n_visemes = int(n_visemes)
+        self.code_dim = cfg.audio_dim + self.n_visemes  # audio code (+ the per-frame viseme vector)
+        self.audio = AudioMotion(n_mels, cfg.audio_window, cfg.audio_dim, cfg.smooth_window, self.n_visemes)
         self._build_deform(cfg.encoding)
         # auxiliary read-out: the audio code must carry the tracked mouth opening (training only)
         self.mouth_readout = nn.Linear(cfg.audio_dim, 2)
+        if self.n_visemes:  # viseme vector -> expression (fitted per subject, not trained by gradient)
+            self.register_buffer("viseme_matrix", torch.zeros(self.n_visemes, n_expr))
         # audio (+ blink) -> the capture's expression coefficients; the landmark motion they imply
         # is carried to the Gaussians by inverse-distance weights (an explicit, mesh-like prior)
         self.expr_dim = n_expr
@@ -93,10 +111,10 @@ class GaussianAvatar(nn.Module):
         """(Re)create the face and mouth deformation fields with spatial encoding ``kind``."""
         cfg = self.cfg
         self.deform = DeformationField(
-            cfg.audio_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset, encoding=_encoding(cfg, kind, False)
+            self.code_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset, encoding=_encoding(cfg, kind, False)
         )
         self.mouth_deform = DeformationField(
-            cfg.audio_dim,
+            self.code_dim,
             1,
             max(16, cfg.hidden // 2),
             max(2, cfg.pe_freqs // 2),
@@ -122,10 +140,15 @@ class GaussianAvatar(nn.Module):
 
     @classmethod
     def from_init(
-        cls, cfg: ModelConfig, init: dict[str, Tensor], n_mels: int = 80, expression: dict[str, Tensor] | None = None
+        cls,
+        cfg: ModelConfig,
+        init: dict[str, Tensor],
+        n_mels: int = 80,
+        expression: dict[str, Tensor] | None = None,
+        n_visemes: int = 0,
     ) -> "GaussianAvatar":
         n_expr = 16 if expression is None else expression["basis"].shape[0]
-        m = cls(cfg, init["means"].shape[0], n_mels, n_expr)
+        m = cls(cfg, init["means"].shape[0], n_mels, n_expr, n_visemes)
         if expression is not None:
             m.landmarks.copy_(expression["landmarks"])
             m.expr_basis.copy_(expression["basis"])
@@ -159,21 +182,75 @@ class GaussianAvatar(nn.Module):
         return self.audio(gather_windows(features, index, self.cfg.smooth_window))
 
     # ------------------------------------------------------------------ expression
+    def read_mouth(self, code: Tensor) -> Tensor:
+        """(..., A[+V]) codes -> (..., 2) mouth / jaw opening logits (auxiliary read-out of the audio part)."""
+        return self.mouth_readout(code[..., : self.cfg.audio_dim])
+
+    def viseme_expression(self, code: Tensor) -> Tensor:
+        """(..., A+V) codes -> (..., E) the viseme map's expression (zeros without the front end)."""
+        if not self.n_visemes:
+            return code.new_zeros(code.shape[:-1] + (self.expr_dim,))
+        return code[..., self.cfg.audio_dim :] @ self.viseme_matrix
+
     def predict_expression(self, audio: Tensor, eye: Tensor) -> Tensor:
-        """(..., A) audio codes + (..., 1) blink -> (..., E) expression coefficients."""
-        return self.expr_head(torch.cat([audio, eye], dim=-1))
+        """(..., A[+V]) audio codes + (..., 1) blink -> (..., E) expression coefficients.
+
+        With the speech front end: the viseme map's expression plus the audio residual, bounded to
+        ``cfg.residual_scale`` per coefficient (tanh) so a foreign voice cannot pull the mouth back to
+        its mean shape."""
+        A = self.cfg.audio_dim
+        raw = self.expr_head(torch.cat([audio[..., :A], eye], dim=-1))
+        if not self.n_visemes:
+            return raw
+        r = float(self.cfg.residual_scale)
+        return self.viseme_expression(audio) + r * torch.tanh(raw / r)
 
     @torch.no_grad()
-    def _binding(self, x: Tensor, k: int = 4, falloff: float = 0.02) -> tuple[Tensor, Tensor]:
-        """Nearest-landmark indices (N, k) and weights (N, k) for canonical positions x (N, 3)."""
-        d = torch.cdist(x, self.landmarks)  # (N, 478)
+    def _binding(
+        self, x: Tensor, group: Tensor | None = None, k: int = 4, falloff: float = 0.02
+    ) -> tuple[Tensor, Tensor]:
+        """Nearest-landmark indices (N, k) and weights (N, k) for canonical positions x (N, 3).
+
+        Near the mouth (between the mouth corners, from 3 cm above the slit to 5 cm below it) a point
+        binds only to landmarks on its own side of the slit, so upper and lower lips never average into
+        a smear. ``group`` (N,): MOUTH points follow the jaw landmarks by a weight that goes from 0
+        (above the slit: upper teeth, with the skull) to 1 (below: lower teeth, tongue), sharply at the
+        front of the cavity and smoothly at its back wall."""
+        lm = self.landmarks
+        d = torch.cdist(x, lm)  # (N, 478)
+        xs, ys = mouth_midline(lm) if self.cfg.mouth_split else (None, None)
+        if xs is not None:
+            lo, hi = float(xs[0]), float(xs[-1])
+
+            def side(p: Tensor) -> tuple[Tensor, Tensor]:
+                mid = torch.as_tensor(np.interp(p[:, 0].cpu().numpy(), xs, ys), dtype=p.dtype, device=p.device)
+                near = (p[:, 0] > lo) & (p[:, 0] < hi) & (p[:, 1] > mid - 0.03) & (p[:, 1] < mid + 0.05)
+                return near, p[:, 1] > mid
+
+            near_x, below_x = side(x)
+            near_l, below_l = side(lm)
+            cross = near_x[:, None] & near_l[None, :] & (below_x[:, None] != below_l[None, :])
+            d = torch.where(cross, torch.full_like(d, 1e3), d)
         dk, ik = torch.topk(d, k, dim=1, largest=False)
         w = 1.0 / (dk + 1e-3) ** 2
         w = w / w.sum(1, keepdim=True) * torch.exp(-((dk[:, :1] / falloff) ** 2))
+        if group is not None and xs is not None and bool((group == MOUTH).any()):
+            mo = group == MOUTH
+            p = x[mo]
+            mid = torch.as_tensor(np.interp(p[:, 0].cpu().numpy(), xs, ys), dtype=p.dtype, device=p.device)
+            depth = (p[:, 2] - lm[list(JAW_LANDMARKS[:2]), 2].mean()).clamp(0.0, 0.04)
+            soft = 0.001 + 0.2 * depth  # metres: 1 mm at the lips' depth, ~7 mm at the back wall
+            f = torch.sigmoid((p[:, 1] - mid) / soft)
+            jaw = torch.as_tensor(JAW_LANDMARKS, device=x.device)[torch.arange(k, device=x.device) % len(JAW_LANDMARKS)]
+            ik = ik.clone()
+            w = w.clone()
+            ik[mo] = jaw[None, : ik.shape[1]].expand(int(mo.sum()), -1)
+            w[mo] = (f / ik.shape[1])[:, None].expand(-1, ik.shape[1])
         return ik, w
 
-    def expression_offsets(self, x: Tensor, coeffs: Tensor) -> Tensor:
-        """Per-Gaussian offsets (N, 3) carried from the landmark motion of ``coeffs`` (E,).
+    def expression_offsets(self, x: Tensor, coeffs: Tensor, group: Tensor | None = None) -> Tensor:
+        """Per-Gaussian offsets (N, 3) carried from the landmark motion of ``coeffs`` (E,); ``group``
+        (N,) the points' Gaussian groups (the mouth interior binds to the jaw, see :meth:`_binding`).
 
         The nearest-landmark binding is cached and refreshed every 25 calls while training (the
         canonical Gaussians drift slowly) and whenever the number of Gaussians changes.
@@ -183,7 +260,7 @@ class GaussianAvatar(nn.Module):
         calls = getattr(self, "_bind_calls", 0)
         self._bind_calls = calls + 1
         if cache is None or cache[0].shape[0] != x.shape[0] or (self.training and calls % 25 == 0):
-            cache = self._binding(x.detach())
+            cache = self._binding(x.detach(), group)
             self._bind_cache = cache
         ik, w = cache
         return (disp[ik] * w[..., None]).sum(1)
@@ -218,7 +295,7 @@ class GaussianAvatar(nn.Module):
             if expression is None:
                 expression = self.predict_expression(audio, eye)
             mi_all = torch.nonzero(moving).squeeze(1)
-            means = means.index_add(0, mi_all, self.expression_offsets(means[mi_all], expression))
+            means = means.index_add(0, mi_all, self.expression_offsets(means[mi_all], expression, self.group[mi_all]))
         if use_deform:
             d_pos = torch.zeros_like(means)
             d_rot = torch.zeros_like(quats)

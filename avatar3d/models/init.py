@@ -77,6 +77,26 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return p, np.tile([0.0, 0.0, -1.0], (len(p), 1))
 
 
+INNER_MOUTH_CORNERS = (78, 308)
+
+
+def mouth_midline(landmarks) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The mouth slit of (478, 3) head-space landmarks (array or tensor) as a polyline: x (K,) increasing
+    and y (K,) of the midpoints of the inner-lip pairs and the inner mouth corners; (None, None) when the
+    landmarks are degenerate (all equal, e.g. an untrained model's zero buffer)."""
+    from ..capture.topology import INNER_LIP_PAIRS
+
+    lm = landmarks.detach().cpu().numpy() if hasattr(landmarks, "detach") else np.asarray(landmarks)
+    lm = lm.astype(np.float64)
+    pairs = np.array(INNER_LIP_PAIRS)
+    pts = np.concatenate([0.5 * (lm[pairs[:, 0], :2] + lm[pairs[:, 1], :2]), lm[list(INNER_MOUTH_CORNERS), :2]])
+    order = np.argsort(pts[:, 0])
+    xs, ys = pts[order, 0], pts[order, 1]
+    if not np.all(np.diff(xs) > 1e-6):
+        return None, None
+    return xs, ys
+
+
 @dataclass
 class InitInputs:
     canonical: np.ndarray  # (478, 3) head-space landmarks
@@ -276,6 +296,40 @@ def torso_relief(
     return dz, n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+TEETH_COLOUR = (0.80, 0.77, 0.72)
+CAVITY_COLOUR = (0.30, 0.10, 0.10)
+
+
+def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mouth-interior Gaussians behind the inner lips (TalkingGaussian's inside-mouth branch):
+    an upper and a lower row of teeth just behind the lips, above and below the slit (light, small),
+    and the cavity and tongue behind them (dark red, larger). Returns points (n, 3), colours (n, 3) and
+    sizes (n,) in metres."""
+    lips = can[inner_lip_loop()]
+    lip_w = lips[:, 0].max() - lips[:, 0].min()
+    mc = lips.mean(0)
+    xs, ys = mouth_midline(can)
+    n_up, n_low = int(0.28 * n), int(0.22 * n)
+    n_cav = n - n_up - n_low
+    u = rng.random((n, 3))
+    x = mc[0] + (u[:, 0] - 0.5) * 0.85 * lip_w
+    mid = np.interp(x, xs, ys) if xs is not None else np.full(n, mc[1])
+    h = 0.18 * lip_w  # tooth height
+    y = np.concatenate(
+        [
+            mid[:n_up] - 0.0015 - u[:n_up, 1] * h,  # upper teeth, above the slit
+            mid[n_up : n_up + n_low] + 0.0015 + u[n_up : n_up + n_low, 1] * 0.8 * h,  # lower teeth
+            mid[n_up + n_low :] + (u[n_up + n_low :, 1] - 0.45) * 0.6 * lip_w,  # cavity and tongue
+        ]
+    )
+    z = mc[2] + np.concatenate([0.004 + u[: n_up + n_low, 2] * 0.004, 0.009 + u[n_up + n_low :, 2] * 0.02])
+    col = np.concatenate([np.tile(TEETH_COLOUR, (n_up + n_low, 1)), np.tile(CAVITY_COLOUR, (n_cav, 1))])
+    s_cav = 0.6 * lip_w / np.sqrt(max(n, 4) / 4)
+    # teeth overlap each other several times over (a closed, light surface; sparse ones look speckled)
+    size = np.concatenate([np.full(n_up + n_low, 0.9 * s_cav), np.full(n_cav, s_cav)])
+    return np.stack([x, y, z], 1), col, size
+
+
 def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, seed: int = 0) -> dict[str, Tensor]:
     """Build the initial Gaussian set.
 
@@ -324,21 +378,8 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     shell_area *= (fx * fz + fx * fit.top + fz * fit.top) / 3  # the silhouette fit's change of area
     s_shell = np.sqrt(shell_area / max(len(p_shell), 1))
 
-    # mouth interior: inside the inner-lip polygon, pushed back into the cavity
-    lips = can[inner_lip_loop()]
-    lip_w = lips[:, 0].max() - lips[:, 0].min()
-    mc = lips.mean(0)
-    u = rng.random((n_mouth, 3))
-    p_mouth = np.stack(
-        [
-            mc[0] + (u[:, 0] - 0.5) * 0.9 * lip_w,
-            mc[1] + (u[:, 1] - 0.5) * 0.55 * lip_w,
-            mc[2] + 0.004 + u[:, 2] * 0.025,
-        ],
-        axis=1,
-    )
+    p_mouth, col_mouth, s_mouth = mouth_interior(can, n_mouth, rng)
     n_mouth_nrm = np.tile([0.0, 0.0, -1.0], (n_mouth, 1))
-    s_mouth = 0.6 * lip_w / np.sqrt(n_mouth / 4)
 
     # colours from the reference frame
     uv_f, pc_f = _project(p_face, inp.viewmat, inp.K)
@@ -353,7 +394,6 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
     col_shell = _sample(inp.image, uv_s)
     hair = np.median(col_shell[vis_s], axis=0) if vis_s.sum() > 10 else np.array([0.25, 0.2, 0.15])
     col_shell[~vis_s] = hair
-    col_mouth = np.tile([0.35, 0.12, 0.12], (n_mouth, 1))
 
     # torso: person-mask pixels below the chin, lifted onto a plane at neck depth
     H, W = inp.mask.shape
@@ -392,7 +432,7 @@ def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, 
         [
             np.full(len(p_face), s_face),
             np.full(len(p_shell), s_shell),
-            np.full(len(p_mouth), s_mouth),
+            s_mouth,
             np.full(len(p_torso), s_torso),
         ]
     )

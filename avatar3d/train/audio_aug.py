@@ -61,14 +61,16 @@ def augment_mel(
 
 def audio_targets_loss(model, data, idx: Tensor, augment: bool, generator: torch.Generator | None = None) -> Tensor:
     """Auxiliary loss: audio codes of frames ``idx`` must predict the tracked mouth opening and the
-    capture's expression coefficients (with the tracked blink as the eye input)."""
+    capture's expression coefficients (with the tracked blink as the eye input). With the speech front
+    end the expression is the (fixed) viseme map's plus the bounded residual, which alone learns here."""
     from ..models.deform import gather_windows
 
-    win = gather_windows(data.features, idx, model.cfg.smooth_window)  # (B, S, W, M)
+    win = gather_windows(data.features, idx, model.cfg.smooth_window)  # (B, S, W, M [+ V])
     if augment:
-        win = augment_mel(win, generator)
+        V = model.n_visemes  # the speech front end's channels are not mel bins: left as they are
+        win = torch.cat([augment_mel(win[..., : win.shape[-1] - V], generator), win[..., win.shape[-1] - V :]], -1)
     code = model.audio(win)
-    mouth = torch.sigmoid(model.mouth_readout(code))
+    mouth = torch.sigmoid(model.read_mouth(code))
     expr = model.predict_expression(code, data.blink[idx][:, None])
     return F.mse_loss(mouth, data.mouth[idx]) + F.mse_loss(expr, data.expression[idx])
 
@@ -85,7 +87,7 @@ def heldout_mouth_correlation(model, data) -> float | None:
     model.eval()
     try:
         code = model.audio(gather_windows(data.features, idx, model.cfg.smooth_window))
-        pred = torch.sigmoid(model.mouth_readout(code))[:, 0].numpy()
+        pred = torch.sigmoid(model.read_mouth(code))[:, 0].numpy()
     finally:
         model.train(was)
     pred, true = pred.astype(np.float64), data.mouth[idx, 0].numpy().astype(np.float64)

@@ -23,6 +23,17 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def capture_visemes(cs) -> np.ndarray:
+    """(T, 17) float32 speech front-end vectors of a CaptureSet's audio.wav at its fps."""
+    from ..audio import load_audio
+    from ..audio.visemes import speech_features
+
+    wave, sr = cs.audio()
+    if sr != 16000:
+        wave = load_audio((wave, sr), sr=16000)
+    return np.asarray(speech_features(np.asarray(wave, np.float32), float(cs.fps), int(cs.n_frames)), np.float32)
+
+
 def rest_frame(rotations: np.ndarray, valid: np.ndarray | None = None) -> int:
     """Index of the frame whose head rotation is closest to the chordal mean rotation."""
     Rs = rotations if valid is None or not valid.any() else rotations[valid]
@@ -62,6 +73,14 @@ class TrainData:
     speech_model: dict | None = None
     feature_mean: np.ndarray | None = None
     feature_std: np.ndarray | None = None
+    # the speech front end's per-frame vectors (T, 17) [15 viseme weights, voice, loudness], also
+    # appended to every window step of ``features`` (its last ``n_visemes`` channels); None without
+    visemes: Tensor | None = None
+
+    @property
+    def n_visemes(self) -> int:
+        """Channels of the speech front end at the end of ``features`` (0 without it)."""
+        return 0 if self.visemes is None else int(self.visemes.shape[1])
 
     @property
     def feature_kind(self) -> str:
@@ -69,7 +88,11 @@ class TrainData:
         return "mel" if self.speech_model is None else "speech"
 
     @classmethod
-    def from_capture(cls, cs, resolution: int, holdout_fraction: float, progress=None) -> "TrainData":
+    def from_capture(
+        cls, cs, resolution: int, holdout_fraction: float, progress=None, visemes: bool = False
+    ) -> "TrainData":
+        """Load a CaptureSet at ``resolution`` px (longest side); ``visemes``: run the speech front end
+        on the capture's audio.wav at the capture's fps and append its vectors to the features."""
         T = int(cs.n_frames)
         s = resolution / max(cs.width, cs.height)
         w, h = max(8, round(cs.width * s)), max(8, round(cs.height * s))
@@ -113,6 +136,9 @@ class TrainData:
             f_std = np.maximum(fit.std(0), 1e-5).astype(np.float32)
             feats = ((raw - f_mean) / f_std).astype(np.float32)
             speech = dict(cs.speech_model)
+        vis = capture_visemes(cs) if visemes else None
+        if vis is not None:
+            feats = np.concatenate([np.asarray(feats, np.float32), np.repeat(vis[:, None, :], feats.shape[1], 1)], -1)
         blink = np.asarray(getattr(cs, "blink", np.zeros(T)), np.float32)
         if blink.ndim == 2:
             blink = blink.mean(1)
@@ -145,6 +171,7 @@ class TrainData:
             speech_model=speech,
             feature_mean=f_mean,
             feature_std=f_std,
+            visemes=None if vis is None else f32(vis),
         )
 
     def image(self, i: int) -> Tensor:
@@ -158,4 +185,4 @@ class TrainData:
         return m
 
 
-__all__ = ["TrainData", "rest_frame"]
+__all__ = ["TrainData", "capture_visemes", "rest_frame"]

@@ -127,7 +127,29 @@ def build_model(cfg: AvatarConfig, cs, data: TrainData) -> GaussianAvatar:
         "basis": torch.as_tensor(np.asarray(cs.expression_basis), dtype=torch.float32),
         "mean": torch.as_tensor(np.asarray(cs.expression_mean), dtype=torch.float32),
     }
-    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1], expression=expression)
+    nv = data.n_visemes
+    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1] - nv, expression=expression, n_visemes=nv)
+
+
+def fit_visemes(model: GaussianAvatar, cs, data: TrainData, cfg: AvatarConfig) -> dict:
+    """Fit the subject's viseme -> expression map on the training frames (never the held-out ones)
+    into ``model`` (its ``viseme_matrix`` and the audio code's viseme lag); returns the fit's summary."""
+    from ..models.viseme_map import fit_viseme_map
+
+    tr = data.train_idx
+    valid = np.asarray(getattr(cs, "valid", np.ones(cs.n_frames, bool)), bool)[tr]
+    fit = fit_viseme_map(
+        data.visemes[tr].numpy(),
+        data.expression[tr].numpy(),
+        np.asarray(cs.landmarks3d, np.float64)[tr],
+        prior_strength=cfg.train.viseme_prior,
+        calibrate=cfg.train.viseme_gain,
+        valid=valid,
+    )
+    with torch.no_grad():
+        model.viseme_matrix.copy_(torch.as_tensor(fit.matrix, dtype=torch.float32))
+        model.audio.viseme_lag.fill_(int(fit.lag))
+    return fit.stats
 
 
 def frame_loss(
@@ -223,12 +245,15 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     torch.manual_seed(t.seed)
     rng = np.random.default_rng(t.seed)
     t0 = time.time()
-    data = TrainData.from_capture(cs, t.resolution, t.holdout_fraction, progress)
+    data = TrainData.from_capture(cs, t.resolution, t.holdout_fraction, progress, visemes=cfg.model.visemes)
     if len(data.train_idx) == 0:
         from ..errors import Avatar3DError
 
         raise Avatar3DError("the capture has no training frames")
     model = build_model(cfg, cs, data)
+    viseme_stats = fit_visemes(model, cs, data, cfg) if data.n_visemes else None
+    if viseme_stats is not None:
+        log(f"viseme map: lag {viseme_stats['lag']} frames, gain {viseme_stats['gain']:.2f}")
     nose_y = float(torch.as_tensor(np.asarray(cs.canonical_landmarks))[NOSE_TIP, 1])
     extent = float(model.means.detach().std(0).norm())
     ckpt = Path(workdir) / CHECKPOINT_NAME if workdir else None
@@ -330,6 +355,8 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
         (Path(workdir) / "history.json").write_text(json.dumps(history, indent=1))
     if audio_stats:
         audio_stats["heldout_mouth_corr_final"] = heldout_mouth_correlation(model, data)
+    if viseme_stats is not None:
+        audio_stats["viseme_map"] = viseme_stats
     return TrainResult(model, data, history, heldout, time.time() - t0, audio_stats)
 
 

@@ -95,7 +95,7 @@ def _small_cfg(**capture):
 
 
 @pytest.fixture(scope="module")
-def speech_avatar(speech_capture):
+def speech_avatar(speech_capture, speech_model):
     import avatar3d.train.audio_aug as aug
     from avatar3d import Avatar
 
@@ -103,7 +103,9 @@ def speech_avatar(speech_capture):
     calls = []
     mp.setattr(aug, "augment_mel", lambda *a, **k: calls.append(1) or pytest.fail("mel augmentation used"))
     try:
-        av = Avatar.fit(speech_capture.root, config=_small_cfg(), progress=False, log=None)
+        # naming the model (as `fit --speech-model` does) lets the fitted avatar render
+        av = Avatar.fit(speech_capture.root, config=_small_cfg(speech_model=str(speech_model)), progress=False,
+                        log=None)
     finally:
         mp.undo()
     assert not calls
@@ -164,10 +166,16 @@ def test_capture_set_with_speech_features_must_name_the_model(speech_capture, tm
         CaptureSet.load(d, check_files=False)
 
 
+def _n_vis(av) -> int:
+    """The speech front end's channels appended to the features (0 for avatars without it)."""
+    return int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+
+
 def test_training_uses_normalised_speech_features(speech_avatar, speech_capture, speech_model):
     av = speech_avatar
     sm = av.meta["speech_model"]
-    assert av.meta["n_mels"] == D and av.meta["audio_window"] == 16
+    n_vis = int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))  # the front end's channels
+    assert av.meta["n_mels"] == D + n_vis and av.meta["audio_window"] == 16
     assert av.model.audio.encoder.conv[0].in_channels == D
     assert sm["path"] == str(speech_model.resolve()) and len(sm["mean"]) == D and len(sm["std"]) == D
     n_train = av.meta["train_frames"]
@@ -196,7 +204,7 @@ def test_render_uses_the_speech_model_not_mel(speech_avatar, speech_model, tmp_p
     res = av.render(wave, sample_rate=16000, progress=False)
     assert res.frames.shape[0] == 25 and res.frames.dtype == np.uint8 and res.frames.std() > 1
     feats = av.audio_features(wave, 25.0, 25)
-    assert feats.shape == (25, 16, D) and abs(float(feats.mean())) < 5
+    assert feats.shape == (25, 16, D + _n_vis(av)) and abs(float(feats.mean())) < 5
     np.testing.assert_allclose(features_for(av, wave, 25.0, 25), feats)
     drive = make_drive(av, wave, sample_rate=16000)
     assert drive.codes.shape[0] == 25
@@ -209,7 +217,7 @@ def test_eval_capture_features_follow_the_avatar(speech_avatar, speech_capture):
     from avatar3d.eval._drive import audio_codes, capture_features
 
     f = capture_features(speech_avatar, speech_capture)
-    assert f.shape == (speech_capture.n_frames, 16, D)
+    assert f.shape == (speech_capture.n_frames, 16, D + _n_vis(speech_avatar))
     assert audio_codes(speech_avatar, f, np.arange(3)).shape[0] == 3
 
 
@@ -224,9 +232,9 @@ def test_avatar_without_the_key_renders_from_mel(speech_avatar):
     )
     wave = _other_audio(0.5)
     assert av.speech_model is None
-    np.testing.assert_array_equal(
-        av.audio_features(wave, 25.0, 12), frame_features(wave, 16000, 25.0, 12, 16)
-    )
+    feats = av.audio_features(wave, 25.0, 12)
+    assert feats.shape[-1] == 80 + _n_vis(av)  # log-mel, then the front end's channels
+    np.testing.assert_array_equal(feats[..., :80], frame_features(wave, 16000, 25.0, 12, 16))
 
 
 def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tmp_path):

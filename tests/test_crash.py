@@ -181,8 +181,14 @@ def test_capture_killed_then_rerun_completes_without_leftovers(clip, tmp_path):
 
     a, b = CaptureSet.load(out), CaptureSet.load(clip / "cap")
     assert a.n_frames == b.n_frames == 40
-    for k in ("rotation", "translation", "landmarks2d", "expression"):
+    for k in ("rotation", "translation", "landmarks2d"):
         assert np.allclose(getattr(a, k), getattr(b, k), atol=1e-4), k
+    # expression: PCA coefficients can turn within the principal subspace when the data differ in the
+    # last bits (threads); what they describe, the landmark motion, must agree to 0.1 mm
+    def motion(c):
+        return np.einsum("te,eld->tld", c.expression, np.asarray(c.expression_basis))
+
+    assert np.allclose(motion(a), motion(b), atol=1e-4)
 
 
 def test_a_resumed_fit_follows_the_uninterrupted_trajectory_exactly(clip, tmp_path):
@@ -192,11 +198,25 @@ def test_a_resumed_fit_follows_the_uninterrupted_trajectory_exactly(clip, tmp_pa
 
     from avatar3d.config import load_config
     from avatar3d.io.captureset import CaptureSet
-    from avatar3d.train.trainer import train
 
     cs = CaptureSet.load(clip / "cap")
     cfg = load_config(str(clip / "tiny.yaml"))
     cfg.train.steps, cfg.train.checkpoint_every, cfg.train.densify_every = 12, 4, 3
+    # bit for bit on one thread: with several, torch's parallel reductions may split work differently
+    # between runs (the resumed trajectory then agrees only to rounding)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _straight_and_resumed(cs, cfg, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _straight_and_resumed(cs, cfg, tmp_path):
+    import torch
+
+    from avatar3d.train.trainer import train
+
     straight = train(cs, cfg, tmp_path / "a", log=lambda s: None).model.state_dict()
 
     def dies_at_9(it, desc):
@@ -217,4 +237,4 @@ def test_a_resumed_fit_follows_the_uninterrupted_trajectory_exactly(clip, tmp_pa
     resumed = train(cs, cfg, tmp_path / "b", log=said.append).model.state_dict()
     assert any("resuming from step 8 " in s for s in said)
     assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), [k for k in straight if not torch.equal(straight[k], resumed[k])]

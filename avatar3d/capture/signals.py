@@ -111,6 +111,10 @@ def expression_pca(
     coeffs = np.zeros((T, dims))
     if X.shape[0] >= 2:
         _, S, Vt = np.linalg.svd(X, full_matrices=False)
+        # a component's sign is arbitrary (it can differ between runs and BLAS builds): fix it so the
+        # largest entry of each is positive, so the same clip always gives the same coefficients
+        big = np.abs(Vt).argmax(axis=1)
+        Vt = Vt * np.sign(Vt[np.arange(Vt.shape[0]), big])[:, None]
         k = min(dims, Vt.shape[0])
         std = S[:k] / np.sqrt(max(X.shape[0] - 1, 1))  # (k,) per-component std
         keep = std > 1e-9

@@ -35,16 +35,20 @@ def config_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on: CPU, cores, load, Python, torch, GPU."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
             if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
+                return ln.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, load, Python, torch, GPU."""
+    cpu = cpu_name()
     info: dict[str, Any] = {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -179,14 +178,9 @@ def run_table(title: str, names: tuple[str, str], renders: tuple[Callable, Calla
 
 
 def metadata(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _common import cpu_name  # benchmarks/ is first on sys.path
+
+    cpu = cpu_name()
     parts = [
         f"date {datetime.date.today().isoformat()}",
         f"cpu {cpu} ({os.cpu_count()} logical cores)",

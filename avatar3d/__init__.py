@@ -9,8 +9,8 @@ Public API::
 
 from .api import Avatar, RenderResult
 from .config import AvatarConfig
+from .core.camera import Camera
 from .errors import Avatar3DError, CameraError, ConfigError, FormatError, MediaError, NoFaceError
-from .render.camera import Camera
 
 __version__ = "0.1.0"
 

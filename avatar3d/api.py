@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from .config import AvatarConfig, load_config
+from .core.camera import Camera
 from .errors import Avatar3DError, CameraError, ConfigError, FormatError
 from .models.deform import gather_windows
 from .models.gaussian_avatar import GaussianAvatar
-from .render.camera import Camera
 
 AUDIO_SR = 16000
 MIN_FRAMES = 10  # the fewest frames a capture may have to fit an avatar on
@@ -661,7 +661,7 @@ class Avatar:
             background: 'plate', 'white', 'black', 'green', '#rrggbb' or an (r, g, b) in [0, 1].
             max_seconds: render at most this much of the audio.
         """
-        from .render.camera import StereoPair
+        from .core.camera import StereoPair
 
         if isinstance(camera, StereoPair):  # both eyes (a StereoRenderResult): avatar3d.export.stereo
             from .export.stereo import render_stereo

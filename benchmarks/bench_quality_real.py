@@ -204,7 +204,7 @@ def run_clip(
 
 def _mouth_box(lm: np.ndarray, w: int, h: int, pad: float = 0.7) -> tuple[int, int, int, int]:
     """Square box (x0, y0, x1, y1) around the outer lips of (478, 2) landmarks, ``pad`` x its width around."""
-    from avatar3d.capture.topology import outer_lip_loop
+    from avatar3d.core.topology import outer_lip_loop
 
     m = lm[outer_lip_loop()]
     c = 0.5 * (m.min(0) + m.max(0))
@@ -240,10 +240,10 @@ def save_crops(avatar, cs, keep: dict, folder: Path, name: str, n_train: int, k:
     training split are held out), and the avatar driven by the cross-speaker audio at its most
     bilabial (PP), open (aa), rounded (oh / ou) and front (E / ih) moments (bottom row, when the
     speech front end is importable)."""
+    from avatar3d.core.camera import Camera
     from avatar3d.eval import sync as S
     from avatar3d.eval._drive import audio_codes, capture_features, render_layers
     from avatar3d.io.media import write_image
-    from avatar3d.render.camera import Camera
 
     folder.mkdir(parents=True, exist_ok=True)
     lm = np.asarray(cs.landmarks2d, np.float64)

@@ -192,8 +192,8 @@ def bench_web(av: Avatar, bake: LinearBake, res: dict, out_dir: Path) -> None:
         fps = (br.evaluate("window.avatar3d.frames") - fps_t0) / 10
         errors = list(br.errors)
         has_vr = br.evaluate("document.getElementById('vr').textContent")
+    from avatar3d.core.camera import Camera  # noqa: F401
     from avatar3d.io.media import read_image
-    from avatar3d.render.camera import Camera  # noqa: F401
 
     full = av.render(wave, "capture", sample_rate=SR, pose="static", blink="auto", background="black", progress=False)
     ref = full.frames[frame]

@@ -10,8 +10,8 @@ import torch
 def tiny_avatar(n: int = 400, size: int = 64, fps: float = 25.0, seed: int = 0):
     from avatar3d import Avatar
     from avatar3d.config import AvatarConfig
+    from avatar3d.core.groups import HEAD, MOUTH, TORSO
     from avatar3d.models.gaussian_avatar import GaussianAvatar
-    from avatar3d.models.init import HEAD, MOUTH, TORSO
 
     cfg = AvatarConfig.preset_config("fast")
     g = torch.Generator().manual_seed(seed)

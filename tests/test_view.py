@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from avatar3d.cli import main
-from avatar3d.render.camera import Camera
+from avatar3d.core.camera import Camera
 from avatar3d.viewer.frames import (
     Clock,
     FrameCache,

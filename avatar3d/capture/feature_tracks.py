@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .topology import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, eye_loops, face_oval_loop
+from ..core.topology import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, eye_loops, face_oval_loop
 
 SUBNASALE = 2  # MediaPipe point under the nose tip: the rigid zone ends on the line through it
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .topology import N_LANDMARKS
+from ..core.topology import N_LANDMARKS
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # quieten MediaPipe's C++ logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

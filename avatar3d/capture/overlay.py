@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.topology import contour_edges, tessellation_edges
 from .geometry import project
-from .topology import contour_edges, tessellation_edges
 
 
 def draw_overlay(image: np.ndarray, cs, i: int, mesh: bool = True) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.topology import N_LANDMARKS, RIGID_INDICES
 from ..errors import Avatar3DError, MediaError, NoFaceError
 from .config import CaptureConfig
 from .face_model import fit_face_model, load_face_model, write_morphable
@@ -28,7 +29,6 @@ from .feature_tracks import FeatureTracker
 from .landmarks import FaceLandmarker, SubjectSelector
 from .segmentation import BackgroundPlate, PersonSegmenter, region_masks
 from .signals import compute_signals
-from .topology import N_LANDMARKS, RIGID_INDICES
 from .tracking import build_canonical, fit_rigid, pose_free_landmarks
 
 AUDIO_SR = 16000

@@ -10,7 +10,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .topology import CHIN, FOREHEAD, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, face_oval_loop, inner_lip_loop
+from ..core.topology import (
+    CHIN,
+    FOREHEAD,
+    LEFT_EYE_CORNERS,
+    RIGHT_EYE_CORNERS,
+    face_oval_loop,
+    inner_lip_loop,
+)
 
 
 class PersonSegmenter:

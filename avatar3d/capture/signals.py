@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .topology import (
+from ..core.topology import (
     CHIN,
     FOREHEAD,
     INNER_LIP_PAIRS,

@@ -18,9 +18,7 @@ import numpy as np
 import roma
 import torch
 
-from .feature_tracks import FeatureTracks
-from .geometry import interpolate_invalid, interpolate_rotations, project, robust_umeyama, transform
-from .topology import (
+from ..core.topology import (
     FEATURE_RIGID_INDICES,
     LEFT_IRIS_CENTER,
     MIDLINE_LOWER,
@@ -29,6 +27,8 @@ from .topology import (
     RIGID_INDICES,
     SYMMETRIC_PAIRS,
 )
+from .feature_tracks import FeatureTracks
+from .geometry import interpolate_invalid, interpolate_rotations, project, robust_umeyama, transform
 
 _log = logging.getLogger(__name__)
 

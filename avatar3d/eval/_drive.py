@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.camera import Camera
+from ..core.groups import HEAD, MOUTH
 from ..errors import Avatar3DError
 from ..models.deform import gather_windows
-from ..models.init import HEAD, MOUTH
-from ..render.camera import Camera
 from ..render.rasterize import rasterize
 
 HEAD_GROUPS = (HEAD, MOUTH)  # what "head-only" composites render: face, scalp and mouth interior

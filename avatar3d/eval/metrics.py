@@ -8,7 +8,7 @@ All image metrics take RGB images as ``(H, W, 3)`` or ``(T, H, W, 3)`` arrays/te
 * :func:`ssim` — kornia's SSIM (Gaussian window 11, sigma 1.5, ``padding="valid"`` so the border is
   not scored through a padded window), averaged over pixels and channels.
 * :func:`lpips` — LPIPS (AlexNet or VGG) from a weights file the user supplies
-  (:mod:`avatar3d.eval._lpips`); :class:`NotComputed` otherwise. Nothing is ever downloaded.
+  (:mod:`avatar3d.core.lpips`); :class:`NotComputed` otherwise. Nothing is ever downloaded.
 * :func:`lmd` — mouth landmark distance: the 20 MediaPipe points of :data:`MOUTH68_TO_MEDIAPIPE`
   (the 68-point scheme's mouth, indices 48-67), each set minus its own mean, mean L2 distance in
   pixels of the (512-px) frames they were detected on.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..capture.topology import RIGID_INDICES, face_oval_loop
+from ..core.topology import RIGID_INDICES, face_oval_loop
 
 PSNR_CAP_DB = 100.0  # per-frame PSNR cap (MSE floored at 1e-10)
 
@@ -121,7 +121,7 @@ def lpips(pred, gt, weights: str | Path | None) -> np.ndarray | NotComputed:
     """Per-frame LPIPS -> (T,), or :class:`NotComputed` when no usable weights file is given."""
     if not weights:
         return NotComputed("not computed: no LPIPS weights file given (--lpips-weights)")
-    from ._lpips import load_lpips
+    from ..core.lpips import load_lpips
 
     net = load_lpips(weights)
     if isinstance(net, str):

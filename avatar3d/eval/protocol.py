@@ -232,8 +232,8 @@ def evaluate_avatar(
     """
     from ..api import Avatar
     from ..audio import audio_energy
+    from ..core.camera import Camera
     from ..io.media import probe_video
-    from ..render.camera import Camera
     from ..train.data import rest_frame
 
     say = log or (lambda s: None)
@@ -284,7 +284,7 @@ def evaluate_avatar(
         lp_net = None
         lp_reason = "not computed: no LPIPS weights file given (--lpips-weights)"
         if lpips_weights:
-            from ._lpips import load_lpips
+            from ..core.lpips import load_lpips
 
             lp_net = load_lpips(lpips_weights)
             if isinstance(lp_net, str):

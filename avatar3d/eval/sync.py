@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..capture.topology import INNER_LIP_PAIRS
+from ..core.topology import INNER_LIP_PAIRS
 
 MAX_LAG = 15  # frames; SyncNet's ±15-frame offset search
 MIN_MOUTH_STD = (

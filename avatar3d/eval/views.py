@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..render.camera import Camera, stack_cameras
+from ..core.camera import Camera, stack_cameras
 from ..render.rasterize import rasterize
 from ._drive import Layer, audio_codes, features_for, render_layer
 from .metrics import psnr, ssim
@@ -300,7 +300,7 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
     aligned onto the truth's rigid landmarks, and the truth frame whose head rotation (mapped through
     that similarity) is closest to the avatar's rest camera.
     """
-    from ..capture.topology import RIGID_INDICES
+    from ..core.topology import RIGID_INDICES
     from ..train.data import rest_frame
 
     subj = truth.subject

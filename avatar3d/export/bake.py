@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.geometry import quat_multiply, rotmat_to_quat
+from ..core.groups import HEAD, MOUTH, TORSO
 from ..errors import FormatError
-from ..models.geometry import quat_multiply, rotmat_to_quat
-from ..models.init import HEAD, MOUTH, TORSO
 
 CHANNELS = {"pos": 3, "rot": 4, "scale": 3}
 BAKE_VERSION = 1

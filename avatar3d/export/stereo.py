@@ -1,6 +1,6 @@
 """Stereo (per-eye) rendering for headset video players.
 
-Each eye is rendered from a camera of a :class:`~avatar3d.render.camera.StereoPair`: the two cameras
+Each eye is rendered from a camera of a :class:`~avatar3d.core.camera.StereoPair`: the two cameras
 sit ``ipd`` metres apart along the view camera's x axis with parallel optical axes (no toe-in, so no
 vertical disparity; objects at infinity have zero disparity, as on a headset's parallel displays).
 A point at depth ``Z`` then appears ``fx * ipd / Z`` pixels further left in the right eye than in
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..core.camera import Camera, StereoPair
 from ..errors import Avatar3DError, CameraError
-from ..render.camera import Camera, StereoPair
 
 if TYPE_CHECKING:
     from ..api import Avatar
@@ -178,7 +178,7 @@ def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, m
 def head_render(avatar: Avatar, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """Coverage (H, W) and depth (H, W) in metres along the optical axis of the neutral avatar's
     head and mouth Gaussians alone (no torso) seen by ``camera``."""
-    from ..models.init import HEAD, MOUTH
+    from ..core.groups import HEAD, MOUTH
 
     model = avatar.model
     gs = model.posed(avatar._silence_code(), torch.zeros(1), None)
@@ -194,7 +194,7 @@ def head_depth(avatar: Avatar, camera: Camera, surface: bool = False) -> float:
     """Depth in metres along ``camera``'s optical axis of the neutral head: of its centre (the
     opacity-weighted centroid of the head Gaussians), or with ``surface`` the median depth of its
     visible surface (coverage > 0.5), which is nearer by the face's relief."""
-    from ..models.init import HEAD
+    from ..core.groups import HEAD
 
     if surface:
         a, d = head_render(avatar, camera)

@@ -295,8 +295,8 @@ class CaptureSet:
         return m
 
     def camera(self, i: int):
-        """:class:`avatar3d.render.camera.Camera` of frame ``i`` (K, world_to_camera = [R_i | t_i])."""
-        from ..render.camera import Camera
+        """:class:`avatar3d.core.camera.Camera` of frame ``i`` (K, world_to_camera = [R_i | t_i])."""
+        from ..core.camera import Camera
 
         return Camera(self.K.copy(), self.world_to_camera(i), self.width, self.height)
 

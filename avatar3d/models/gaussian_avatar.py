@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from ..core.geometry import quat_multiply, rotmat_to_quat
+from ..core.groups import HEAD, MOUTH, TORSO
 from ..render.rasterize import RenderOutput, rasterize
 from .deform import AudioMotion, DeformationField, TorsoMotion, gather_windows
 from .encoding import SpatialEncoding
-from .geometry import quat_multiply, rotmat_to_quat
-from .init import HEAD, MOUTH, TORSO, mouth_midline
+from .init import mouth_midline
 
 # landmarks whose mean motion is the jaw's (lower inner / outer lip centre, below-lip, chin)
 JAW_LANDMARKS = (14, 17, 200, 152)

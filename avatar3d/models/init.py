@@ -9,38 +9,16 @@ frame. Colours are sampled from that frame where the point is visible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..capture.topology import CHIN, FOREHEAD, eye_loops, face_oval_loop, inner_lip_loop
-from .geometry import quats_from_normals
-
-HEAD, MOUTH, TORSO = 0, 1, 2
+from ..core.geometry import quats_from_normals
+from ..core.groups import HEAD, MOUTH, TORSO
+from ..core.topology import CHIN, FOREHEAD, eye_loops, face_oval_loop, face_triangles, inner_lip_loop
 
 LEFT_CHEEK, RIGHT_CHEEK = 234, 454
-
-
-@lru_cache(maxsize=1)
-def face_triangles() -> np.ndarray:
-    """(F, 3) triangles of MediaPipe's 468-vertex face mesh (3-cliques of its tesselation edges)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
-    adj: dict[int, set[int]] = {}
-    for a, b in FACEMESH_TESSELATION:
-        adj.setdefault(a, set()).add(b)
-        adj.setdefault(b, set()).add(a)
-    tris = set()
-    for a, nb in adj.items():
-        for b in nb:
-            if b <= a:
-                continue
-            for c in nb & adj[b]:
-                if c > b:
-                    tris.add((a, b, c))
-    return np.array(sorted(tris), dtype=np.int64)
 
 
 def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +62,7 @@ def mouth_midline(landmarks) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The mouth slit of (478, 3) head-space landmarks (array or tensor) as a polyline: x (K,) increasing
     and y (K,) of the midpoints of the inner-lip pairs and the inner mouth corners; (None, None) when the
     landmarks are degenerate (all equal, e.g. an untrained model's zero buffer)."""
-    from ..capture.topology import INNER_LIP_PAIRS
+    from ..core.topology import INNER_LIP_PAIRS
 
     lm = landmarks.detach().cpu().numpy() if hasattr(landmarks, "detach") else np.asarray(landmarks)
     lm = lm.astype(np.float64)

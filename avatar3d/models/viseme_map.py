@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..capture.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
+from ..core.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
 
 VISEME_NAMES = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")
 N_VISEME_FEATURES = len(VISEME_NAMES) + 2  # + voice activity + loudness

@@ -54,6 +54,7 @@ import roma
 import torch
 from torch import Tensor
 
+from ..core.topology import face_triangles
 from ..errors import FormatError
 from .base import N_MEDIAPIPE, ControlDict, LandmarkEmbedding, MorphableModel, PoseDict, as_tensor
 from .head import boundary_loops, extend_to_head  # noqa: F401  (extend_to_head: re-exported)
@@ -69,12 +70,6 @@ ORIENTATION_ORDER = (10, 234, 152, 454)  # forehead, image-left cheek, chin, ima
 
 
 # ---------------------------------------------------------------------------------------- topology
-def _mediapipe_edges() -> set[tuple[int, int]]:
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
-    return {(min(a, b), max(a, b)) for a, b in FACEMESH_TESSELATION}
-
-
 def _orient(tris: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Consistent winding by breadth-first propagation across shared edges."""
     by_edge: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -104,18 +99,7 @@ def _orient(tris: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
 @functools.lru_cache(maxsize=1)
 def mediapipe_triangles() -> np.ndarray:
     """(852, 3) int64: MediaPipe's face-mesh triangles, wound so normals face the camera (-z)."""
-    edges = _mediapipe_edges()
-    adj: dict[int, set[int]] = defaultdict(set)
-    for a, b in edges:
-        adj[a].add(b)
-        adj[b].add(a)
-    tris = sorted({tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]})
-    count: dict[tuple[int, int], int] = defaultdict(int)
-    for t in tris:
-        for e in itertools.combinations(t, 2):
-            count[e] += 1
-    # a clique whose three edges all border three triangles covers a degree-3 vertex's fan: not a face
-    tris = [t for t in tris if not all(count[e] == 3 for e in itertools.combinations(t, 2))]
+    tris = [tuple(int(v) for v in t) for t in face_triangles()]
     faces = np.array(_orient(tris), dtype=np.int64)
     outer = max(boundary_loops(faces), key=len)
     pos = [outer.index(v) for v in ORIENTATION_ORDER]

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ._constants import EPS2D, FAR_PLANE, NEAR_PLANE, TILE_SIZE
-from .rasterize import RenderOutput
+from ._types import RenderOutput
 
 KERNELS = Path(__file__).resolve().parents[1] / "_kernels"
 _SOURCES = {

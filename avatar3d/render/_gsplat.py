@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ._constants import EPS2D, FAR_PLANE, NEAR_PLANE, TILE_SIZE
-from .rasterize import RenderOutput
+from ._types import RenderOutput
 
 _available: bool | None = None
 

@@ -32,6 +32,7 @@ from ._constants import (
     TILE_SIZE,
     TRANSMITTANCE_THRESHOLD,
 )
+from ._types import RenderOutput
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -288,3 +289,29 @@ def rasterize_to_pixels(
     if backgrounds is not None:
         img_col = img_col + img_T * backgrounds[:, None, None, :]
     return img_col, 1.0 - img_T, img_dep
+
+
+def rasterize_torch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backgrounds: Tensor | None = None,
+    tile_size: int = TILE_SIZE,
+) -> RenderOutput:
+    """The reference pipeline: project -> intersect -> composite, all in PyTorch."""
+    C = viewmats.shape[0]
+    covars = quat_scale_to_covar(quats, scales)
+    means2d, conics, depths, radii = project_gaussians(means, covars, viewmats, Ks, width, height)
+    flatten_ids, offsets = isect_tiles(means2d, radii, depths, width, height, tile_size)
+    cols = colors if colors.ndim == 3 else colors[None].expand(C, -1, -1)
+    ops = opacities[None].expand(C, -1)
+    img, alpha, dep = rasterize_to_pixels(
+        means2d, conics, cols, ops, depths, width, height, flatten_ids, offsets, backgrounds, tile_size
+    )
+    return RenderOutput(img, alpha, dep / alpha.clamp(min=1e-10))

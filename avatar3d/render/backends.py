@@ -19,7 +19,8 @@ from torch import Tensor
 
 from . import _cuda_ext
 from ._gsplat import gsplat_available, rasterize_gsplat
-from .rasterize import RenderOutput, rasterize_torch
+from ._torch_impl import rasterize_torch
+from ._types import RenderOutput
 
 
 def _kernel_backend(kind: str) -> Callable[..., RenderOutput]:

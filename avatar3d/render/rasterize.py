@@ -8,26 +8,13 @@ compiled ones registered by :mod:`avatar3d.render.backends` (``"cuda"``, ``"gspl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from ..errors import CameraError
-from . import _torch_impl as ref
-from ._constants import TILE_SIZE
-
-
-@dataclass
-class RenderOutput:
-    """Rasteriser output for C cameras.
-
-    colors: (C, H, W, D); alphas: (C, H, W, 1); depths: (C, H, W, 1) expected depth (0 where empty).
-    """
-
-    colors: Tensor
-    alphas: Tensor
-    depths: Tensor
+from ._torch_impl import rasterize_torch
+from ._types import RenderOutput
+from .backends import select_backend
 
 
 def check_cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None:
@@ -44,32 +31,6 @@ def check_cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None
         raise CameraError("camera matrices contain NaN or infinity")
     if (Ks[:, 0, 0] <= 0).any() or (Ks[:, 1, 1] <= 0).any():
         raise CameraError("focal lengths must be positive")
-
-
-def rasterize_torch(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    backgrounds: Tensor | None = None,
-    tile_size: int = TILE_SIZE,
-) -> RenderOutput:
-    """The reference pipeline: project -> intersect -> composite, all in PyTorch."""
-    C = viewmats.shape[0]
-    covars = ref.quat_scale_to_covar(quats, scales)
-    means2d, conics, depths, radii = ref.project_gaussians(means, covars, viewmats, Ks, width, height)
-    flatten_ids, offsets = ref.isect_tiles(means2d, radii, depths, width, height, tile_size)
-    cols = colors if colors.ndim == 3 else colors[None].expand(C, -1, -1)
-    ops = opacities[None].expand(C, -1)
-    img, alpha, dep = ref.rasterize_to_pixels(
-        means2d, conics, cols, ops, depths, width, height, flatten_ids, offsets, backgrounds, tile_size
-    )
-    return RenderOutput(img, alpha, dep / alpha.clamp(min=1e-10))
 
 
 def rasterize(
@@ -97,7 +58,7 @@ def rasterize(
         if backgrounds is not None:
             img = img + backgrounds[:, None, None, :]
         return RenderOutput(img, z, z.clone())
-    from .backends import select_backend
-
     fn = select_backend(backend, means.device)
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+
+__all__ = ["RenderOutput", "check_cameras", "rasterize", "rasterize_torch"]

@@ -11,9 +11,9 @@ from .speech import VOICES, Voice, mouth_from_audio, synth_speech
 from .subject import (
     DEFAULT_BACKGROUND,
     DEFAULT_N_GAUSSIANS,
-    HEAD,
+    LABEL_HEAD,
+    LABEL_TORSO,
     PART_NAMES,
-    TORSO,
     SyntheticSubject,
     render_gaussians,
 )
@@ -29,9 +29,9 @@ from .video import (
 __all__ = [
     "DEFAULT_BACKGROUND",
     "DEFAULT_N_GAUSSIANS",
-    "HEAD",
+    "LABEL_HEAD",
     "PART_NAMES",
-    "TORSO",
+    "LABEL_TORSO",
     "VOICES",
     "SyntheticSubject",
     "SyntheticTruth",

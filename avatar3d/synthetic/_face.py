@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.topology import face_triangles
 from ..errors import NoFaceError
-from ._geometry import cycle_from_edges, harmonic_fill, orient_outward, triangles_from_edges
+from ._geometry import cycle_from_edges, harmonic_fill, orient_outward
 
 INTEROCULAR = 0.063  # metres between the iris centres (landmarks 468 and 473)
 
@@ -104,7 +105,7 @@ def scan_photo() -> FaceScan:
     pts = pts @ R.T
     pts -= pts.mean(0)
 
-    tris = triangles_from_edges(fmc.FACEMESH_TESSELATION)
+    tris = np.array(face_triangles())
     tris = orient_outward(pts, tris, pts[:468].mean(0) + np.array([0.0, 0.0, 0.06]))
     edges = np.array(sorted({(min(a, b), max(a, b)) for a, b in fmc.FACEMESH_TESSELATION}), dtype=np.int64)
     oval = cycle_from_edges(fmc.FACEMESH_FACE_OVAL, FOREHEAD)

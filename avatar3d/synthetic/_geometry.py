@@ -17,31 +17,6 @@ from torch import Tensor
 
 
 # ---------------------------------------------------------------------------------------- meshes
-def triangles_from_edges(edges: set[tuple[int, int]] | frozenset) -> np.ndarray:
-    """Triangles (F, 3) of a triangulated surface given only its edge set.
-
-    Faces are the 3-cliques of the edge graph minus the spurious ones (3-cycles that are not faces),
-    recognised by all three of their edges being shared by three cliques.
-    """
-    und = {(min(a, b), max(a, b)) for a, b in edges}
-    adj: dict[int, set[int]] = {}
-    for a, b in und:
-        adj.setdefault(a, set()).add(b)
-        adj.setdefault(b, set()).add(a)
-    tris = set()
-    for a, b in und:
-        for c in adj[a] & adj[b]:
-            tris.add(tuple(sorted((a, b, c))))
-    count: dict[tuple[int, int], int] = {}
-    for t in tris:
-        for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])):
-            count[e] = count.get(e, 0) + 1
-    keep = [
-        t for t in sorted(tris) if not all(count[e] > 2 for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])))
-    ]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def cycle_from_edges(edges: set[tuple[int, int]] | frozenset, start: int) -> list[int]:
     """Vertex order of a closed loop given as an (unordered) edge set, starting at ``start``."""
     adj: dict[int, list[int]] = {}

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar3d.capture.topology import RIGID_INDICES
+from avatar3d.core.topology import RIGID_INDICES
 
 
 def angle_deg(R: np.ndarray) -> np.ndarray:

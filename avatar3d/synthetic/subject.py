@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..render.camera import Camera, stack_cameras
+from ..core.camera import Camera, stack_cameras
 from ..render.rasterize import rasterize
 from ._face import FOREHEAD, JAW_MAX_RADIANS, FaceRig, FaceScan, build_face_rig, scan_photo
 from ._geometry import bilinear, normals_to_quats, rotate_about_x_batch, sample_mesh, triangle_areas
@@ -42,7 +42,7 @@ PART_NAMES: tuple[str, ...] = (
     "neck",
     "torso",
 )
-HEAD, TORSO = 0, 1  # rigid labels
+LABEL_HEAD, LABEL_TORSO = 0, 1  # rigid labels
 DEFAULT_BACKGROUND: tuple[float, float, float] = (0.62, 0.66, 0.70)
 DEFAULT_N_GAUSSIANS = 6_000  # sized for the PyTorch reference rasteriser at 256 px (see the module docs)
 OPACITY = 0.95
@@ -155,7 +155,7 @@ class SyntheticSubject:
 
     Attributes:
         n: number of Gaussians.
-        labels: (N,) int64 rigid label, :data:`HEAD` (follows the head pose) or :data:`TORSO`.
+        labels: (N,) int64 rigid label, :data:`LABEL_HEAD` (follows the head pose) or :data:`LABEL_TORSO`.
         head_weight: (N,) float how much each Gaussian follows the head (0/1 except on the neck).
         part: (N,) int64 index into :data:`PART_NAMES`.
         canonical_landmarks: (478, 3) rest landmarks in head space (centroid at the origin).
@@ -241,7 +241,7 @@ class SyntheticSubject:
         self.n = n_m + len(self._f_means)
         self._colors = _as_tensor(np.clip(np.concatenate([mesh_colors, *colors]), 0.0, 1.0))
         self.head_weight = _as_tensor(np.r_[np.ones(n_m), np.concatenate(head_w)])
-        self.labels = torch.where(self.head_weight > 0.5, HEAD, TORSO).to(torch.int64)
+        self.labels = torch.where(self.head_weight > 0.5, LABEL_HEAD, LABEL_TORSO).to(torch.int64)
         self.part = torch.as_tensor(np.r_[mesh_part, np.concatenate(parts)]).to(torch.int64)
         self._opacities = torch.full((self.n,), OPACITY)
 

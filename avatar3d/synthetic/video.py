@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.camera import Camera
 from ..errors import FormatError
-from ..render.camera import Camera
 from ._geometry import euler_matrix
 from .speech import mouth_from_audio, synth_speech
 from .subject import DEFAULT_BACKGROUND, DEFAULT_N_GAUSSIANS, SyntheticSubject

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..capture.topology import outer_lip_loop
+from ..core.topology import outer_lip_loop
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:

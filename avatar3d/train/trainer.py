@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..capture.topology import NOSE_TIP
 from ..config import AvatarConfig
+from ..core.topology import NOSE_TIP
 from ..errors import ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import InitInputs, initial_gaussians
@@ -80,7 +80,7 @@ def lpips_term(cfg: AvatarConfig):
     path = cfg.train.lpips_weights
     if not path:
         return None
-    from ..eval._lpips import load_lpips
+    from ..core.lpips import load_lpips
 
     net = load_lpips(path)
     if isinstance(net, str):

@@ -20,8 +20,8 @@ import numpy as np
 import roma
 import torch
 
+from ..core.camera import Camera
 from ..errors import Avatar3DError, ConfigError
-from ..render.camera import Camera
 
 AUDIO_SR = 16000
 POSE_MODES = ("static", "track", "generated")

@@ -10,7 +10,6 @@ from avatar3d.capture.config import CaptureConfig
 from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, PatchTemplates, rigid_zone
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
-from avatar3d.capture.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
 from avatar3d.capture.tracking import (
     INTER_PUPIL_M,
     build_canonical,
@@ -18,6 +17,7 @@ from avatar3d.capture.tracking import (
     init_track_points,
     search_focal,
 )
+from avatar3d.core.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
 
 from ._synth import astronaut_face
 

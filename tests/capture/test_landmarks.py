@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avatar3d.capture.landmarks import FaceLandmarker, SubjectSelector, face_box
-from avatar3d.capture.topology import (
+from avatar3d.core.topology import (
     N_LANDMARKS,
     RIGID_INDICES,
     face_oval_loop,

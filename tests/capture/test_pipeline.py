@@ -28,8 +28,8 @@ def test_in_plane_roll_is_recovered(rolling_capture, rolling_clip):
 
 
 def test_capture_set_contents_and_round_trip(rolling_capture):
+    from avatar3d.core.camera import Camera
     from avatar3d.io.captureset import CaptureSet
-    from avatar3d.render.camera import Camera
 
     cs = CaptureSet.load(rolling_capture.root)
     T = cs.n_frames

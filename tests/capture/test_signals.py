@@ -3,7 +3,7 @@
 import numpy as np
 
 from avatar3d.capture.signals import blink_from_openness, compute_signals, expression_pca
-from avatar3d.capture.topology import INNER_LIP_PAIRS, LEFT_EYELID_PAIRS, RIGHT_EYELID_PAIRS
+from avatar3d.core.topology import INNER_LIP_PAIRS, LEFT_EYELID_PAIRS, RIGHT_EYELID_PAIRS
 
 
 def _face(rng):

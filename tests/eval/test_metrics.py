@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d.core.lpips import LPIPSNet, load_lpips
 from avatar3d.eval import metrics as M
-from avatar3d.eval._lpips import LPIPSNet, load_lpips
 
 
 def _textured(h=64, w=80, seed=0):
@@ -145,7 +145,7 @@ def _synthetic_face_landmarks():
     t = rng.uniform(0, 2 * np.pi, 478)
     r = rng.uniform(0.2, 1.0, 478)
     pts = np.stack([256 + 120 * r * np.cos(t), 256 + 160 * r * np.sin(t)], -1)
-    from avatar3d.capture.topology import face_oval_loop
+    from avatar3d.core.topology import face_oval_loop
 
     loop = face_oval_loop()
     a = np.linspace(0, 2 * np.pi, len(loop), endpoint=False)
@@ -164,7 +164,7 @@ def test_lpips_not_computed_without_weights(tmp_path):
 
 
 def test_lpips_vgg_taps_have_the_head_widths():
-    from avatar3d.eval._lpips import CHANNELS, _vgg_features
+    from avatar3d.core.lpips import CHANNELS, _vgg_features
 
     net = LPIPSNet.__new__(LPIPSNet)
     torch.nn.Module.__init__(net)

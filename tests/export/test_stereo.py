@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from avatar3d.core.camera import Camera, StereoPair
 from avatar3d.errors import Avatar3DError, CameraError
 from avatar3d.export.stereo import (
     StereoRenderResult,
@@ -13,7 +14,6 @@ from avatar3d.export.stereo import (
     pack_eyes,
     tagged_name,
 )
-from avatar3d.render.camera import Camera, StereoPair
 from avatar3d.synthetic.speech import synth_speech
 
 

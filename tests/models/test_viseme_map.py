@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar3d.capture.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
+from avatar3d.core.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
 from avatar3d.models.viseme_map import (
     N_VISEME_FEATURES,
     VISEME_NAMES,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar3d.render.camera import Camera
-from avatar3d.synthetic import HEAD, PART_NAMES, TORSO, SyntheticSubject, get_subject
+from avatar3d.core.camera import Camera
+from avatar3d.synthetic import LABEL_HEAD, LABEL_TORSO, PART_NAMES, SyntheticSubject, get_subject
 from avatar3d.synthetic._face import L_EYE_LOWER, L_EYE_UPPER, LIP_LOWER_OUTER, R_EYE_LOWER, R_EYE_UPPER
 from avatar3d.synthetic._geometry import euler_matrix
 
@@ -51,7 +51,7 @@ def test_gaussians_are_well_formed(subject):
     assert (g["scales"][:, 2] < 0.3 * g["scales"][:, 0]).all()
     assert float(g["scales"].max()) < 0.012
     assert 5000 < n < 15000
-    assert set(subject.labels.unique().tolist()) == {HEAD, TORSO}
+    assert set(subject.labels.unique().tolist()) == {LABEL_HEAD, LABEL_TORSO}
     assert subject.part.max() < len(PART_NAMES)
     # head space: landmark centroid at the origin, iris distance 0.063 m, face towards -z
     lm = subject.canonical_landmarks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar3d.render.camera import Camera
+from avatar3d.core.camera import Camera
 from avatar3d.synthetic import (
     SyntheticTruth,
     blink_track,

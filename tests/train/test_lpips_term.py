@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from avatar3d.config import AvatarConfig
+from avatar3d.core.lpips import LPIPSNet
 from avatar3d.errors import ConfigError
-from avatar3d.eval._lpips import LPIPSNet
 from avatar3d.train.trainer import lpips_crop, lpips_term, train
 
 

@@ -1,7 +1,9 @@
-"""Small rotation helpers (wxyz quaternions) shared by the avatar model."""
+"""Rotation and alignment helpers shared by the package, on roma (wxyz quaternions here, xyzw in roma)."""
 
 from __future__ import annotations
 
+import numpy as np
+import roma
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,8 +26,6 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
 
 def rotmat_to_quat(R: Tensor) -> Tensor:
     """(..., 3, 3) rotation matrices -> (..., 4) unit wxyz quaternions."""
-    import roma
-
     xyzw = roma.rotmat_to_unitquat(R)
     return torch.cat([xyzw[..., 3:], xyzw[..., :3]], dim=-1)
 
@@ -43,6 +43,22 @@ def quats_from_normals(normals: Tensor) -> Tensor:
 
 
 def axis_angle_to_rotmat(v: Tensor) -> Tensor:
-    import roma
-
     return roma.rotvec_to_rotmat(v)
+
+
+def similarity_fit(src, dst, weights=None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity (Umeyama) mapping ``src`` onto ``dst``: (s, R, t) minimising
+    ``sum w |dst - (s R src + t)|^2``. src, dst: (N, D) arrays (D = 2 or 3); weights: (N,) or None.
+    Returns float64 numpy values: s, R (D, D) with det +1, t (D,)."""
+    x = torch.as_tensor(np.asarray(src), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(dst), dtype=torch.float64)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+    R, t, s = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
+    return float(s), R.numpy(), t.numpy()
+
+
+def similarity_align(src, dst, weights=None) -> np.ndarray:
+    """``src`` (N, D) moved by its least-squares similarity onto ``dst`` (:func:`similarity_fit`)."""
+    s, R, t = similarity_fit(src, dst, weights)
+    return s * np.asarray(src, np.float64) @ R.T + t
+

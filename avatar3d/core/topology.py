@@ -232,3 +232,30 @@ def tessellation_edges() -> np.ndarray:
 def contour_edges() -> np.ndarray:
     """(124, 2) edges of the face contours (oval, lips, eyes, brows, irises excluded)."""
     return np.array(_edges("FACEMESH_CONTOURS"), dtype=np.int64)
+
+
+@cache
+def face_triangles() -> np.ndarray:
+    """(852, 3) int64 triangles of MediaPipe's 468-point face mesh, unoriented (sorted vertex ids).
+
+    The triangles are the 3-cliques of the tesselation's edge graph, minus the spurious ones: a clique
+    whose three edges each border three cliques covers a degree-3 vertex's fan and is not a face. The
+    one triangle builder of the package: models, the morphable model (which orients them) and the
+    synthetic subject all use it.
+    """
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    edges = {(min(a, b), max(a, b)) for a, b in FACEMESH_TESSELATION}
+    adj: dict[int, set[int]] = {}
+    for a, b in edges:
+        adj.setdefault(a, set()).add(b)
+        adj.setdefault(b, set()).add(a)
+    cliques = sorted({tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]})
+    count: dict[tuple[int, int], int] = {}
+    for t in cliques:
+        for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])):
+            count[e] = count.get(e, 0) + 1
+    faces = [t for t in cliques if not all(count[e] > 2 for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])))]
+    out = np.asarray(faces, dtype=np.int64)
+    out.setflags(write=False)
+    return out

@@ -208,7 +208,7 @@ def _cmd_verify(a) -> None:
 
 def _cmd_capture(a) -> None:
     from .capture import run_capture
-    from .capture.config import CaptureConfig
+    from .config import CaptureConfig
 
     video = _existing(a.video, "input video")
     if video.is_dir():
@@ -257,7 +257,7 @@ def _cmd_render(a) -> None:
         av.config.render.watermark = False
     if a.stereo or a.bake:
         if a.stereo:
-            from .export.stereo import render_stereo, tagged_name
+            from .drive.stereo import render_stereo, tagged_name
 
             res = render_stereo(av, audio, a.camera, ipd=a.ipd, layout=a.layout or "sbs", size=a.size, pose=a.pose,
                                 blink=a.blink, background=a.background)
@@ -275,7 +275,7 @@ def _cmd_render(a) -> None:
         stream = av.stream(audio, camera=a.camera, size=a.size, pose=a.pose, blink=a.blink, background=a.background)
         stream.save(a.output)  # frames are encoded as they are rendered: memory does not grow with the audio
         n, w, h = len(stream), stream.width, stream.height
-    print(f"wrote {a.output}: {n} frames {w}x{h} at {av.meta['fps']:g} fps in {time.time() - t0:.1f} s")
+    print(f"wrote {a.output}: {n} frames {w}x{h} at {av.meta.fps:g} fps in {time.time() - t0:.1f} s")
 
 
 def _cmd_export(a) -> None:

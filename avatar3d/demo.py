@@ -60,7 +60,7 @@ def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: in
         "seconds_fit": round(t2 - t1, 1),
         "seconds_render": round(t3 - t2, 1),
         "seconds_total": round(t3 - t0, 1),
-        "heldout": avatar.meta.get("heldout", {}),
+        "heldout": avatar.meta.heldout,
         "n_gaussians": avatar.model.n,
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))

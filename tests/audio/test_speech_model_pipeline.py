@@ -69,7 +69,7 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech_capture(clip, speech_model, tmp_path_factory):
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
 
     out = tmp_path_factory.mktemp("speech_cap") / "capture"
     return run_capture(clip, out, CaptureConfig(max_size=128, speech_model=str(speech_model)), progress=False)
@@ -113,8 +113,7 @@ def speech_avatar(speech_capture, speech_model):
 
 
 def test_config_keys():
-    from avatar3d.capture.config import CaptureConfig
-    from avatar3d.config import AvatarConfig
+    from avatar3d.config import AvatarConfig, CaptureConfig
 
     assert (
         AvatarConfig.from_dict({"capture": {"speech_model": "/m/hubert"}}).capture.speech_model == "/m/hubert"
@@ -168,17 +167,17 @@ def test_capture_set_with_speech_features_must_name_the_model(speech_capture, tm
 
 def _n_vis(av) -> int:
     """The speech front end's channels appended to the features (0 for avatars without it)."""
-    return int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+    return int(av.meta.n_visemes)
 
 
 def test_training_uses_normalised_speech_features(speech_avatar, speech_capture, speech_model):
     av = speech_avatar
-    sm = av.meta["speech_model"]
-    n_vis = int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))  # the front end's channels
-    assert av.meta["n_mels"] == D + n_vis and av.meta["audio_window"] == 16
+    sm = av.meta.speech_model
+    n_vis = int(av.meta.n_visemes)  # the front end's channels
+    assert av.meta.n_mels == D + n_vis and av.meta.audio_window == 16
     assert av.model.audio.encoder.conv[0].in_channels == D
     assert sm["path"] == str(speech_model.resolve()) and len(sm["mean"]) == D and len(sm["std"]) == D
-    n_train = av.meta["train_frames"]
+    n_train = av.meta.train_frames
     raw = speech_capture.speech_features[:n_train].reshape(-1, D)
     np.testing.assert_allclose(sm["mean"], raw.mean(0), atol=1e-5)
     np.testing.assert_allclose(sm["std"], raw.std(0), rtol=1e-4, atol=1e-5)
@@ -291,7 +290,7 @@ def test_a_loaded_avatar_never_runs_the_model_it_names(speech_avatar, tmp_path, 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
 def test_bad_model_fails_before_any_work(kind, tmp_path, monkeypatch):
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
     from avatar3d.io import media
 
     model = tmp_path / "hubert.pt"

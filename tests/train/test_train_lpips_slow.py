@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def small_capture(tmp_path_factory):
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
     from avatar3d.synthetic import make_talking_video
 
     d = tmp_path_factory.mktemp("lpips_fit")

@@ -18,7 +18,7 @@ def test_old_avatar_renders_exactly_as_before():
     from avatar3d import Avatar
 
     av = Avatar.load(OLD / "avatar")
-    assert av.model.n_visemes == 0 and "audio_front_end" not in av.meta
+    assert av.model.n_visemes == 0 and av.meta.front_end.name == "mel"  # migrated from format version 1
     assert not av.config.model.visemes and not av.config.model.mouth_split
     wave = np.load(OLD / "wave.npy").astype(np.float32) / 32767
     ref = np.load(OLD / "frames.npz")

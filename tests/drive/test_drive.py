@@ -5,8 +5,17 @@ import pytest
 import torch
 
 from avatar3d.core.camera import Camera
-from avatar3d.drive import (background_colour, background_image, blink_schedule, blinks, generated_motion,
-                            head_poses, orbit_camera, resolve_cameras, rest_camera)
+from avatar3d.drive import (
+    background_colour,
+    background_image,
+    blink_schedule,
+    blinks,
+    generated_motion,
+    head_poses,
+    orbit_camera,
+    resolve_cameras,
+    rest_camera,
+)
 from avatar3d.errors import CameraError, ConfigError
 from avatar3d.io.meta import AvatarMeta
 

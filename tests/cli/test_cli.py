@@ -13,8 +13,8 @@ def _run(args, capsys):
 
 
 def _face_frames(n=20, size=256):
-    from skimage.data import astronaut
     import cv2
+    from skimage.data import astronaut
 
     img = cv2.resize(astronaut()[0:300, 100:400], (size, size))
     return [img] * n
@@ -121,8 +121,9 @@ def test_render_absurd_camera(fitted_avatar, tmp_path, capsys):
     cam.write_text(json.dumps({"width": 64, "height": 64, "K": [[-5, 0, 32], [0, 5, 32], [0, 0, 1]],
                                "world_to_camera": np.eye(4).tolist()}))
     wav = tmp_path / "a.wav"
-    from avatar3d.io.media import write_video  # noqa: F401  (audio written through soundfile-free path)
     import wave as wavmod
+
+    from avatar3d.io.media import write_video  # noqa: F401  (audio written through soundfile-free path)
 
     with wavmod.open(str(wav), "wb") as w:
         w.setnchannels(1)

@@ -10,13 +10,10 @@ from avatar3d.capture.config import CaptureConfig
 from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, PatchTemplates, rigid_zone
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
-from avatar3d.capture.tracking import (
-    INTER_PUPIL_M,
-    build_canonical,
-    fit_rigid,
-    init_track_points,
-    search_focal,
-)
+from avatar3d.capture.canonical import INTER_PUPIL_M, build_canonical
+from avatar3d.capture.focal import search_focal
+from avatar3d.capture.resection import init_track_points
+from avatar3d.capture.tracking import fit_rigid
 from avatar3d.core.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
 
 from ._synth import astronaut_face

@@ -19,13 +19,15 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from ..io.atomic import stale_temps
+from ..workdir import file_digest
+from .feature_tracks import FeatureTracks
+
 STATE, STAMP = "_pass1.safetensors", "_pass1.json"
 
 
 def pass1_key(video: Path, cfg) -> dict:
     """What the streaming pass depends on: the video's contents and the capture config."""
-    from ..workdir import file_digest
-
     return {"version": 1, "video": file_digest(video), "config": json.loads(json.dumps(cfg.to_dict(), default=str))}
 
 
@@ -57,16 +59,12 @@ def _stamp(d: Path) -> dict | None:
 def find_partial(out_dir: str | os.PathLike, key: dict) -> Path | None:
     """The newest temp directory of a dead capture of ``out_dir`` whose streaming pass is saved for
     the same ``key`` (:func:`pass1_key`); None when there is none."""
-    from ..io.atomic import stale_temps
-
     found = [d for d in stale_temps(out_dir) if d.is_dir() and (_stamp(d) or {}).get("key") == key]
     return max(found, key=lambda d: (d / STAMP).stat().st_mtime, default=None)
 
 
 def load_pass1(tmp: Path, key: dict):
     """(points, valid, n_faces, plate, tracks, timings) saved in ``tmp`` for ``key``, or None."""
-    from .feature_tracks import FeatureTracks
-
     s = _stamp(tmp)
     if s is None or s.get("key") != key:
         return None

@@ -1,6 +1,6 @@
 """Levenberg-Marquardt bundle adjustment with the points eliminated (Schur complement).
 
-The rigid fit's objective (:func:`avatar3d.capture.tracking.bundle_adjust`) is a sum of robust
+The rigid fit's objective (:func:`avatar3d.capture.pose_fit.bundle_adjust`) is a sum of robust
 reprojection errors of head-space points (the rigid landmarks and the feature tracks' points) seen
 in posed frames, plus priors on those points. L-BFGS creeps along its long, narrow valleys (a track's
 depth against the head's turn), and a focal search compares costs of such fits at different focals,
@@ -13,9 +13,9 @@ blocks eliminated converges in tens of iterations instead:
 - each point ``p`` has a prior ``Σ_axes w_pa · soft((1000 (X_pa − A_pa))², k_p)`` (millimetres; a
   plain square when ``k_p`` is infinite);
 - the poses are updated on the left, ``R ← exp(δ) R``, ``t ← t + δt``;
-- the reduced system over the poses is dense, ``6T × 6T``, built as one symmetric rank-k update:
-  for the focal search's 120 frames and ~400 tracks, about 0.1 s an iteration on one core, and ~10
-  iterations converge (long clips' smoothed fits stay with L-BFGS).
+- the reduced system over the poses is dense, ``6T × 6T``, built as one symmetric rank-k update,
+  so it suits the focal search's frames; long clips' smoothed fits stay with L-BFGS (why and what it
+  costs: docs/design/feature-tracks.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_flame_fits_the_synthetic_subject_like_the_open_model(synthetic_talking_
     summary = cs.transforms["avatar3d"]["morphable"]
     assert summary["model"] == "flame" and summary["n_landmarks"] == len(flame.landmark_indices)
     m = compare_face_fits({"open": open_, "flame": flame}, {"open": cs, "flame": cs}, truth)
-    # measured on this clip (BENCHMARKS.md): reprojection FLAME 1.06 px at 512 (open 0.16: it is built
+    # measured on this clip (benchmarks/bench_capture_flame.py): reprojection FLAME 1.06 px at 512 (open 0.16: it is built
     # from these very detections); rotation, pose-fitted offset, FLAME 1.31° (open 1.63°), landmark-
     # aligned 3.2° (open 2.3°); jaw correlation FLAME 0.964 (open 0.956)
     assert m["flame_reproj_px512"] <= 1.6

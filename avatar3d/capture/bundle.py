@@ -35,6 +35,7 @@ DAMPING_DOWN = 3  # after an accepted step
 DAMPING_UP = 5  # after a step that raised the cost
 DAMPING_UP_SINGULAR = 10  # after a reduced system that was not positive definite
 
+
 @dataclass
 class Observations:
     """Image observations of head-space points: ``frame``, ``point`` (O,) int; ``uv`` (O, 2) pixels;

@@ -294,7 +294,11 @@ class FeatureTracker:
             return
         zone = rigid_zone(landmarks2d, head)
         # the templates' image: blurred a little, for a smooth match
-        smooth = None if self._templates is None else cv2.GaussianBlur(gray.astype(np.float32), (0, 0), TEMPLATE_BLUR_SIGMA)
+        smooth = (
+            None
+            if self._templates is None
+            else cv2.GaussianBlur(gray.astype(np.float32), (0, 0), TEMPLATE_BLUR_SIGMA)
+        )
         if self._prev is not None and len(self._pts):
             self._advance(gray, zone, smooth)
         if k % self.reseed_every == 0 and len(self._pts) < self.max_points:

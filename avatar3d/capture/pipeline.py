@@ -359,7 +359,9 @@ def _write_tracking(tmp: Path, plan: _Plan, p1: _Pass1, head: _HeadTrack) -> Non
     )
 
 
-def _write_transforms(tmp, plan: _Plan, p1: _Pass1, head: _HeadTrack, timings, morphable, speech_meta) -> None:
+def _write_transforms(
+    tmp, plan: _Plan, p1: _Pass1, head: _HeadTrack, timings, morphable, speech_meta
+) -> None:
     """``transforms.json``: the camera, per-frame poses and the capture's record."""
     cfg, info, rigid, tracks = plan.cfg, plan.info, head.rigid, p1.tracks
     frame_idx = np.arange(len(p1.valid), dtype=np.int64) * cfg.stride
@@ -372,7 +374,9 @@ def _write_transforms(tmp, plan: _Plan, p1: _Pass1, head: _HeadTrack, timings, m
         "valid_frames": int(p1.valid.sum()),
         "motion_breaks": np.flatnonzero(head.breaks).tolist(),
         "reprojection_error_px_median": float(np.nanmedian(rigid.errors)),
-        "feature_tracks": None if tracks is None else {"tracks": tracks.n_tracks, "observations": len(tracks)},
+        "feature_tracks": None
+        if tracks is None
+        else {"tracks": tracks.n_tracks, "observations": len(tracks)},
         "capture_seconds": round(time.time() - plan.t_start, 2),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "morphable": morphable,
@@ -475,7 +479,9 @@ class _BackgroundWriter:
     output overlaps with detection. At most ``max_pending`` writes are queued (bounded memory); the
     first write error is re-raised; leaving the context waits for every write."""
 
-    def __init__(self, write_image, workers: int = WRITE_WORKERS, max_pending: int = WRITE_MAX_PENDING) -> None:
+    def __init__(
+        self, write_image, workers: int = WRITE_WORKERS, max_pending: int = WRITE_MAX_PENDING
+    ) -> None:
         self._write = write_image
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capture-write")
         self._pending: deque = deque()

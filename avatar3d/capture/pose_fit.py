@@ -369,7 +369,9 @@ def _landmark_block(canon, obs2d, valid, s: BundleSettings) -> _PointBlock:
     )
 
 
-def _track_block(tracks: FeatureTracks, canon, R0, t0, focal, width, height, s: BundleSettings) -> _PointBlock:
+def _track_block(
+    tracks: FeatureTracks, canon, R0, t0, focal, width, height, s: BundleSettings
+) -> _PointBlock:
     """The feature tracks' points (after the landmarks'): depth held near the face's relief."""
     L = len(canon)
     X_init, X_surf, on_face = init_track_points(tracks, canon, R0, t0, focal, width, height, surface=True)

@@ -19,12 +19,18 @@ from ..core.topology import (
     inner_lip_loop,
 )
 
+SPECK_FRACTION = 0.02  # person blobs smaller than this fraction of the largest are dropped
+INPAINT_RADIUS = 0.01  # of the longest side (at least 3 px): the plate's inpainting radius
+UNSEEN_GREY = 127  # the plate where no frame ever showed background
+HAIR_WIDTH = (1.35, 0.15)  # the head mask: the oval widened x (a + b x height above the eye line)
+SUBPIXEL_BITS = 4  # cv2.fillPoly's fractional bits
+
 
 class PersonSegmenter:
     """MediaPipe selfie segmentation (general 256×256 model). ``mask(frame) -> (H, W) uint8 0/255``."""
 
     def __init__(self, threshold: float = 0.5) -> None:
-        import mediapipe as mp
+        import mediapipe as mp  # slow to import (seconds): only when a segmenter is made
 
         self.threshold = float(threshold)
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
@@ -40,7 +46,7 @@ class PersonSegmenter:
         n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
         if n > 2:
             areas = stats[1:, cv2.CC_STAT_AREA]
-            keep = 1 + np.flatnonzero(areas >= 0.02 * areas.max())
+            keep = 1 + np.flatnonzero(areas >= SPECK_FRACTION * areas.max())
             m = np.isin(lab, keep).astype(np.uint8)
         return m * 255
 
@@ -88,8 +94,8 @@ class BackgroundPlate:
         if not unseen.any():
             return self.colour.copy()
         if unseen.all():
-            return np.full_like(self.colour, 127)
-        radius = max(3, int(0.01 * max(unseen.shape)))
+            return np.full_like(self.colour, UNSEEN_GREY)
+        radius = max(3, int(INPAINT_RADIUS * max(unseen.shape)))
         bgr = cv2.cvtColor(self.colour, cv2.COLOR_RGB2BGR)
         filled = cv2.inpaint(bgr, unseen * 255, radius, cv2.INPAINT_TELEA)
         return cv2.cvtColor(filled, cv2.COLOR_BGR2RGB)
@@ -98,8 +104,8 @@ class BackgroundPlate:
 def _poly_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """points: (N, 2) pixel coordinates (centres at +0.5) -> (H, W) uint8 0/255 filled polygon."""
     m = np.zeros((height, width), np.uint8)
-    pts = np.round((points - 0.5) * 16).astype(np.int32)  # 4 bits of sub-pixel precision
-    cv2.fillPoly(m, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+    pts = np.round((points - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+    cv2.fillPoly(m, [pts], 255, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS)
     return np.where(m >= 128, 255, 0).astype(np.uint8)
 
 
@@ -129,7 +135,7 @@ def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.nd
     grown = local.copy()
     above = grown[:, 1] < 0
     rise = (-local[:, 1] / max(up, 1e-6)).clip(0, 1)  # 0 at the eye line, 1 at the forehead top
-    grown[:, 0] *= 1.35 + 0.15 * rise  # hair beside the cheeks and above the forehead
+    grown[:, 0] *= HAIR_WIDTH[0] + HAIR_WIDTH[1] * rise  # hair beside the cheeks and above the forehead
     grown[above, 1] -= 1.0 * up * rise[above] ** 0.5
     head_poly = eye_c + grown[:, :1] * ex + grown[:, 1:] * ey
     person_b = person > 0

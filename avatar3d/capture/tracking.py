@@ -19,7 +19,14 @@ import roma
 import torch
 
 from ..core.topology import RIGID_INDICES
-from .canonical import INTER_PUPIL_M, CanonicalFit, build_canonical, head_gauge, metric_canonical, propagate_offsets
+from .canonical import (
+    INTER_PUPIL_M,
+    CanonicalFit,
+    build_canonical,
+    head_gauge,
+    metric_canonical,
+    propagate_offsets,
+)
 from .feature_tracks import FeatureTracks
 from .focal import search_focal
 from .geometry import interpolate_invalid, interpolate_rotations, project, transform
@@ -92,7 +99,17 @@ def fit_rigid(
         track_robust_px=config.track_robust_scale_px,
     )
     ba = bundle_adjust(
-        fit.canonical[rig], obs2d[:, rig], valid, R0, t0, focal, width, height, settings, breaks=breaks, tracks=tracks
+        fit.canonical[rig],
+        obs2d[:, rig],
+        valid,
+        R0,
+        t0,
+        focal,
+        width,
+        height,
+        settings,
+        breaks=breaks,
+        tracks=tracks,
     )
     R, t = ba.rotation, ba.translation
     if tracks is not None:

@@ -363,7 +363,9 @@ class _LandmarkProblem:
         return (data + prior + smooth) / T
 
 
-def _result(model: MorphableModel, problem: _LandmarkProblem, obs: _Observed, history: list[float]) -> FitResult:
+def _result(
+    model: MorphableModel, problem: _LandmarkProblem, obs: _Observed, history: list[float]
+) -> FitResult:
     """The fitted parameters, interpolated over frames without landmarks, and the per-frame error."""
     p = problem.params()
     frame_ok = obs.frame_ok

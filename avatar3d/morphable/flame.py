@@ -44,7 +44,15 @@ from torch import Tensor
 
 from ..errors import FormatError
 from ._safe_pickle import load_pickle
-from .base import N_MEDIAPIPE, ControlDict, LandmarkEmbedding, MorphableModel, PoseDict, as_tensor, barycentric_points
+from .base import (
+    N_MEDIAPIPE,
+    ControlDict,
+    LandmarkEmbedding,
+    MorphableModel,
+    PoseDict,
+    as_tensor,
+    barycentric_points,
+)
 from .lbs import lbs, parents_from_kintree
 
 FLAME_PATH_ENV = "AVATAR3D_FLAME_PATH"

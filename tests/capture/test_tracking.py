@@ -5,10 +5,10 @@ import pytest
 import roma
 import torch
 
+from avatar3d.capture.canonical import INTER_PUPIL_M, build_canonical, metric_canonical
 from avatar3d.capture.config import CaptureConfig
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
-from avatar3d.capture.canonical import INTER_PUPIL_M, build_canonical, metric_canonical
 from avatar3d.capture.tracking import fit_rigid, pose_free_landmarks
 from avatar3d.core.geometry import similarity_fit
 

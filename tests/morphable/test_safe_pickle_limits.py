@@ -46,7 +46,13 @@ def test_sparse_shape_bomb_is_refused():
     from avatar3d.morphable._safe_pickle import _SPARSE, _sparse_to_dense
 
     m = _SPARSE["csc"]()
-    m.__setstate__({"_shape": (10**6, 10**6), "data": np.ones(1), "indices": np.zeros(1, int),
-                    "indptr": np.array([0, 1] + [1] * (10**6 - 1))})
+    m.__setstate__(
+        {
+            "_shape": (10**6, 10**6),
+            "data": np.ones(1),
+            "indices": np.zeros(1, int),
+            "indptr": np.array([0, 1] + [1] * (10**6 - 1)),
+        }
+    )
     with pytest.raises(FormatError, match="too large"):
         _sparse_to_dense(m, "bomb.pkl")

@@ -146,7 +146,7 @@ class WorkdirLock:
     def __init__(self, work: str | os.PathLike) -> None:
         self._fd: int | None = None
         try:
-            import fcntl
+            import fcntl  # POSIX only: elsewhere the lock does nothing
         except ImportError:
             return
         path = Path(work) / ".lock"

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..core.topology import CHIN, FOREHEAD, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, eye_loops, face_oval_loop
+from ..core.topology import eye_loops, face_oval_loop
+from .segmentation import chin_axis, eye_centres, half_plane
 
 SUBNASALE = 2  # MediaPipe point under the nose tip: the rigid zone ends on the line through it
 ZONE_EROSION = 0.1  # the head mask is eroded by this fraction of the distance between the eyes ...
@@ -109,16 +110,13 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
     """
     H, W = head.shape
     lm = np.asarray(landmarks2d, np.float64)
-    eye_r = lm[list(RIGHT_EYE_CORNERS)].mean(0)
-    eye_l = lm[list(LEFT_EYE_CORNERS)].mean(0)
+    eye_r, eye_l = eye_centres(lm)
     ex = eye_l - eye_r
     span = float(np.linalg.norm(ex))
     if span < 1e-6:
         return np.zeros((H, W), bool)
     ex /= span
-    ey = np.array([-ex[1], ex[0]])
-    if ey @ (lm[CHIN] - lm[FOREHEAD]) < 0:  # chin below forehead, whatever the roll
-        ey = -ey
+    ey = chin_axis(lm, ex)
     r = max(ZONE_MIN_EROSION_PX, round(ZONE_EROSION * span))
     zone = cv2.erode(
         (head > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
@@ -130,9 +128,7 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
         grown = c + (pts - c) * EYE_GROWTH
         cv2.fillPoly(eyes, [cv2.convexHull(np.round(grown - 0.5).astype(np.int32))], 1)
     # below the nose: a large quadrilateral on the chin's side of the line (cv2 clips it)
-    big = 4.0 * (H + W)
-    c = lm[SUBNASALE] - 0.5
-    quad = np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey])
+    quad = half_plane(lm[SUBNASALE] - 0.5, ex, ey, H, W)
     cv2.fillPoly(eyes, [np.round(quad).astype(np.int32)], 1)
     face = np.zeros((H, W), np.uint8)  # hair can move on its own: the face oval only
     cv2.fillPoly(face, [np.round(lm[face_oval_loop()] - 0.5).astype(np.int32)], 1)

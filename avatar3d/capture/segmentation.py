@@ -109,6 +109,25 @@ def _poly_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.where(m >= 128, 255, 0).astype(np.uint8)
 
 
+def eye_centres(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(subject's right eye, left eye) centres (2,) each: the means of their corners. lm: (478, 2)."""
+    return lm[list(RIGHT_EYE_CORNERS)].mean(0), lm[list(LEFT_EYE_CORNERS)].mean(0)
+
+
+def chin_axis(lm: np.ndarray, ex: np.ndarray) -> np.ndarray:
+    """Unit (2,) perpendicular to the unit eye direction ``ex``, pointing from the forehead towards
+    the chin whatever the roll (the face's image "down")."""
+    ey = np.array([-ex[1], ex[0]])
+    return -ey if ey @ (lm[CHIN] - lm[FOREHEAD]) < 0 else ey
+
+
+def half_plane(c: np.ndarray, ex: np.ndarray, ey: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(4, 2) a quadrilateral covering the image's part of the half-plane beyond the line through
+    ``c`` along ``ex``, on the ``ey`` side (large: cv2 clips it when filled)."""
+    big = 4.0 * (height + width)
+    return np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey])
+
+
 def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:
     """Face / head / torso / mouth-interior masks of one frame.
 
@@ -122,13 +141,10 @@ def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.nd
     oval = lm[face_oval_loop()]
     face = _poly_mask(oval, H, W)
     # Face-aligned frame: x along the eye line, y towards the chin (handles roll and upside-down).
-    eye_r = lm[list(RIGHT_EYE_CORNERS)].mean(0)
-    eye_l = lm[list(LEFT_EYE_CORNERS)].mean(0)
+    eye_r, eye_l = eye_centres(lm)
     ex = eye_l - eye_r
     ex /= np.linalg.norm(ex) + 1e-9
-    ey = np.array([-ex[1], ex[0]])
-    if ey @ (lm[CHIN] - lm[FOREHEAD]) < 0:
-        ey = -ey
+    ey = chin_axis(lm, ex)
     eye_c = (eye_r + eye_l) / 2
     local = np.stack([(oval - eye_c) @ ex, (oval - eye_c) @ ey], -1)  # (36, 2)
     up = float(np.maximum(-local[:, 1], 0).max())  # forehead height above the eye line
@@ -140,16 +156,8 @@ def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.nd
     head_poly = eye_c + grown[:, :1] * ex + grown[:, 1:] * ey
     person_b = person > 0
     head = ((_poly_mask(head_poly, H, W) > 0) & person_b) | (face > 0)
-    # Chin line: through the chin, along the eye direction; "below" = the half-plane towards +ey,
-    # filled as a large quadrilateral (cv2 clips it to the image).
-    big = 4.0 * (H + W)
-    c = lm[CHIN]
-    below = (
-        _poly_mask(
-            np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey]), H, W
-        )
-        > 0
-    )
+    # Chin line: through the chin, along the eye direction; "below" = the half-plane towards +ey
+    below = _poly_mask(half_plane(lm[CHIN], ex, ey, H, W), H, W) > 0
     torso = person_b & below & ~head
     mouth = _poly_mask(lm[inner_lip_loop()], H, W)
     u8 = lambda b: b.astype(np.uint8) * 255

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.synthetic.capture_truth import evaluate_capture
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def metrics(synthetic_talking_clip, tmp_path_factory) -> dict:
     import torch
-
-    from avatar3d.capture import CaptureConfig, run_capture
 
     video, truth = synthetic_talking_clip
     threads = torch.get_num_threads()

@@ -19,6 +19,7 @@ import numpy as np
 import roma
 import torch
 
+from ..core.geometry import pseudo_huber
 from .bundle import Observations, PointPrior, lm_bundle_adjust
 from .feature_tracks import FeatureTracks
 from .resection import MIN_DEPTH_M, init_track_points
@@ -67,11 +68,6 @@ class BAResult:
     translation: np.ndarray  # (T, 3)
     offsets: np.ndarray  # (L, 3) metres added to the rigid canonical points
     cost: float  # final objective
-
-
-def _soft(x2: torch.Tensor, knee: float) -> torch.Tensor:
-    """Pseudo-Huber of squared values: ``x2`` below ``knee**2``, growing like 2·knee·|x| above."""
-    return 2 * knee**2 * (torch.sqrt(1 + x2 / knee**2) - 1)
 
 
 @contextmanager
@@ -270,20 +266,20 @@ class _LbfgsProblem:
         k = self.tracks
         Xk = torch.einsum("oij,oj->oi", R[k.frame], k.X[k.track]) + tr[k.frame]
         e2k = ((self._project(Xk) - k.uv) * self.px).pow(2).sum(-1)
-        loss = loss + self.s.track_weight * (_soft(e2k, self.s.track_robust_px) / 2).mean()
+        loss = loss + self.s.track_weight * (pseudo_huber(e2k, self.s.track_robust_px) / 2).mean()
         # the face's tracks stay near the canonical relief: free track depths and the head's
         # rotation are otherwise traded off (the bas-relief ambiguity of a distant, turning head)
         dz2 = (M_TO_MM * (k.X[:, 2] - k.z_surf)).pow(2)
-        return loss + TRACK_DEPTH_WEIGHT * (_soft(dz2, TRACK_DEPTH_KNEE_MM) * k.w_face).sum() / k.n_face
+        return loss + TRACK_DEPTH_WEIGHT * (pseudo_huber(dz2, TRACK_DEPTH_KNEE_MM) * k.w_face).sum() / k.n_face
 
     def _smoothness(self, loss: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
         s, rv = self.s, self.rv
         if len(rv) >= 3 and s.smooth_rotation > 0:
             acc_r = torch.rad2deg(rv[2:] - 2 * rv[1:-1] + rv[:-2]).pow(2).sum(-1)
-            loss = loss + s.smooth_rotation * (_soft(acc_r, ACC_KNEE_DEG) * self.acc_w).sum() / self.acc_n
+            loss = loss + s.smooth_rotation * (pseudo_huber(acc_r, ACC_KNEE_DEG) * self.acc_w).sum() / self.acc_n
         if len(rv) >= 3 and s.smooth_translation > 0:
             acc_t = (M_TO_MM * (tr[2:] - 2 * tr[1:-1] + tr[:-2])).pow(2).sum(-1)
-            loss = loss + s.smooth_translation * (_soft(acc_t, ACC_KNEE_MM) * self.acc_w).sum() / self.acc_n
+            loss = loss + s.smooth_translation * (pseudo_huber(acc_t, ACC_KNEE_MM) * self.acc_w).sum() / self.acc_n
         return loss
 
 

@@ -25,6 +25,7 @@ import roma
 import torch
 from torch import Tensor
 
+from ..core.geometry import pseudo_huber
 from .base import N_MEDIAPIPE, MorphableModel, as_tensor
 from .lbs import rotate
 
@@ -155,12 +156,6 @@ def _interpolate_rotations(R: Tensor, ok: Tensor) -> Tensor:
     R0, R1 = R.index_select(0, prv), R.index_select(0, nxt)
     rel = roma.rotmat_to_rotvec(R1 @ R0.transpose(1, 2))  # [T, 3]
     return roma.rotvec_to_rotmat(rel * a.to(R.dtype)[:, None]) @ R0
-
-
-def _pseudo_huber(r2: Tensor, delta: float | None) -> Tensor:
-    if delta is None:
-        return r2
-    return 2 * delta**2 * (torch.sqrt(1 + r2 / delta**2) - 1)
 
 
 def _lbfgs(params: list[Tensor], closure, iters: int, history: list[float]) -> None:
@@ -349,7 +344,7 @@ class _LandmarkProblem:
         cfg, obs, T, diff2 = self.cfg, self.obs, self.T, self._diff2
         p = self.params()
         r2 = ((self.predict(p) - obs.x) / obs.size[:, None, None]).pow(2).sum(-1)  # [T, L] face sizes^2
-        data = (obs.w * _pseudo_huber(r2, self.delta)).sum() / cfg.sigma**2
+        data = (obs.w * pseudo_huber(r2, self.delta)).sum() / cfg.sigma**2
         prior = T * (cfg.w_shape * p["shape"].pow(2).sum() + cfg.w_focal * self.u["log_f"].pow(2))
         prior = prior + cfg.w_expression * p["expression"].pow(2).sum()
         smooth = cfg.w_smooth * diff2(p["expression"])

@@ -145,7 +145,9 @@ def fit_viseme_map(
     Y = np.asarray(expression, np.float64)
     L = np.asarray(landmarks3d, np.float64)
     if X.ndim != 2 or X.shape[1] != N_VISEME_FEATURES or len(X) != len(Y) or len(L) != len(Y):
-        raise ValueError(f"features (T, {N_VISEME_FEATURES}), expression (T, E) and landmarks (T, 478, 3) must agree")
+        raise ValueError(
+            f"features (T, {N_VISEME_FEATURES}), expression (T, E) and landmarks (T, 478, 3) must agree"
+        )
     T = len(X)
     ok = np.ones(T, bool) if valid is None else np.asarray(valid, bool).copy()
     ok &= np.isfinite(Y).all(1) & np.isfinite(L).all((1, 2))
@@ -159,7 +161,10 @@ def fit_viseme_map(
     E = Y.shape[1]
     P = np.concatenate([P15, np.zeros((2, E))])
     lam = np.concatenate(
-        [prior_strength * np.array([PRIOR_WEIGHT.get(v, 1.0) for v in VISEME_NAMES]), np.full(2, extra_strength)]
+        [
+            prior_strength * np.array([PRIOR_WEIGHT.get(v, 1.0) for v in VISEME_NAMES]),
+            np.full(2, extra_strength),
+        ]
     )
     best = None
     for lag in lags:

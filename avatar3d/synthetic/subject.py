@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import roma
 import torch
 from torch import Tensor
 
@@ -125,24 +126,6 @@ def _palette(scan: FaceScan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _as_tensor(x, dtype=torch.float32) -> Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype)
-
-
-def _rodrigues(rotvec: Tensor) -> Tensor:
-    """(N, 3) axis-angle vectors -> (N, 3, 3) rotation matrices."""
-    theta = rotvec.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    k = rotvec / theta
-    K = torch.zeros(rotvec.shape[0], 3, 3, dtype=rotvec.dtype)
-    K[:, 0, 1], K[:, 0, 2], K[:, 1, 0] = -k[:, 2], k[:, 1], k[:, 2]
-    K[:, 1, 2], K[:, 2, 0], K[:, 2, 1] = -k[:, 0], -k[:, 1], k[:, 0]
-    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    return torch.eye(3, dtype=rotvec.dtype)[None] + s * K + (1 - c) * (K @ K)
-
-
-def _log_rotation(R: np.ndarray) -> np.ndarray:
-    """Axis-angle vector of a rotation matrix."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_rotvec()
 
 
 class SyntheticSubject:
@@ -335,7 +318,8 @@ class SyntheticSubject:
         out_n[full] = normals[full] @ Rf.T
         part = (w > 0) & ~full
         if part.any():
-            Rw = _rodrigues(_as_tensor(_log_rotation(R))[None] * w[part, None])
+            rotvec = roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64))
+            Rw = roma.rotvec_to_rotmat(_as_tensor(rotvec)[None] * w[part, None])
             out_m[part] = torch.einsum("nij,nj->ni", Rw, means[part] - p) + p + w[part, None] * tf
             out_n[part] = torch.einsum("nij,nj->ni", Rw, normals[part])
         return out_m, out_n

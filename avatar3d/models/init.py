@@ -37,7 +37,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
     Without them, what the frames show through the openings is learnt by Gaussians at the back of
     the head, which a turned camera then sees in the wrong place."""
-    from matplotlib.path import Path as MplPath
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
 
     pts = []
     for k, ring in enumerate(eye_loops()):
@@ -399,7 +399,7 @@ def _default_shell(can: np.ndarray) -> tuple[np.ndarray, float, float, float]:
 def _shell_samples(can: np.ndarray, inp: InitInputs, n_shell: int, rng) -> _Samples:
     """Up to ``n_shell`` points on the silhouette-fitted head shell, outside the face and above the jaw;
     the size is the shell's mean sample spacing."""
-    from matplotlib.path import Path as MplPath  # optional plotting library: only its point-in-polygon test
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
 
     oval = can[face_oval_loop()]
     ctr, ax, ay, az = _default_shell(can)
@@ -446,7 +446,7 @@ def _shell_colours(shell: _Samples, inp: InitInputs) -> np.ndarray:
 def _torso_pixels(can: np.ndarray, inp: InitInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Person-mask pixels (u, v) below the chin and outside the face, the face oval in pixels (K, 2) and
     the chin's pixel (2,)."""
-    from matplotlib.path import Path as MplPath  # optional plotting library: only its point-in-polygon test
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
 
     chin_uv, _ = _project(can[[CHIN]], inp.viewmat, inp.K)
     forehead_v = _project(can[[FOREHEAD]], inp.viewmat, inp.K)[0][0, 1]

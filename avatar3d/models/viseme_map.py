@@ -166,14 +166,7 @@ def fit_viseme_map(
             np.full(2, extra_strength),
         ]
     )
-    best = None
-    for lag in lags:
-        Xj = Xall[np.clip(np.arange(T) + lag, 0, T - 1)][ok]
-        M = ridge_towards(Xj, Y, P, lam)
-        err = float(((Xj @ M - Y) ** 2).mean())
-        if best is None or err < best[0]:
-            best = (err, lag, M)
-    err, lag, M = best
+    err, lag, M = _best_lag(Xall, Y, P, lam, lags, ok)
     fit = VisemeFit(M, lag)
     # the fitted lip gap, linear in the expression: gap ≈ g0 + expression @ dg (regressed on the frames)
     dg = _affine(gap[:, None], Y)[1:, 0]  # (E,)
@@ -197,10 +190,26 @@ def fit_viseme_map(
         "lip_gap_std_real": std_real,
         "lip_gap_std_fit": std_fit * gain,
         "frames_per_viseme": {v: round(float(c), 1) for v, c in zip(VISEME_NAMES, counts)},
-        "gap_p5": info["gap_p5"],
-        "gap_p95": info["gap_p95"],
+        **{k: info[k] for k in ("gap_p5", "gap_p95")},
     }
     return fit
+
+
+def _best_lag(
+    X: np.ndarray, Y: np.ndarray, P: np.ndarray, lam: np.ndarray, lags: tuple[int, ...], ok: np.ndarray
+) -> tuple[float, int, np.ndarray]:
+    """(mean squared residual, lag, map (K, E)) of the lag whose ridge fit has the lowest residual.
+    X (T, K) all frames (shifted by the lag, clamped at the clip's ends), Y (T_ok, E) the valid
+    frames' expression, ``ok`` (T,) which frames are valid."""
+    T = len(X)
+    best = None
+    for lag in lags:
+        Xj = X[np.clip(np.arange(T) + lag, 0, T - 1)][ok]
+        M = ridge_towards(Xj, Y, P, lam)
+        err = float(((Xj @ M - Y) ** 2).mean())
+        if best is None or err < best[0]:
+            best = (err, lag, M)
+    return best
 
 
 __all__ = [

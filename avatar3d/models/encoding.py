@@ -104,7 +104,8 @@ class _GridLookup(torch.autograd.Function):
     Indices and weights are built as (level, corner, point) so every pass is a long contiguous
     row; the forward is then one fused gather + weighted sum (``embedding_bag`` with per-corner
     weights, one bag per level and point), the backward scatters ``weight * grad`` per feature plane
-    with ``index_add_`` (embedding_bag's own backward sorts the indices: several times slower on CPU).
+    with ``index_add_`` (embedding_bag's own backward sorts the indices, which is slow on CPU;
+    docs/design/cpu-preset.md).
     """
 
     @staticmethod

@@ -9,9 +9,8 @@ timbre. Each training window is therefore randomly re-voiced in the normalised l
 * one masked band of mel bins (SpecAugment-style frequency masking),
 * a little Gaussian noise.
 
-Timing is never changed, so the mouth targets stay aligned. Measured on ``talk_de`` (455 training
-frames; BENCHMARKS.md "Avatar quality"): the sync confidence of mouth opening predicted from *another
-speaker's* speech rose from 0.03 to 0.17 against a shuffled-audio baseline of 0.05.
+Timing is never changed, so the mouth targets stay aligned. Why re-voicing, and why the branch is
+then frozen: docs/design/audio-branch.md.
 """
 
 from __future__ import annotations
@@ -125,7 +124,7 @@ def pretrain_audio(
     it = rng_steps if progress is None else progress(rng_steps, "audio pre-training")
     running = None
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: one thread is ~20x faster than two contending ones on a busy box
+    torch.set_num_threads(1)  # small ops: threads would only contend (docs/design/cpu-preset.md)
     try:
         for _ in it:
             idx = torch.as_tensor(rng.choice(data.train_idx, size=int(batch), p=p))

@@ -29,6 +29,10 @@ from ..core.topology import (
     inner_lip_loop,
 )
 
+EYE_BEHIND_LID_M = 0.0015  # the eye surface's rim behind the lid margin's mean depth
+EYE_BULGE_M = 0.002  # ... and how far its centre bulges forward, like a cornea
+EYE_MAX_ROUNDS = 50  # rejection-sampling rounds per eye opening
+
 
 def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Points filling the two eye openings of the canonical landmarks (the face mesh leaves them as
@@ -48,7 +52,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         poly = MplPath(c[:, :2])
         lo, hi = c[:, :2].min(0), c[:, :2].max(0)
         got = np.zeros((0, 2))
-        for _ in range(50):  # rejection sampling; a collapsed contour (no area) ends the loop
+        for _ in range(EYE_MAX_ROUNDS):  # rejection sampling; a collapsed contour (no area) ends the loop
             if len(got) >= m:
                 break
             cand = lo + rng.random((4 * m + 16, 2)) * (hi - lo)
@@ -58,7 +62,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         xy = got[:m]
         ctr = c[:, :2].mean(0)
         r2 = (((xy - ctr) / np.maximum((hi - lo) / 2, 1e-6)) ** 2).sum(1).clip(0, 1)
-        z = c[:, 2].mean() + 0.0015 - 0.002 * (1 - r2)
+        z = c[:, 2].mean() + EYE_BEHIND_LID_M - EYE_BULGE_M * (1 - r2)
         pts.append(np.concatenate([xy, z[:, None]], 1))
     p = np.concatenate(pts) if pts else np.zeros((0, 3))
     return p, np.tile([0.0, 0.0, -1.0], (len(p), 1))
@@ -285,6 +289,17 @@ def torso_relief(
 
 TEETH_COLOUR = (0.80, 0.77, 0.72)
 CAVITY_COLOUR = (0.30, 0.10, 0.10)
+UPPER_TEETH_SHARE, LOWER_TEETH_SHARE = 0.28, 0.22  # of the mouth budget; the rest: cavity and tongue
+MOUTH_SPAN = 0.85  # the interior's width, in inner-lip widths
+TOOTH_HEIGHT = 0.18  # the upper teeth's height, in inner-lip widths
+LOWER_TOOTH_HEIGHT = 0.8  # the lower teeth's height, in upper-tooth heights
+TEETH_OFF_SLIT_M = 0.0015  # each row of teeth starts this far above / below the mouth slit
+CAVITY_HEIGHT = 0.6  # the cavity's height, in inner-lip widths
+CAVITY_ABOVE_SLIT = 0.45  # the share of the cavity's height above the slit
+TEETH_DEPTH_M = (0.004, 0.004)  # teeth: (start, range) of depth behind the inner lips' mean
+CAVITY_DEPTH_M = (0.009, 0.02)  # cavity and tongue: (start, range) of depth behind the inner lips
+CAVITY_SIZE = 0.6  # cavity Gaussian size in inner-lip widths, for a budget of 4 (shrinks as 1/sqrt(n))
+TEETH_SIZE = 0.9  # tooth Gaussian size, in cavity Gaussian sizes
 
 
 def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -296,24 +311,25 @@ def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray
     lip_w = lips[:, 0].max() - lips[:, 0].min()
     mc = lips.mean(0)
     xs, ys = mouth_midline(can)
-    n_up, n_low = int(0.28 * n), int(0.22 * n)
+    n_up, n_low = int(UPPER_TEETH_SHARE * n), int(LOWER_TEETH_SHARE * n)
     n_cav = n - n_up - n_low
     u = rng.random((n, 3))
-    x = mc[0] + (u[:, 0] - 0.5) * 0.85 * lip_w
+    x = mc[0] + (u[:, 0] - 0.5) * MOUTH_SPAN * lip_w
     mid = np.interp(x, xs, ys) if xs is not None else np.full(n, mc[1])
-    h = 0.18 * lip_w  # tooth height
+    h = TOOTH_HEIGHT * lip_w
     y = np.concatenate(
         [
-            mid[:n_up] - 0.0015 - u[:n_up, 1] * h,  # upper teeth, above the slit
-            mid[n_up : n_up + n_low] + 0.0015 + u[n_up : n_up + n_low, 1] * 0.8 * h,  # lower teeth
-            mid[n_up + n_low :] + (u[n_up + n_low :, 1] - 0.45) * 0.6 * lip_w,  # cavity and tongue
+            mid[:n_up] - TEETH_OFF_SLIT_M - u[:n_up, 1] * h,  # upper teeth, above the slit
+            mid[n_up : n_up + n_low] + TEETH_OFF_SLIT_M + u[n_up : n_up + n_low, 1] * LOWER_TOOTH_HEIGHT * h,
+            mid[n_up + n_low :] + (u[n_up + n_low :, 1] - CAVITY_ABOVE_SLIT) * CAVITY_HEIGHT * lip_w,
         ]
     )
-    z = mc[2] + np.concatenate([0.004 + u[: n_up + n_low, 2] * 0.004, 0.009 + u[n_up + n_low :, 2] * 0.02])
+    (t0, dt), (c0, dc) = TEETH_DEPTH_M, CAVITY_DEPTH_M
+    z = mc[2] + np.concatenate([t0 + u[: n_up + n_low, 2] * dt, c0 + u[n_up + n_low :, 2] * dc])
     col = np.concatenate([np.tile(TEETH_COLOUR, (n_up + n_low, 1)), np.tile(CAVITY_COLOUR, (n_cav, 1))])
-    s_cav = 0.6 * lip_w / np.sqrt(max(n, 4) / 4)
+    s_cav = CAVITY_SIZE * lip_w / np.sqrt(max(n, 4) / 4)
     # teeth overlap each other several times over (a closed, light surface; sparse ones look speckled)
-    size = np.concatenate([np.full(n_up + n_low, 0.9 * s_cav), np.full(n_cav, s_cav)])
+    size = np.concatenate([np.full(n_up + n_low, TEETH_SIZE * s_cav), np.full(n_cav, s_cav)])
     return np.stack([x, y, z], 1), col, size
 
 

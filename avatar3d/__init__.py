@@ -7,12 +7,11 @@ Public API::
     avatar.render("speech.wav", camera=Camera.orbit(20)).save("out.mp4")
 """
 
+from ._version import __version__
 from .api import Avatar, RenderResult
 from .config import AvatarConfig
 from .core.camera import Camera
 from .errors import Avatar3DError, CameraError, ConfigError, FormatError, MediaError, NoFaceError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Avatar",

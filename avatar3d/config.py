@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -27,21 +28,193 @@ PRESETS = ("fast", "default", "quality")
 
 
 @dataclass
-class CaptureSection:
-    """Capture stage settings (see ``avatar3d.capture.CaptureConfig`` for their meaning)."""
+class CaptureConfig:
+    """Settings of the capture stage (:func:`avatar3d.capture.run_capture`); every field has a working default.
 
-    max_size: int = 512  # longest side of the stored frames, pixels
-    stride: int = 1  # keep every n-th frame
-    max_frames: int = 0  # 0 = all frames
-    focal: float = 0.0  # known focal length in pixels of the stored frames; 0 = estimate it from the clip
-    landmark_tracking: bool = False  # MediaPipe video mode (faster, lags fast head turns); False = detect per frame
-    feature_tracks: bool = True  # optical-flow tracks on the rigid face join the pose fit (BENCHMARKS.md)
-    morphable: str = "none"  # also fit a morphable model into morphable.safetensors: none | open | flame
-    flame_path: str = ""  # FLAME model file (user-supplied; or AVATAR3D_FLAME_PATH); needed for morphable: flame
-    flame_landmarks: str = ""  # landmark embedding of MediaPipe points on FLAME, alongside the model file
-    # local speech model (HuBERT / wav2vec2 HF directory, TorchScript file or .pt2; never downloaded):
-    # the avatar is then trained on, and rendered from, its features instead of log-mel; empty = log-mel
-    speech_model: str = ""
+    Frames and storage:
+        max_size: longest side in pixels of the stored images (frames are downscaled, never
+            upscaled; sizes are rounded to even numbers).
+        stride: keep every ``stride``-th frame of the video (the stored fps is ``fps / stride``).
+        max_frames: stop after this many stored frames (``None``: the whole video). Audio is cut to
+            the same span.
+        jpeg_quality: quality of the stored ``images/*.jpg``.
+        train_fraction: fraction of frames (from the start) in the training split; the rest is the
+            held-out test part (the field's protocol holds out the last 1/11).
+
+    Detection:
+        max_num_faces: faces the landmarker looks for per frame (extra faces trigger a warning and
+            the subject is kept by proximity to its previous position).
+        min_detection_confidence, min_tracking_confidence: MediaPipe FaceMesh thresholds.
+        landmark_tracking: run FaceMesh in its video mode, where the previous frame's landmarks
+            place the next crop. Off (default), every frame is detected on its own: the crop then
+            does not lag a turning head (docs/design/feature-tracks.md).
+        reacquire_after_s: after the subject has been lost this long (seconds), any face may be
+            taken as the subject again (largest / most central first).
+        min_valid_fraction: raise :class:`NoFaceError` when fewer frames than this fraction (and
+            fewer than one frame) show the subject.
+
+    Rigid tracking:
+        focal: a fixed focal length in pixels of the stored images (``None``: estimate it).
+        focal_search: (min, max) of the focal search range as a multiple of the longest side.
+        focal_prior_weight: weight of a weak prior pulling log-focal towards ``focal_prior`` (×
+            longest side); keeps the focal plausible when the clip has too little head rotation or
+            perspective to fix it (0.1: it decides where the search's cost is flat over the focal,
+            e.g. without feature tracks).
+        focal_frames: number of frames (evenly spaced) used for the focal search.
+        smooth_rotation: weight of the squared frame-to-frame rotation acceleration (degrees)
+            relative to the mean squared robust landmark error (pixels at 512 px).
+        smooth_translation: same for the translation acceleration (millimetres).
+        robust_scale_px: scale (pixels at 512 px) of the pseudo-Huber landmark loss.
+        fit_iterations: L-BFGS iterations of the joint pose refinement (the focal stays the search's).
+        feature_tracks: also track corners on the rigid part of the face (forehead, brows, nose,
+            upper cheeks) by optical flow and fit them with the landmarks (``avatar3d/capture/feature_tracks.py``):
+            they follow the skull where MediaPipe's points slide and carry the camera's perspective
+            (docs/design/feature-tracks.md).
+        track_refine: refine each optical-flow step against the patch where the track was first seen
+            (affine warp, normalised brightness; :class:`avatar3d.capture.feature_tracks.PatchTemplates`),
+            so that a track does not drift off its surface point. Off by default: it did not help the
+            rotation or the focal and doubles the optical flow's time (docs/design/feature-tracks.md).
+        track_weight: weight of the tracks' mean robust reprojection error relative to the
+            landmarks'.
+        track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
+        focal_track_weight: ``track_weight`` of the focal search (default: the pose fit's 30).
+            Fitted alone, MediaPipe's points favour the shortest focal; the tracks carry the
+            perspective, but their errors follow the head's turn too (docs/design/feature-tracks.md).
+        canonical_iterations: alternations of (align all frames, re-estimate canonical shape).
+        expression_dims: number of PCA expression coefficients per frame.
+
+    Morphable model (optional, after the rigid tracking; see ``avatar3d/capture/face_model.py``):
+        morphable: ``"none"`` (default), ``"open"`` (the per-subject open model built from the clip)
+            or ``"flame"`` (a user-supplied FLAME file); the fit goes to ``morphable.safetensors``.
+        flame_path: the FLAME ``.pkl`` / ``.npz`` (``None``: ``$AVATAR3D_FLAME_PATH``).
+        flame_landmarks: its MediaPipe landmark embedding (``None``: ``$AVATAR3D_FLAME_LANDMARKS``).
+
+    Audio:
+        speech_model: a local speech model (Hugging Face HuBERT / wav2vec2 directory, TorchScript
+            file or ``.pt2``; never downloaded, see ``avatar3d/audio/speech_model.py``). When set, its
+            frame-aligned features go to ``audio.safetensors`` as ``speech_features`` (T, 16, D)
+            next to the log-mel ``features``, and the trainer uses them. ``None``: log-mel only.
+
+    Masks and background:
+        mask_threshold: person-probability threshold of the selfie segmenter.
+        background_frames: at most this many frames (evenly spaced) feed the background plate.
+        background_margin: pixels within this fraction of the image size of the person are never
+            taken for the background plate.
+        region_masks: also write face / head / torso / mouth-interior masks.
+    """
+
+    max_size: int = 512
+    stride: int = 1
+    max_frames: int | None = None
+    jpeg_quality: int = 95
+    train_fraction: float = 10 / 11
+
+    max_num_faces: int = 4
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    landmark_tracking: bool = False
+    reacquire_after_s: float = 1.0
+    min_valid_fraction: float = 0.0
+
+    focal: float | None = None
+    focal_search: tuple[float, float] = (0.6, 8.0)
+    focal_prior: float = 2.0
+    focal_prior_weight: float = 0.1
+    focal_frames: int = 48
+    smooth_rotation: float = 0.5
+    smooth_translation: float = 0.1
+    robust_scale_px: float = 1.5
+    fit_iterations: int = 150
+    feature_tracks: bool = True
+    track_refine: bool = False
+    track_weight: float = 30.0
+    track_robust_scale_px: float = 1.0
+    focal_track_weight: float = 30.0
+    canonical_iterations: int = 3
+    expression_dims: int = 16
+
+    morphable: str = "none"
+    flame_path: str | None = None
+    flame_landmarks: str | None = None
+
+    speech_model: str | None = None
+
+    mask_threshold: float = 0.5
+    background_frames: int = 40
+    background_margin: float = 0.02
+    region_masks: bool = True
+
+    def __post_init__(self) -> None:
+        # 0 / "" meant "unset" in config files written before the two capture configs were merged
+        for name in ("max_frames", "focal", "flame_path", "flame_landmarks", "speech_model"):
+            if getattr(self, name) in (0, 0.0, ""):
+                setattr(self, name, None)
+        self.focal_search = tuple(self.focal_search)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"capture.{name} = {getattr(self, name)!r}: {why}")
+
+        if not (16 <= int(self.max_size) <= 8192):
+            raise bad("max_size", "must be within 16..8192")
+        if int(self.stride) < 1:
+            raise bad("stride", "must be >= 1")
+        if self.max_frames is not None and int(self.max_frames) < 1:
+            raise bad("max_frames", "must be >= 1 or None")
+        if not 1 <= int(self.jpeg_quality) <= 100:
+            raise bad("jpeg_quality", "must be within 1..100")
+        if not 0.0 < float(self.train_fraction) <= 1.0:
+            raise bad("train_fraction", "must be within (0, 1]")
+        if not 1 <= int(self.max_num_faces) <= 16:
+            raise bad("max_num_faces", "must be within 1..16")
+        for name in ("min_detection_confidence", "min_tracking_confidence", "mask_threshold"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise bad(name, "must be within [0, 1]")
+        if not 0.0 <= float(self.min_valid_fraction) <= 1.0:
+            raise bad("min_valid_fraction", "must be within [0, 1]")
+        if self.focal is not None and not float(self.focal) > 0:
+            raise bad("focal", "must be positive or None")
+        lo, hi = self.focal_search
+        if not 0 < lo < hi:
+            raise bad("focal_search", "must be (min, max) with 0 < min < max")
+        for name in ("focal_prior", "robust_scale_px", "track_robust_scale_px"):
+            if not float(getattr(self, name)) > 0:
+                raise bad(name, "must be positive")
+        for name in (
+            "focal_prior_weight",
+            "smooth_rotation",
+            "smooth_translation",
+            "track_weight",
+            "focal_track_weight",
+            "reacquire_after_s",
+            "background_margin",
+        ):
+            if not float(getattr(self, name)) >= 0:
+                raise bad(name, "must be >= 0")
+        for name in ("focal_frames", "background_frames", "canonical_iterations"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "must be >= 1")
+        if int(self.fit_iterations) < 0:
+            raise bad("fit_iterations", "must be >= 0")
+        if not 1 <= int(self.expression_dims) <= 64:
+            raise bad("expression_dims", "must be within 1..64")
+        if self.morphable not in ("none", "open", "flame"):
+            raise bad("morphable", 'must be "none", "open" or "flame"')
+        for name in ("flame_path", "flame_landmarks", "speech_model"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise bad(name, "must be a file path or None")
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "capture") -> CaptureConfig:
+        """Build from a mapping; unknown keys or bad values are a one-line :class:`ConfigError`."""
+        return _build(cls, d, where)
 
 
 @dataclass
@@ -61,7 +234,7 @@ class ModelConfig:
     # spatial encoding of the canonical position in the deformation field: "hashgrid" (multi-resolution
     # 3D hash grid), "triplane" (three 2D hash grids, ER-NeRF style) or "frequency" (sin/cos, pe_freqs
     # octaves; what avatars saved before this key existed were trained with, and load as). Defaults:
-    # the grid that fitted best in the CPU budget (docs in avatar3d/models/encoding.py)
+    # the grid that fitted best in the CPU budget (docs/design/cpu-preset.md)
     encoding: str = "hashgrid"
     grid_levels: int = 8  # hash grid levels, geometric from grid_base_res to grid_max_res
     grid_features: int = 2  # features per level (1, 2, 4 or 8)
@@ -124,8 +297,8 @@ class TrainConfig:
     audio_pretrain_batch: int = 64
     audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
     # after the audio pre-training, keep the audio encoder and the audio -> expression head fixed: the
-    # photometric loss of a few hundred frames otherwise erodes the mapping it learned (talk_de held-out
-    # mouth-opening corr. 0.64 -> 0.54); the deformation field still learns on top of the fixed codes
+    # photometric loss of a few hundred frames otherwise erodes the mapping it learned; the deformation
+    # field still learns on top of the fixed codes (docs/design/audio-branch.md)
     audio_freeze: bool = True
     mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
     densify_every: int = 100
@@ -159,7 +332,7 @@ class AvatarConfig:
     """Everything that defines how an avatar is captured, built and trained."""
 
     preset: str = "default"
-    capture: CaptureSection = field(default_factory=CaptureSection)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -184,13 +357,22 @@ class AvatarConfig:
         return cls.from_dict({"preset": name})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+def _plain(d: Any) -> Any:
+    """A mapping of plain YAML types (tuples become lists)."""
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return d
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
@@ -230,7 +412,7 @@ def _deep_merge(a: dict, b: dict) -> dict:
 # config.yaml) must not make the library allocate terabytes or loop for ever. Every float must also be
 # finite. Sizes are checked here, before anything is allocated.
 LIMITS: dict[str, dict[str, tuple[float, float]]] = {
-    "CaptureSection": {
+    "CaptureConfig": {
         "max_size": (32, 8192), "stride": (1, 10_000), "max_frames": (0, 10_000_000), "focal": (0, 1e6),
     },
     "ModelConfig": {
@@ -327,3 +509,37 @@ def load_config(config: "AvatarConfig | str | Path | dict | None", preset: str |
     if preset is not None:
         data["preset"] = preset
     return AvatarConfig.from_dict(data)
+
+
+def parse_overrides(items: list[str] | None, sections: tuple[str, ...]) -> dict[str, Any]:
+    """``["train.steps=2000", "capture.focal=800"]`` -> a nested mapping to layer over a config.
+
+    Values are read as YAML (``true``, ``12``, ``1e-3``, ``[0.5, 6]``, ``"#ff0000"``); keys must name a
+    field of one of ``sections`` (checked when the mapping is built into a config)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name or "." in name:
+            raise ConfigError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.steps=2000")
+        if section not in sections:
+            raise ConfigError(f"--set {item!r}: this command takes {', '.join(s + '.*' for s in sections)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if value is None and text.strip() not in ("null", "~"):  # e.g. "#ff0000": a YAML comment
+            value = text.strip()
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def apply_overrides(cfg: AvatarConfig, overrides: dict[str, Any]) -> AvatarConfig:
+    """``cfg`` with ``overrides`` (see :func:`parse_overrides`) layered over it, validated."""
+    if not overrides:
+        return cfg
+    data = _deep_merge(cfg.to_dict(), overrides)
+    data.pop("preset", None)
+    out = _build(AvatarConfig, data, "--set")
+    out.preset = cfg.preset
+    return out

@@ -26,6 +26,7 @@ Figures depend on the machine only through time; say which device ran it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -179,18 +180,18 @@ def run_clip(
         "train_frames": rep["protocol"]["avatar"]["train_frames"],
         "test_frames": rep["protocol"]["avatar"]["test_frames"],
         "steps": av.config.train.steps,
-        "fit_s": round(av.meta.get("train_seconds", t_fit) if reuse else t_fit, 1),
+        "fit_s": round(av.meta.train_seconds if reuse else t_fit, 1),
         "eval_s": round(t_eval, 1),
         "metrics": rep["metrics"],
         "sync": {k: rep["sync"][k] for k in ("avatar", "shuffled_audio", "ground_truth") if k in rep["sync"]},
         "mouth_motion_ratio": rep["sync"].get("mouth_motion_ratio"),
         "identity": rep["identity"],
-        "heldout_at_fit": av.meta.get("heldout", {}),
+        "heldout_at_fit": av.meta.heldout,
         "heldout_psnr_over_steps": [
-            (h["step"], round(h["heldout_psnr"], 2)) for h in av.meta.get("history", []) if "heldout_psnr" in h
+            (h["step"], round(h["heldout_psnr"], 2)) for h in av.meta.history if "heldout_psnr" in h
         ],
     }
-    row["front_end"] = av.meta.get("audio_front_end", {"name": "mel"})
+    row["front_end"] = dataclasses.asdict(av.meta.front_end)
     keep: dict = {}
     if cross is not None:
         row["cross_speaker"] = cross_speaker_sync(av, *cross, keep=keep)
@@ -251,7 +252,7 @@ def save_crops(avatar, cs, keep: dict, folder: Path, name: str, n_train: int, k:
     codes = audio_codes(avatar, capture_features(avatar, cs), np.array(idx))
     V = np.tile(np.eye(4), (cs.n_frames, 1, 1))
     V[:, :3, :3], V[:, :3, 3] = cs.rotation, cs.translation
-    C = np.asarray(avatar.meta["rest_viewmat"], np.float64)
+    C = np.asarray(avatar.meta.rest_viewmat, np.float64)
     cam = Camera(np.asarray(cs.K, np.float64), C, int(cs.width), int(cs.height))
     plate = np.asarray(cs.background())
     blink = np.asarray(cs.blink, np.float32).reshape(cs.n_frames, -1).mean(1)

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar3d.drive.motion import blinks
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
@@ -40,7 +42,7 @@ SIZE = (256, 256)
 
 
 def waves_for(av: Avatar) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-    clip = load_audio(av.meta["source"], sr=SR)
+    clip = load_audio(av.meta.source, sr=SR)
     cut = int(len(clip) * 10 / 11)
     sb = load_audio(DATA / "speech_b_16k_60s.wav", sr=SR)
     train = [clip[:cut], sb[: 40 * SR]] + [synth_speech(8.0, SR, seed=100 + i, voice=v)
@@ -85,7 +87,7 @@ def exact_weights(av: Avatar, bake: LinearBake, wave: np.ndarray) -> np.ndarray:
 
     codes, _ = sample_inputs(av, [wave], blink_share=0.0)
     n = len(codes)
-    blinks = av._blinks("auto", n, float(av.meta["fps"]))
+    blink_seq = blinks("auto", n, float(av.meta.fps), av.track["blink"])
     from avatar3d.export.bake import projector
 
     pinv = projector(bake.basis, bake.channel_scale)
@@ -93,7 +95,7 @@ def exact_weights(av: Avatar, bake: LinearBake, wave: np.ndarray) -> np.ndarray:
     mean = torch.cat([c["means"][bake.moving], c["quats"][bake.moving], c["log_scales"][bake.moving]], 1)
     out = []
     for k in range(n):
-        gs = av.model.posed(codes[k], torch.tensor([float(blinks[k])]), None)
+        gs = av.model.posed(codes[k], torch.tensor([float(blink_seq[k])]), None)
         out.append((pinv @ ((_outputs(gs, bake.moving) - mean) / bake.channel_scale).reshape(-1)).numpy())
     return np.stack(out)
 
@@ -145,7 +147,7 @@ def bench_speed(av: Avatar, bake: LinearBake, res: dict) -> None:
 
 
 def bench_stereo(av: Avatar, res: dict) -> None:
-    from avatar3d.export.stereo import expected_disparity, head_depth, head_disparity, head_render
+    from avatar3d.drive.stereo import expected_disparity, head_depth, head_disparity, head_render
 
     rows = []
     for ipd, dist in ((0.063, 1.0), (0.1, 1.6), (0.063, 1.6)):
@@ -238,7 +240,7 @@ def bench_stream(av: Avatar, bake: LinearBake, res: dict, minutes: float = 3.0) 
                     got.append(w)
             if s % (30 * SR) < chunk:
                 mem.append(round(rss_mb(), 1))
-        offline = player.weights(sb, av._blinks("auto", int(len(sb) / SR * 25), 25.0))
+        offline = player.weights(sb, blinks("auto", int(len(sb) / SR * 25), 25.0, av.track["blink"]))
         m = min(len(got), len(offline))
         g = np.stack(got[:m])
         rel = float(np.linalg.norm(g - offline[:m]) / np.linalg.norm(offline[:m]))

@@ -86,7 +86,7 @@ def _plant_stale(d: Path, name: str, is_dir: bool) -> Path:
 def clip(tmp_path_factory):
     """A 1.6 s, 128 px synthetic talking video, its capture and a tiny fit config."""
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
     from avatar3d.synthetic import make_talking_video
 
     d = tmp_path_factory.mktemp("crash")
@@ -129,7 +129,7 @@ def test_fit_survives_kill_9_and_sigterm_and_resumes(clip, tmp_path):
     from avatar3d import Avatar
 
     av = Avatar.load(out)
-    assert av.meta["history"][-1]["step"] == STEPS
+    assert av.meta.history[-1]["step"] == STEPS
 
     # 4. a truncated checkpoint: set aside with a warning, the previous one is used; no traceback
     ck = work / "checkpoint.safetensors"

@@ -37,7 +37,7 @@ def _inner_lip_gap(frame):
 
 
 def test_heldout_quality_floor(fitted_avatar):
-    h = fitted_avatar.meta["heldout"]
+    h = fitted_avatar.meta.heldout
     assert h["frames"] > 0
     assert h["psnr"] > 24.0, h
     assert h["ssim"] > 0.8, h

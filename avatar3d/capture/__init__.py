@@ -3,7 +3,7 @@
 Public API: :func:`run_capture`, :class:`CaptureConfig`, :func:`write_overlay`.
 """
 
-from .config import CaptureConfig
+from ..config import CaptureConfig
 from .pipeline import run_capture
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import CaptureConfig
 from ..core.topology import N_LANDMARKS, RIGID_INDICES
 from ..errors import Avatar3DError, MediaError, NoFaceError
-from .config import CaptureConfig
 from .face_model import fit_face_model, load_face_model, write_morphable
 from .feature_tracks import FeatureTracker
 from .landmarks import FaceLandmarker, SubjectSelector

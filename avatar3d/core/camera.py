@@ -233,7 +233,7 @@ class Camera:
 class StereoPair:
     """A per-eye camera pair ``ipd`` metres apart; unpacks as ``left, right``.
 
-    ``Avatar.render(audio, camera=pair)`` renders both eyes (see :mod:`avatar3d.export.stereo`).
+    ``Avatar.render(audio, camera=pair)`` renders both eyes (see :mod:`avatar3d.drive.stereo`).
     """
 
     left: Camera

@@ -42,11 +42,11 @@ class Layer:
 def audio_codes(avatar, features: np.ndarray | torch.Tensor, index: np.ndarray | None = None) -> torch.Tensor:
     """Smoothed audio codes (len(index), A) for frames ``index`` of ``features`` (T, W, M)."""
     f = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    win = int(avatar.meta.get("audio_window", f.shape[1]))
-    if f.ndim != 3 or f.shape[1] != win or f.shape[2] != int(avatar.meta["n_mels"]):
+    win = int(avatar.meta.audio_window)
+    if f.ndim != 3 or f.shape[1] != win or f.shape[2] != int(avatar.meta.n_mels):
         raise Avatar3DError(
             f"audio features {tuple(f.shape)} do not fit this avatar (window {win}, "
-            f"{avatar.meta['n_mels']} mels)"
+            f"{avatar.meta.n_mels} mels)"
         )
     idx = torch.arange(f.shape[0]) if index is None else torch.as_tensor(np.asarray(index), dtype=torch.long)
     m = avatar.model
@@ -65,8 +65,8 @@ def capture_features(avatar, cs) -> np.ndarray:
     """The avatar's audio features (T, W, M) for every frame of a CaptureSet: the capture's own
     log-mel ``features`` for a log-mel avatar, else recomputed from its ``audio.wav`` (speech model,
     speech front end)."""
-    vis = int((avatar.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
-    if not avatar.meta.get("speech_model") and not vis:
+    vis = int(avatar.meta.n_visemes)
+    if not avatar.meta.speech_model and not vis:
         return cs.features
     wave, sr = cs.audio()
     if sr != 16000:
@@ -135,7 +135,7 @@ def render_layer(
 
 def rest_camera_matrix(avatar) -> np.ndarray:
     """(4, 4) world -> camera of the avatar's capture camera (the rest frame's head pose)."""
-    return np.asarray(avatar.meta["rest_viewmat"], np.float64)
+    return np.asarray(avatar.meta.rest_viewmat, np.float64)
 
 
 __all__ = [

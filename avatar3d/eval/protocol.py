@@ -68,13 +68,13 @@ def _resolve_clip(
     avatar, video, heldout_only: bool, max_frames: int | None, workdir: Path, progress: bool, log
 ) -> _Clip:
     from ..capture import run_capture
-    from ..capture.config import CaptureConfig
+    from ..config import CaptureConfig
     from ..io.captureset import CaptureSet
 
     video = Path(video)
     if not video.exists():
         raise Avatar3DError(f"held-out video not found: {video}")
-    src_train = avatar.meta.get("source", "")
+    src_train = avatar.meta.source
     notes: list[str] = []
     if video.is_dir():
         cs = CaptureSet.load(video)
@@ -96,7 +96,7 @@ def _resolve_clip(
     same = same or heldout_only  # the training clip, captured as for training: the avatar's head space
     T = int(cs.n_frames)
     if heldout_only:
-        n_tr, n_te = int(avatar.meta.get("train_frames", 0)), int(avatar.meta.get("test_frames", 0))
+        n_tr, n_te = int(avatar.meta.train_frames), int(avatar.meta.test_frames)
         if n_tr + n_te == T and n_te > 0:
             idx = np.arange(n_tr, T)
         else:
@@ -116,8 +116,8 @@ def _resolve_clip(
         idx = idx[valid]
     if max_frames is not None:
         idx = idx[: int(max_frames)]
-    if abs(float(cs.fps) - float(avatar.meta["fps"])) > 0.01:
-        notes.append(f"the clip runs at {cs.fps:g} fps, the avatar was trained at {avatar.meta['fps']:g} fps")
+    if abs(float(cs.fps) - float(avatar.meta.fps)) > 0.01:
+        notes.append(f"the clip runs at {cs.fps:g} fps, the avatar was trained at {avatar.meta.fps:g} fps")
     return _Clip(cs, idx, source, heldout_only, same, notes)
 
 
@@ -268,7 +268,7 @@ def evaluate_avatar(
         V[:, :3, :3], V[:, :3, 3] = cs.rotation, cs.translation
         codes = audio_codes(avatar, capture_features(avatar, cs), idx)
         if clip.same_capture:
-            C = np.asarray(avatar.meta["rest_viewmat"], float)
+            C = np.asarray(avatar.meta.rest_viewmat, float)
             pose_note = "the training capture's tracking (the avatar's own head space)"
         else:
             C = V[rest_frame(np.asarray(cs.rotation, float), np.asarray(cs.valid, bool))]
@@ -479,10 +479,10 @@ def _assemble(
             ),
             "psnr_cap_db": M.PSNR_CAP_DB,
             "avatar": {
-                "train_frames": avatar.meta.get("train_frames"),
-                "test_frames": avatar.meta.get("test_frames"),
+                "train_frames": avatar.meta.train_frames,
+                "test_frames": avatar.meta.test_frames,
                 "n_gaussians": int(avatar.model.n),
-                "source": avatar.meta.get("source"),
+                "source": avatar.meta.source,
             },
             "notes": clip.notes,
         },

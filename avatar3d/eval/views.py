@@ -149,9 +149,9 @@ def orbit_cameras(
 ) -> list[Camera]:
     """Cameras orbiting the avatar's head origin at the capture's distance; ``other`` is the fixed
     pitch (axis yaw) or yaw (axis pitch) in degrees."""
-    K = np.asarray(avatar.meta["K"], float)
-    dist = float(np.linalg.norm(np.asarray(avatar.meta["rest_viewmat"])[:3, 3]))
-    focal = K[0, 0] * size / max(avatar.meta["width"], avatar.meta["height"]) * zoom
+    K = np.asarray(avatar.meta.K, float)
+    dist = float(np.linalg.norm(np.asarray(avatar.meta.rest_viewmat)[:3, 3]))
+    focal = K[0, 0] * size / max(avatar.meta.width, avatar.meta.height) * zoom
     return [
         Camera.orbit(
             a if axis == "yaw" else other,
@@ -323,7 +323,7 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
     if capture is not None:
         r = rest_frame(np.asarray(capture.rotation, float), np.asarray(capture.valid, bool))
     else:
-        Rv = np.asarray(avatar.meta["rest_viewmat"])[:3, :3]
+        Rv = np.asarray(avatar.meta.rest_viewmat)[:3, :3]
         r = int(
             np.argmin(
                 [np.linalg.norm(truth.head_pose_in_camera(i)[0] @ R - Rv) for i in range(truth.n_frames)]
@@ -482,7 +482,7 @@ def view_consistency(
             avatar, truth, angles, axis, size=size, audio_frame=audio_frame, capture=capture, zoom=zoom
         )
     else:
-        fps = float(avatar.meta["fps"])
+        fps = float(avatar.meta.fps)
         if audio is None:
             wave16 = np.zeros(16000 * 2, np.float32)
         else:

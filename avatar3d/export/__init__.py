@@ -1,2 +1,2 @@
-"""Delivery to headsets: stereo video (:mod:`.stereo`), the linear bake (:mod:`.bake`) and the WebXR
+"""Delivery to headsets: stereo video (:mod:`avatar3d.drive.stereo`), the linear bake (:mod:`.bake`) and the WebXR
 page (:mod:`.web`)."""

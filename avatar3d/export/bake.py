@@ -31,8 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.constants import SAMPLE_RATE
 from ..core.geometry import quat_multiply, rotmat_to_quat
 from ..core.groups import HEAD, MOUTH, TORSO
+from ..drive.background import background_image
+from ..drive.frames import RenderResult
+from ..drive.motion import blinks, head_poses
 from ..errors import FormatError
 
 CHANNELS = {"pos": 3, "rot": 4, "scale": 3}
@@ -265,7 +269,7 @@ def fit_bake(avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, 
         "opacities": gs0["opacities"].detach().clone(), "colors": gs0["colors"].detach().clone(),
     }
     info = {"k": k, "samples": len(codes), "explained": [float(x) for x in (var.cumsum(0) / var.sum())[: max(k, 64)]],
-            "rms": [float(x) for x in rms], "n_probes": n_probes, "fps": float(avatar.meta["fps"])}
+            "rms": [float(x) for x in rms], "n_probes": n_probes, "fps": float(avatar.meta.fps)}
     bake = LinearBake(canonical, model.group.clone(), moving, basis.contiguous(), torch.zeros(0, dtype=torch.int64), info)
     bake.probes = _pick_probes(bake.basis, n_probes)
     return bake.attach(model)
@@ -306,24 +310,23 @@ class BakedAvatar:
                blink=None, background=None, weights: np.ndarray | None = None):
         """As :meth:`Avatar.render` (same cameras, poses, blinks, background), through the bake.
         ``weights``: precomputed (T, K) weights (default: solved from the audio)."""
-        from ..api import AUDIO_SR, RenderResult
         from ..audio import load_audio
 
         av = self.avatar
-        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=AUDIO_SR)
-        fps = float(av.meta["fps"])
-        n = int(math.floor(len(wave) / AUDIO_SR * fps))
+        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
+        fps = float(av.meta.fps)
+        n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
         cams = av.cameras(camera, n, size)
-        poses = av._poses(pose or av.config.render.pose, n, fps)
-        blinks = av._blinks(blink if blink is not None else av.config.render.blink, n, fps)
-        w = self.weights(wave, blinks) if weights is None else np.asarray(weights, np.float32)
+        poses = head_poses(pose or av.config.render.pose, n, fps, av.track["head_poses"])
+        blink_seq = blinks(blink if blink is not None else av.config.render.blink, n, fps, av.track["blink"])
+        w = self.weights(wave, blink_seq) if weights is None else np.asarray(weights, np.float32)
         frames = np.zeros((n, cams[0].height, cams[0].width, 3), np.uint8)
         alphas = np.zeros((n, cams[0].height, cams[0].width), np.float32)
         for k in range(n):
             vm, K = cams[k].to_torch()
             gs = self.frame(w[k], poses[k])
             out = av.model.render(gs, vm[None], K[None], cams[k].width, cams[k].height,
-                                  av._background(background, cams[k]), backend=av.config.render.backend)
+                                  background_image(background if background is not None else av.config.render.background, cams[k], av.background), backend=av.config.render.backend)
             frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             alphas[k] = out.alphas[0, ..., 0].numpy()
-        return RenderResult(frames, fps, wave, AUDIO_SR, alphas)
+        return RenderResult(frames, fps, wave, SAMPLE_RATE, alphas)

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.constants import SAMPLE_RATE
+from ..drive.motion import blink_schedule
 from ..errors import Avatar3DError
 from .bake import LinearBake
 
-SR = 16000
+SR = SAMPLE_RATE
 
 
 class StreamingWeights:
@@ -39,7 +41,7 @@ class StreamingWeights:
         self.avatar, self.bake = avatar, bake
         if bake._probe_model is None:
             bake.attach(avatar.model)
-        self.fps = float(avatar.meta["fps"])
+        self.fps = float(avatar.meta.fps)
         self.spf = SR / self.fps
         self.lookahead, self.ctx = float(lookahead), max(1, math.ceil(context * self.fps))
         self.buf = np.zeros(0, np.float32)
@@ -56,9 +58,7 @@ class StreamingWeights:
         if not self.blink:
             return 0.0
         if f >= len(self._blinks):  # the same schedule as Avatar.render's, extended in 10-minute blocks
-            from ..api import _blink_schedule
-
-            self._blinks = _blink_schedule(f + int(600 * self.fps), self.fps)
+            self._blinks = blink_schedule(f + int(600 * self.fps), self.fps)
         return float(self._blinks[f])
 
     @torch.no_grad()

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.constants import SAMPLE_RATE
+from ..drive.motion import blinks
 from ..errors import Avatar3DError
 from ..io.outputs import check_output
 from .bake import BakedAvatar, LinearBake
@@ -88,7 +90,6 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
     """Write the web player folder for ``avatar`` speaking ``audio`` (a path or (wave, sr); None:
     five seconds of idle, blinking face). ``bake``: a fitted bake to reuse (default: fit one with
     ``k`` bases on the training clip's audio, ``audio`` and synthetic speech)."""
-    from ..api import AUDIO_SR
     from ..audio import load_audio
     from ..io.atomic import atomic_dir
     from ..io.media import write_audio
@@ -97,17 +98,17 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
     check_output_dir(out, overwrite)
     if not (WEB_ASSETS / BUNDLE).is_file():
         raise Avatar3DError(f"the web player bundle {WEB_ASSETS / BUNDLE} is missing from this installation")
-    wave = np.zeros(5 * AUDIO_SR, np.float32) if audio is None else load_audio(audio, sr=AUDIO_SR)
-    fps = float(avatar.meta["fps"])
-    n = int(math.floor(len(wave) / AUDIO_SR * fps))
+    wave = np.zeros(5 * SAMPLE_RATE, np.float32) if audio is None else load_audio(audio, sr=SAMPLE_RATE)
+    fps = float(avatar.meta.fps)
+    n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
     if n < 1:
         raise Avatar3DError("the audio is too short for one frame")
     if bake is None:
         log("fitting the linear bake…")
         bake = fit_for_export(avatar, wave, k)
     player = BakedAvatar(avatar, bake)
-    blinks = avatar._blinks(blink, n, fps)
-    weights = player.weights(wave, blinks)[:n].astype(np.float32)
+    blink = blinks(blink, n, fps, avatar.track["blink"])
+    weights = player.weights(wave, blink)[:n].astype(np.float32)
     order = torch.cat([bake.moving, torch.nonzero(~torch.isin(torch.arange(bake.n), bake.moving)).squeeze(1)])
     c = {key: v[order].numpy() for key, v in bake.canonical.items()}
     texels, s, tw, th = _basis_texels(bake, rotation)
@@ -124,7 +125,7 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
                                                     c["opacities"], c["colors"]))
         (tmp / "basis.bin").write_bytes(texels.tobytes())
         (tmp / "weights.bin").write_bytes(weights.tobytes())
-        write_audio(tmp / "audio.wav", wave[: int(round(n / fps * AUDIO_SR))], AUDIO_SR)
+        write_audio(tmp / "audio.wav", wave[: int(round(n / fps * SAMPLE_RATE))], SAMPLE_RATE)
         (tmp / "scene.json").write_text(json.dumps(scene, indent=1))
         (tmp / "index.html").write_text(_index_html("avatar3d"))
         shutil.copyfile(WEB_ASSETS / BUNDLE, tmp / BUNDLE)
@@ -135,19 +136,18 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
 def training_waves(avatar, seconds: float = 20.0) -> list[np.ndarray]:
     """Audio to fit a bake on: the training clip's (when its file is still there) and synthetic
     speech in three voices (``seconds`` in all)."""
-    from ..api import AUDIO_SR
     from ..audio import load_audio
     from ..synthetic.speech import synth_speech
 
     waves = []
-    src = avatar.meta.get("source")
+    src = avatar.meta.source
     if src and Path(src).is_file():
         try:
-            waves.append(load_audio(src, sr=AUDIO_SR))
+            waves.append(load_audio(src, sr=SAMPLE_RATE))
         except Avatar3DError:  # a capture directory, or the file changed: synthetic speech only
             pass
     for i, voice in enumerate(("default", "low", "high")):
-        waves.append(synth_speech(seconds / 3, AUDIO_SR, seed=100 + i, voice=voice))
+        waves.append(synth_speech(seconds / 3, SAMPLE_RATE, seed=100 + i, voice=voice))
     return waves
 
 

@@ -1,4 +1,4 @@
-"""The avatar directory format (version 1).
+"""The avatar directory format (version 2; version 1 still loads, see :mod:`.migrations`).
 
 ```
 AVATAR_DIR/
@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import FormatError
 from .atomic import atomic_dir
+from .meta import FORMAT_NAME, FORMAT_VERSION
+from .migrations import SUPPORTED_VERSIONS
 
-FORMAT_NAME = "avatar3d-avatar"
-FORMAT_VERSION = 1
 FILES = ("avatar.json", "config.yaml", "model.safetensors", "track.safetensors", "background.png")
 
 
@@ -110,9 +110,10 @@ def validate_meta(meta: Any, where: Path) -> dict:
     """Check avatar.json's types and ranges (raises a one-line FormatError); returns it."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{where.parent} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in SUPPORTED_VERSIONS:
         raise FormatError(
-            f"{where.parent}: avatar format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})"
+            f"{where.parent}: avatar format version {meta.get('version')} is not supported "
+            f"(this avatar3d reads {', '.join(map(str, SUPPORTED_VERSIONS))})"
         )
     for key in ("width", "height", "K", "rest_viewmat", "fps", "n_mels"):
         if key not in meta:

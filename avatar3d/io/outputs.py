@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .._version import __version__
 from ..errors import Avatar3DError
 
 __all__ = ["MARKER", "OutputError", "check_output", "has_marker", "write_marker"]
@@ -35,8 +36,6 @@ class OutputError(Avatar3DError):
 
 def write_marker(directory: str | os.PathLike[str], kind: str) -> Path:
     """Write the marker into ``directory`` (a temp dir about to become an output)."""
-    from .. import __version__
-
     p = Path(directory) / MARKER
     p.write_text(json.dumps({"written_by": "avatar3d", "kind": kind, "version": __version__}) + "\n")
     return p

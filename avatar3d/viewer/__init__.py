@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from ..drive.background import background_colour
 from ..errors import Avatar3DError
 from .frames import Clock, Drive, camera_from_viewer, check_size, make_drive, render_frame, viewer_pose
 
@@ -68,7 +69,7 @@ def start_viewer(
 
     avatar = Avatar.load(p, speech_model=speech_model)
     if background != "plate":
-        avatar._background(background, avatar.rest_camera)  # a one-line ConfigError if it is not a colour
+        background_colour(background)  # a one-line ConfigError if it is not a colour
     t0 = time.time()
     drive = make_drive(avatar, audio)
     if log:

@@ -21,9 +21,11 @@ import roma
 import torch
 
 from ..core.camera import Camera
+from ..core.constants import SAMPLE_RATE
+from ..drive.background import background_image
+from ..drive.motion import blinks, head_poses
 from ..errors import Avatar3DError, ConfigError
 
-AUDIO_SR = 16000
 POSE_MODES = ("static", "track", "generated")
 BLINK_MODES = ("auto", "track", "none")
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -165,29 +167,29 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
     ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion."""
     from ..audio import load_audio
 
-    fps = float(avatar.meta["fps"])
+    fps = float(avatar.meta.fps)
     if audio is None:
         period = 2 * len(avatar.track["head_poses"])  # the mirrored training track loops with no jump
         n = max(1, math.ceil(idle_seconds * fps / period)) * period
-        codes = avatar._silence_code()[None].expand(n, -1).contiguous()
-        gen = _mirrored(avatar._poses("generated", n // 2, fps))
+        codes = avatar.audio.silence_code()[None].expand(n, -1).contiguous()
+        gen = _mirrored(head_poses("generated", n // 2, fps, avatar.track["head_poses"]))
         wave = None
     else:
-        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=AUDIO_SR)
-        n = math.floor(len(wave) / AUDIO_SR * fps)
+        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
+        n = math.floor(len(wave) / SAMPLE_RATE * fps)
         if n < 1:
             raise Avatar3DError(
-                f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame at {fps:g} fps"
+                f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps"
             )
         codes = torch.cat(list(avatar.audio_codes(wave, fps, n)))  # features chunk by chunk: flat memory
-        gen = avatar._poses("generated", n, fps)
+        gen = head_poses("generated", n, fps, avatar.track["head_poses"])
     poses = {
-        "static": avatar._poses("static", n, fps),
-        "track": avatar._poses("track", n, fps),
+        "static": head_poses("static", n, fps, avatar.track["head_poses"]),
+        "track": head_poses("track", n, fps, avatar.track["head_poses"]),
         "generated": gen,
     }
-    blinks = {mode: avatar._blinks(mode, n, fps) for mode in BLINK_MODES}
-    return Drive(fps, codes, blinks, poses, wave)
+    blink_tracks = {mode: blinks(mode, n, fps, avatar.track["blink"]) for mode in BLINK_MODES}
+    return Drive(fps, codes, blink_tracks, poses, wave)
 
 
 class Clock:
@@ -306,7 +308,7 @@ def render_frame(
     if isinstance(background, str) and background == "plate":
         bg = _plate_for(avatar, camera, cache)
     else:
-        bg = avatar._background(background, camera)
+        bg = background_image(background, camera, avatar.background)
     vm, K = camera.to_torch()
     out = m.render(
         gs, vm[None], K[None], camera.width, camera.height, bg, backend=avatar.config.render.backend

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.constants import SAMPLE_RATE
+from ..drive.background import background_colour
 from ..errors import Avatar3DError, ConfigError
 from .frames import (
-    AUDIO_SR,
     BLINK_MODES,
     POSE_MODES,
     Clock,
@@ -108,7 +109,7 @@ class AvatarViewer:
         self.blink_amount = 0.0
         self.background = background
         if not (isinstance(background, str) and background == "plate"):
-            avatar._background(background, avatar.rest_camera)  # a ConfigError now rather than per frame
+            background_colour(background)  # a ConfigError now rather than per frame
         self.clock = Clock(drive.seconds, playing=True)
         self.cache = FrameCache()
         self.frames_rendered = 0
@@ -212,7 +213,7 @@ class AvatarViewer:
                     "Sound", False, hint="play the audio in this browser, in step with the video"
                 )
                 self._sound.on_update(lambda _e: self._wake.set())
-                gui.add_html(audio_element_html(audio_data_url(d.audio, AUDIO_SR)))
+                gui.add_html(audio_element_html(audio_data_url(d.audio, SAMPLE_RATE)))
                 self._sound_ctl = gui.add_html("")
         with gui.add_folder("Avatar"):
             self._pose = gui.add_dropdown(
@@ -239,7 +240,7 @@ class AvatarViewer:
             self._bg = gui.add_dropdown("Background", BACKGROUNDS, initial_value=bg0)
             rgb0 = (128, 128, 128)
             if bg0 == "custom":
-                c = self.avatar._background(self.background, self._rest)[0].numpy()
+                c = background_colour(self.background)
                 rgb0 = tuple(round(float(v) * 255) for v in c)
             self._rgb = gui.add_rgb("Colour", initial_value=rgb0, visible=bg0 == "custom")
             self._size = gui.add_slider(

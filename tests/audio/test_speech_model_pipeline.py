@@ -4,6 +4,7 @@ The 'speech model' is a tiny TorchScript Conv1d made here (HuBERT's geometry: ke
 at 16 kHz, D = 8), so nothing is downloaded and the whole module runs in seconds.
 """
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -69,7 +70,7 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech_capture(clip, speech_model, tmp_path_factory):
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
 
     out = tmp_path_factory.mktemp("speech_cap") / "capture"
     return run_capture(clip, out, CaptureConfig(max_size=128, speech_model=str(speech_model)), progress=False)
@@ -113,13 +114,12 @@ def speech_avatar(speech_capture, speech_model):
 
 
 def test_config_keys():
-    from avatar3d.capture.config import CaptureConfig
-    from avatar3d.config import AvatarConfig
+    from avatar3d.config import AvatarConfig, CaptureConfig
 
     assert (
         AvatarConfig.from_dict({"capture": {"speech_model": "/m/hubert"}}).capture.speech_model == "/m/hubert"
     )
-    assert AvatarConfig().capture.speech_model == ""
+    assert AvatarConfig().capture.speech_model is None
     assert CaptureConfig(speech_model="/m/x.pt").to_dict()["speech_model"] == "/m/x.pt"
     with pytest.raises(ConfigError, match="speech_model"):
         CaptureConfig(speech_model=3)
@@ -168,17 +168,17 @@ def test_capture_set_with_speech_features_must_name_the_model(speech_capture, tm
 
 def _n_vis(av) -> int:
     """The speech front end's channels appended to the features (0 for avatars without it)."""
-    return int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))
+    return int(av.meta.n_visemes)
 
 
 def test_training_uses_normalised_speech_features(speech_avatar, speech_capture, speech_model):
     av = speech_avatar
-    sm = av.meta["speech_model"]
-    n_vis = int((av.meta.get("audio_front_end") or {}).get("viseme_channels", 0))  # the front end's channels
-    assert av.meta["n_mels"] == D + n_vis and av.meta["audio_window"] == 16
+    sm = av.meta.speech_model
+    n_vis = int(av.meta.n_visemes)  # the front end's channels
+    assert av.meta.n_mels == D + n_vis and av.meta.audio_window == 16
     assert av.model.audio.encoder.conv[0].in_channels == D
     assert sm["path"] == str(speech_model.resolve()) and len(sm["mean"]) == D and len(sm["std"]) == D
-    n_train = av.meta["train_frames"]
+    n_train = av.meta.train_frames
     raw = speech_capture.speech_features[:n_train].reshape(-1, D)
     np.testing.assert_allclose(sm["mean"], raw.mean(0), atol=1e-5)
     np.testing.assert_allclose(sm["std"], raw.std(0), rtol=1e-4, atol=1e-5)
@@ -226,7 +226,7 @@ def test_avatar_without_the_key_renders_from_mel(speech_avatar):
     from avatar3d import Avatar
     from avatar3d.audio import frame_features
 
-    meta = {k: v for k, v in speech_avatar.meta.items() if k != "speech_model"}
+    meta = dataclasses.replace(speech_avatar.meta, speech_model=None)
     av = Avatar(
         speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background
     )
@@ -243,7 +243,7 @@ def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tm
     copy = tmp_path / "moved" / "model.pt"
     copy.parent.mkdir()
     shutil.copy(speech_model, copy)
-    meta = json.loads(json.dumps(speech_avatar.meta))
+    meta = speech_avatar.meta.to_dict()
     meta["speech_model"]["path"] = str(copy)
     av = Avatar(
         speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background,
@@ -291,7 +291,7 @@ def test_a_loaded_avatar_never_runs_the_model_it_names(speech_avatar, tmp_path, 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
 def test_bad_model_fails_before_any_work(kind, tmp_path, monkeypatch):
     from avatar3d.capture import run_capture
-    from avatar3d.capture.config import CaptureConfig
+    from avatar3d.config import CaptureConfig
     from avatar3d.io import media
 
     model = tmp_path / "hubert.pt"

@@ -6,7 +6,6 @@ import pytest
 import roma
 import torch
 
-from avatar3d.capture.config import CaptureConfig
 from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, PatchTemplates, rigid_zone
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
@@ -17,6 +16,7 @@ from avatar3d.capture.tracking import (
     init_track_points,
     search_focal,
 )
+from avatar3d.config import CaptureConfig
 from avatar3d.core.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
 
 from ._synth import astronaut_face

@@ -5,10 +5,10 @@ import pytest
 import roma
 import torch
 
-from avatar3d.capture.config import CaptureConfig
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
 from avatar3d.capture.tracking import INTER_PUPIL_M, build_canonical, fit_rigid, pose_free_landmarks
+from avatar3d.config import CaptureConfig
 
 from ._synth import astronaut_face
 

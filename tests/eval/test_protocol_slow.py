@@ -15,8 +15,8 @@ def test_evaluate_synthetic_heldout(fitted_avatar, synthetic_video, tmp_path):
     rep = evaluate_avatar(fitted_avatar, video, size=256, truth=truth, view_count=7, keep_samples=2)
     prot, m = rep["protocol"], rep["metrics"]
     # the training clip itself: only the frames after the avatar's training split are scored
-    assert prot["heldout_only"] and prot["frames"][0] == fitted_avatar.meta["train_frames"]
-    assert prot["n_frames"] == fitted_avatar.meta["test_frames"] and prot["region"] == "head crop"
+    assert prot["heldout_only"] and prot["frames"][0] == fitted_avatar.meta.train_frames
+    assert prot["n_frames"] == fitted_avatar.meta.test_frames and prot["region"] == "head crop"
     assert 12 < m["psnr"] < 60 and 0 < m["ssim"] <= 1 and m["lpips"].startswith("not computed")
     assert m["head_coverage"] > 0.8
     assert m["lmd"] is None or 0 <= m["lmd"] < 40

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d.drive.motion import blinks
 from avatar3d.errors import FormatError
 from avatar3d.eval.metrics import psnr
 from avatar3d.export.bake import BakedAvatar, LinearBake, fit_bake
@@ -79,7 +80,7 @@ def test_streaming_weights_follow_the_offline_ones_with_bounded_memory(fitted_av
 
     av = fitted_avatar
     wave = synth_speech(6.0, SR, seed=31, voice="low")
-    offline = BakedAvatar(av, baked).weights(wave, av._blinks("auto", int(6.0 * 25), 25.0))
+    offline = BakedAvatar(av, baked).weights(wave, blinks("auto", int(6.0 * 25), 25.0, av.track["blink"]))
     stream = StreamingWeights(av, baked, lookahead=0.2, context=4.0)
     rng = np.random.default_rng(0)
     got, s, peak = [], 0, 0

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from avatar3d.core.camera import Camera, StereoPair
-from avatar3d.errors import Avatar3DError, CameraError
-from avatar3d.export.stereo import (
+from avatar3d.drive.stereo import (
     StereoRenderResult,
     expected_disparity,
     head_depth,
@@ -14,6 +13,7 @@ from avatar3d.export.stereo import (
     pack_eyes,
     tagged_name,
 )
+from avatar3d.errors import Avatar3DError, CameraError
 from avatar3d.synthetic.speech import synth_speech
 
 

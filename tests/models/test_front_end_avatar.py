@@ -18,7 +18,7 @@ def test_old_avatar_renders_exactly_as_before():
     end (log-mel only, nearest-landmark mouth binding): loading it must give the same pixels."""
 
     av = Avatar.load(OLD / "avatar")
-    assert av.model.n_visemes == 0 and "audio_front_end" not in av.meta
+    assert av.model.n_visemes == 0 and av.meta.front_end.name == "mel"  # migrated from format version 1
     assert not av.config.model.visemes and not av.config.model.mouth_split
     wave = np.load(OLD / "wave.npy").astype(np.float32) / 32767
     ref = np.load(OLD / "frames.npz")
@@ -48,10 +48,9 @@ def _gap_of(av, expression: torch.Tensor) -> np.ndarray:
 
 
 def test_fitted_avatar_records_its_front_end(viseme_avatar, tmp_path):
-
-    fe = viseme_avatar.meta["audio_front_end"]
-    assert fe["name"] == "visemes+mel" and fe["version"] == 1 and fe["viseme_channels"] == N_VISEME_FEATURES
-    assert viseme_avatar.meta["source_size"] == [256, 256]
+    fe = viseme_avatar.meta.front_end
+    assert fe.name == "visemes+mel" and fe.version == 1 and fe.viseme_channels == N_VISEME_FEATURES
+    assert viseme_avatar.meta.source_size == (256, 256)
     viseme_avatar.save(tmp_path / "av")
     again = Avatar.load(tmp_path / "av")
     assert again.model.n_visemes == N_VISEME_FEATURES
@@ -68,7 +67,7 @@ def test_pp_closes_and_aa_opens(viseme_avatar):
     for v in ("PP", "aa"):
         vec[v] = vec[v] + one[15] + 0.6 * one[16]  # voiced and loud
     gaps = {v: float(_gap_of(viseme_avatar, (x @ m.viseme_matrix)[None])[0]) for v, x in vec.items()}
-    stats = viseme_avatar.meta["audio_pretrain"]["viseme_map"]
+    stats = viseme_avatar.meta.audio_pretrain["viseme_map"]
     span = stats["gap_p95"] - stats["gap_p5"]
     assert gaps["aa"] > gaps["sil"] + 0.3 * span
     # PP follows what the recogniser labelled PP in the training clip (the synthetic subject's
@@ -93,7 +92,7 @@ def test_silence_and_noise_keep_the_mouth_closed(viseme_avatar, kind):
         code = m.audio_code(feats, torch.arange(len(feats)))
         e = m.predict_expression(code, torch.zeros(len(feats), 1))
     gap = _gap_of(av, e)
-    stats = av.meta["audio_pretrain"]["viseme_map"]
+    stats = av.meta.audio_pretrain["viseme_map"]
     closed, wide = stats["gap_p5"], stats["gap_p95"]
     # within the closed third of the subject's range (the residual may add a little)
     assert np.percentile(gap, 90) < closed + 0.35 * (wide - closed), (gap.min(), gap.max(), closed, wide)

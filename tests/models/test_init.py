@@ -160,7 +160,6 @@ def test_torso_relief_of_shoulders_cut_by_the_frame():
 
 
 def test_eye_points_survive_a_collapsed_eye_contour():
-
     can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float).copy()
     ring = eye_loops()[0]
     can[ring, 1] = can[ring, 1].mean()  # a fully closed eye seen as a line: no area

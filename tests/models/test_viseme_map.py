@@ -113,7 +113,6 @@ def test_bad_shapes_raise():
 
 
 def test_model_adds_bounded_residual_to_viseme_expression():
-
     cfg = ModelConfig(n_head=10, n_mouth=4, n_torso=0, hidden=16, encoding="frequency", residual_scale=0.2)
     m = GaussianAvatar(cfg, 20, n_mels=8, n_expr=3, n_visemes=N_VISEME_FEATURES)
     m.viseme_matrix.copy_(torch.randn(N_VISEME_FEATURES, 3))

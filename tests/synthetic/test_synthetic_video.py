@@ -67,7 +67,6 @@ def test_video_file_and_truth(tmp_path):
 
 
 def test_make_talking_video_rejects_absurd_camera_and_motion(tmp_path):
-
     for kw in ({"fov_degrees": 2.0}, {"max_yaw_degrees": -1.0}, {"max_yaw_degrees": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             make_talking_video(tmp_path / "x.mp4", seconds=0.2, size=64, **kw)

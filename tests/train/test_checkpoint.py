@@ -122,7 +122,6 @@ def test_a_checkpoint_of_the_older_format_is_not_resumed(tmp_path):
 
 
 def test_optimiser_state_that_does_not_fit_is_set_aside_with_one_line(tmp_path):
-
     model, opt, rng, _ = _setup()
     _steps(model, opt, rng, torch.Generator(), 1)
     save_checkpoint(tmp_path / NAME, model, 1, identity=IDENTITY, optimizers={"net": opt}, rng=rng)

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from avatar3d.capture import run_capture
-from avatar3d.capture.config import CaptureConfig
-from avatar3d.config import AvatarConfig
+from avatar3d.config import AvatarConfig, CaptureConfig
 from avatar3d.synthetic import make_talking_video
 from avatar3d.train import trainer as T
 
@@ -16,7 +15,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small_capture(tmp_path_factory):
-
     d = tmp_path_factory.mktemp("lpips_fit")
     make_talking_video(d / "v.mp4", seconds=1.2, fps=25, size=160, seed=0)
     return run_capture(d / "v.mp4", d / "capture", CaptureConfig(max_size=160), progress=False)

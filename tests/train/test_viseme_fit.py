@@ -51,7 +51,6 @@ def test_held_out_frames_do_not_change_the_map():
 
 
 def test_augmentation_leaves_viseme_channels_alone():
-
     cfg, m, data, cs, _ = _setup()
     T = len(data.expression)
     feats = torch.randn(T, cfg.model.audio_window, 8)

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 
 from ..core.camera import Camera, StereoPair
+from ..core.constants import SAMPLE_RATE
+from ..core.groups import HEAD, MOUTH
 from ..errors import Avatar3DError, CameraError
+from .frames import prepare_audio, save_video
 
 if TYPE_CHECKING:
     from ..api import Avatar
@@ -83,17 +87,7 @@ class StereoRenderResult:
     def save(self, path: str | Path) -> Path:
         """Write the packed frames as an H.264 mp4 with the driving audio (name it ``*_LR.mp4`` /
         ``*_TB.mp4`` so headset players pick the layout)."""
-        from ..io.media import write_video
-
-        path = Path(path)
-        frames = self.frames
-        if self.watermark:
-            from .. import __version__
-            from ..io.watermark import Payload, embed_frames
-
-            frames = embed_frames(frames, Payload(self.avatar_id, __version__))
-        write_video(path, frames, self.fps, audio=self.audio, audio_sr=self.sample_rate)
-        return path
+        return save_video(path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, self.watermark)
 
 
 def _eye_cameras(avatar: Avatar, camera, n: int, size, ipd: float) -> tuple[list[Camera], list[Camera]]:
@@ -124,9 +118,6 @@ def render_stereo(
     Other keywords (pose, blink, background, progress) go to :meth:`Avatar.render`; both eyes share
     the head pose and blink sequence (they are deterministic per call).
     """
-    from ..api import AUDIO_SR
-    from ..audio import load_audio
-
     if layout not in LAYOUTS:
         raise Avatar3DError(f"unknown stereo layout {layout!r}: use sbs or ou")
     if isinstance(camera, StereoPair):
@@ -134,14 +125,9 @@ def render_stereo(
     ipd = DEFAULT_IPD if ipd is None else float(ipd)
     if not (math.isfinite(ipd) and 0 < ipd < 1):
         raise CameraError(f"inter-pupillary distance {ipd} m must be within (0, 1)")
-    wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=AUDIO_SR)
-    if max_seconds is not None:
-        wave = wave[: int(max_seconds * AUDIO_SR)]
-    n = int(math.floor(len(wave) / AUDIO_SR * float(avatar.meta["fps"])))
-    if n < 1:
-        raise Avatar3DError(f"the audio is too short ({len(wave) / AUDIO_SR:.3f} s) for one frame")
+    wave, n = prepare_audio(audio, sample_rate, max_seconds, avatar.meta.fps)
     lefts, rights = _eye_cameras(avatar, camera, n, size, ipd)
-    eyes = [avatar.render(wave, cams, sample_rate=AUDIO_SR, **render_kw) for cams in (lefts, rights)]
+    eyes = [avatar.render(wave, cams, sample_rate=SAMPLE_RATE, **render_kw) for cams in (lefts, rights)]
     return StereoRenderResult(eyes[0].frames, eyes[1].frames, eyes[0].fps, eyes[0].audio, eyes[0].sample_rate,
                               ipd, layout, eyes[0].alphas, eyes[1].alphas, avatar.avatar_id,
                               avatar.config.render.watermark)
@@ -152,8 +138,6 @@ def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, m
     sits further left in the right eye). The left eye's head (its bounding box where ``mask_left`` >
     0.5, masked) is matched along the same rows of the right image (normalised cross-correlation,
     sub-pixel by a parabola through the peak). left, right: (H, W, 3) uint8; masks: (H, W) in [0, 1]."""
-    import cv2
-
     def grey(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return g * mask.astype(np.float32) if mask is not None else g
@@ -178,10 +162,8 @@ def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, m
 def head_render(avatar: Avatar, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """Coverage (H, W) and depth (H, W) in metres along the optical axis of the neutral avatar's
     head and mouth Gaussians alone (no torso) seen by ``camera``."""
-    from ..core.groups import HEAD, MOUTH
-
     model = avatar.model
-    gs = model.posed(avatar._silence_code(), torch.zeros(1), None)
+    gs = model.posed(avatar.audio.silence_code(), torch.zeros(1), None)
     keep = (model.group == HEAD) | (model.group == MOUTH)
     gs = {k: gs[k][keep] for k in ("means", "quats", "scales", "opacities", "colors")}
     vm, K = camera.to_torch()
@@ -194,13 +176,11 @@ def head_depth(avatar: Avatar, camera: Camera, surface: bool = False) -> float:
     """Depth in metres along ``camera``'s optical axis of the neutral head: of its centre (the
     opacity-weighted centroid of the head Gaussians), or with ``surface`` the median depth of its
     visible surface (coverage > 0.5), which is nearer by the face's relief."""
-    from ..core.groups import HEAD
-
     if surface:
         a, d = head_render(avatar, camera)
         return float(np.median(d[a > 0.5]))
     model = avatar.model
-    gs = model.posed(avatar._silence_code(), torch.zeros(1), None)
+    gs = model.posed(avatar.audio.silence_code(), torch.zeros(1), None)
     head = model.group == HEAD
     w = gs["opacities"][head]
     c = (gs["means"][head] * w[:, None]).sum(0) / w.sum()

@@ -1,0 +1,166 @@
+"""Frames of a render: :class:`RenderResult` (in memory) and :class:`FrameStream` (lazy, flat memory).
+
+:func:`prepare_audio` checks and loads a render's audio; :func:`frame_stream` turns an avatar, audio,
+cameras, poses, blinks and a background into a stream of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..audio import load_audio
+from ..core.camera import Camera
+from ..core.constants import SAMPLE_RATE
+from ..errors import Avatar3DError, ConfigError
+from ..io.media import write_video
+from ..io.watermark import Payload, embed_frames
+from ..models.gaussian_avatar import GaussianAvatar
+from ..progress import track
+from .audio import AudioDriver
+from .background import background_image
+
+
+def save_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, audio: np.ndarray, sr: int,
+          avatar_id: int, watermark: bool) -> Path:
+    """Encode an H.264 mp4 with the audio muxed in sync (atomically), watermarked unless told not to."""
+    path = Path(path)
+    if watermark:
+        frames = embed_frames(frames, Payload(avatar_id, __version__))
+    write_video(path, frames, fps, audio=audio, audio_sr=sr)
+    return path
+
+
+@dataclass
+class RenderResult:
+    """Rendered frames and the audio that drives them.
+
+    frames: (T, H, W, 3) uint8; fps: frames per second; audio: (S,) float32 mono at ``sample_rate``.
+    """
+
+    frames: np.ndarray
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+    alphas: np.ndarray | None = None  # (T, H, W) float32 avatar coverage
+    avatar_id: int = 0  # 32-bit id of the avatar that made the frames (0 = unknown), for the watermark
+    watermark: bool = True  # save() marks the video as made by avatar3d (docs/provenance.md)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
+        """Write an H.264 mp4 with the driving audio muxed in sync. Unless ``watermark`` (default
+        ``self.watermark``) is False, every frame carries the invisible provenance mark (avatar id,
+        library version) that ``avatar3d verify`` reads."""
+        mark = self.watermark if watermark is None else watermark
+        return save_video(path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, mark)
+
+
+@dataclass
+class FrameStream:
+    """Frames of a render, produced one at a time as the stream is iterated (``Avatar.stream``).
+
+    fps; audio: (S,) float32 mono at ``sample_rate``; n_frames; width, height of every frame.
+    Iterating yields (H, W, 3) uint8 frames; :meth:`with_alphas` yields (frame, (H, W) float32 alpha).
+    """
+
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+    n_frames: int
+    width: int
+    height: int
+    _frames: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    avatar_id: int = 0  # 32-bit id of the avatar that made the frames (0 = unknown), for the watermark
+    watermark: bool = True  # save() marks the video as made by avatar3d (docs/provenance.md)
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (f for f, _ in self._frames())
+
+    def with_alphas(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._frames()
+
+    def collect(self) -> RenderResult:
+        """Render every frame into memory."""
+        frames = np.zeros((self.n_frames, self.height, self.width, 3), np.uint8)
+        alphas = np.zeros((self.n_frames, self.height, self.width), np.float32)
+        for k, (f, a) in enumerate(self.with_alphas()):
+            frames[k], alphas[k] = f, a
+        return RenderResult(frames, self.fps, self.audio, self.sample_rate, alphas, self.avatar_id, self.watermark)
+
+    def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
+        """Render and encode frame by frame to an H.264 mp4 with the driving audio (atomically); the
+        frames carry the provenance watermark unless ``watermark`` (default ``self.watermark``) is False."""
+        mark = self.watermark if watermark is None else watermark
+        return save_video(path, iter(self), self.fps, self.audio, self.sample_rate, self.avatar_id, mark)
+
+
+def prepare_audio(audio, sample_rate: int | None, max_seconds: float | None, fps: float) -> tuple[np.ndarray, int]:
+    """(16 kHz mono wave, number of frames at ``fps``) of a render's audio (a path, or an array with
+    ``sample_rate``), cut to ``max_seconds``; one-line errors on bad input."""
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ConfigError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
+    if max_seconds is not None:
+        wave = wave[: int(max_seconds * SAMPLE_RATE)]
+    if not np.isfinite(wave).all():
+        raise Avatar3DError("the audio contains NaN or infinite samples")
+    n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
+    if n < 1:
+        raise Avatar3DError(f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps")
+    return wave, n
+
+
+@dataclass
+class Drive:
+    """Everything a render needs per frame: cameras, head poses (n, 4, 4), blinks (n,), background."""
+
+    cameras: list[Camera]
+    poses: np.ndarray
+    blinks: np.ndarray
+    background: str | tuple
+    plate: np.ndarray  # (h, w, 3) uint8 capture background
+
+
+def frame_stream(model: GaussianAvatar, driver: AudioDriver, wave: np.ndarray, fps: float, drive: Drive, *,
+                 backend: str = "auto", progress: bool = True, avatar_id: int = 0,
+                 watermark: bool = True) -> FrameStream:
+    """A lazy stream of the frames of ``model`` speaking ``wave`` under ``drive``."""
+    n, cams = len(drive.cameras), drive.cameras
+
+    def frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        ticks = iter(track(range(n), "rendering")) if progress else None
+        bgs: dict[tuple[int, int], torch.Tensor] = {}
+        k = 0
+        for codes in driver.codes(wave, fps, n):
+            for code in codes:
+                cam = cams[k]
+                size = (cam.width, cam.height)
+                if size not in bgs:
+                    bgs[size] = background_image(drive.background, cam, drive.plate)
+                vm, K = cam.to_torch()
+                with torch.no_grad():
+                    pose = torch.as_tensor(drive.poses[k], dtype=torch.float32)
+                    gs = model.posed(code, torch.tensor([drive.blinks[k]]), pose)
+                    out = model.render(gs, vm[None], K[None], cam.width, cam.height, bgs[size], backend=backend)
+                yield (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(), out.alphas[0, ..., 0].numpy()
+                k += 1
+                if ticks is not None:
+                    next(ticks, None)
+        for _ in ticks or ():  # close the bar
+            pass
+
+    return FrameStream(fps, wave, SAMPLE_RATE, n, cams[0].width, cams[0].height, frames, avatar_id, watermark)
+
+
+__all__ = ["Drive", "FrameStream", "RenderResult", "frame_stream", "prepare_audio", "save_video"]

@@ -44,8 +44,23 @@ put("rig", vars(rig))
 from avatar3d.synthetic.subject import SyntheticSubject  # noqa: E402
 
 subj = SyntheticSubject(seed=3, n_gaussians=3000)
-for k in ("head_weight", "labels", "part", "_colors", "_m_tri", "_m_bary", "_m_sigma", "_f_means",
-          "_f_normals", "_f_sigma", "_f_jaw", "n", "skin_color", "hair_color", "suit_color"):
+for k in (
+    "head_weight",
+    "labels",
+    "part",
+    "_colors",
+    "_m_tri",
+    "_m_bary",
+    "_m_sigma",
+    "_f_means",
+    "_f_normals",
+    "_f_sigma",
+    "_f_jaw",
+    "n",
+    "skin_color",
+    "hair_color",
+    "suit_color",
+):
     put(f"subj.{k}", getattr(subj, k))
 from avatar3d.synthetic._geometry import euler_matrix  # noqa: E402
 
@@ -73,14 +88,18 @@ cam = subj0.portrait_camera(96)
 black = subj0.render(cam, background=(0.0, 0.0, 0.0), backend="torch")[0].numpy()
 white = subj0.render(cam, background=(1.0, 1.0, 1.0), backend="torch")[0].numpy()
 alpha = 1.0 - (white - black).mean(-1)
-inp = InitInputs(np.asarray(subj0.canonical_landmarks, float), black, (alpha > 0.5).astype(np.float32),
-                 cam.world_to_camera, cam.K)
+inp = InitInputs(
+    np.asarray(subj0.canonical_landmarks, float),
+    black,
+    (alpha > 0.5).astype(np.float32),
+    cam.world_to_camera,
+    cam.K,
+)
 put("init", initial_gaussians(inp, 3000, 200, 800, seed=5))
 put("init0", initial_gaussians(inp, 3000, 200, 0, seed=1))
 
 # --- talking video + truth
 from avatar3d.synthetic import make_talking_video  # noqa: E402
-
 
 vid = HERE / "video.mp4"
 truth = make_talking_video(vid, seconds=2.0, fps=25, size=96, seed=2, backend="torch")
@@ -106,8 +125,10 @@ K = torch.tensor([[60.0, 0, 40], [0, 60, 30], [0, 0, 1]]).repeat(2, 1, 1)
 out = rasterize_torch(means, quats, scales, ops, cols, vm, K, 80, 60, torch.rand(2, 3, generator=gen))
 (out.colors.sum() + out.alphas.sum() * 0.3 + out.depths.sum() * 0.1).backward()
 put("raster", vars(out))
-put("raster_grad", {"means": means.grad, "quats": quats.grad, "scales": scales.grad, "ops": ops.grad,
-                    "cols": cols.grad})
+put(
+    "raster_grad",
+    {"means": means.grad, "quats": quats.grad, "scales": scales.grad, "ops": ops.grad, "cols": cols.grad},
+)
 out2 = rasterize_torch(means, quats, scales, ops, cols, vm[:1], K[:1], 80, 60, None)
 put("raster_nobg", vars(out2))
 

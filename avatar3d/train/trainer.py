@@ -438,14 +438,14 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     s_static = int(t.static_fraction * t.steps)
     w = 1.0 + t.mouth_sampling * data.mouth[data.train_idx, 0].numpy()
     sch = _Schedule(
-        s_static,
-        s_static + int(t.audio_fraction * t.steps),
-        w / w.sum(),
-        nose_y,
-        extent,
-        augment,
-        frozen,
-        lpips_net,
+        s_static=s_static,
+        s_audio=s_static + int(t.audio_fraction * t.steps),
+        sample_p=w / w.sum(),
+        nose_y=nose_y,
+        extent=extent,
+        augment=augment,
+        frozen=frozen,
+        lpips_net=lpips_net,
     )
     g_opt, n_opt = _gauss_optimizer(model, cfg, extent), _net_optimizer(model, cfg)
     loop = _Loop(g_opt, n_opt, rng, aug_gen, torch.zeros(model.n), t0, audio_stats)

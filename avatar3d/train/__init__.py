@@ -1,5 +1,7 @@
 """Per-subject training of a Gaussian avatar on a CaptureSet.
 
+- :func:`fit_avatar` -> :class:`FittedAvatar` (:mod:`.fit`): a video or capture directory to an
+  avatar's parts, in stages (config checks, capture, :func:`train`, the avatar's record).
 - :func:`train` -> :class:`TrainResult` (:mod:`.trainer`): the staged fit (static appearance, the
   audio deformation, then everything jointly), resumable from checkpoints; :func:`evaluate` gives
   held-out PSNR / SSIM.
@@ -12,9 +14,12 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainData, rest_frame
+from .fit import FittedAvatar, fit_avatar
 from .trainer import TrainResult, evaluate, lpips_term, train
 
 __all__ = [
+    "FittedAvatar",
+    "fit_avatar",
     "TrainData",
     "TrainResult",
     "evaluate",

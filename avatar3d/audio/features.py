@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.errors import MediaError
 from avatar3d.io.media import audio_channels_first, read_audio, resample_audio
 
@@ -43,7 +44,7 @@ __all__ = [
     "mel_power_at",
 ]
 
-SR = 16000  # analysis rate, Hz
+SR = SAMPLE_RATE  # analysis rate, Hz (the package's one audio rate)
 HOP = 320  # 20 ms
 N_FFT = 800  # 50 ms window
 N_MELS = 80

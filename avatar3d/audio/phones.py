@@ -14,7 +14,7 @@ Decoding is organised as a stream so that offline and streaming results agree:
   with the next block; an utterance is also cut after ``MAX_UTT_S`` seconds. The cuts depend only on
   the causal VAD, so a stream and a whole-file decode cut at the same samples.
 * Phone segments are reported in seconds on the input's timeline: pocketsphinx frame ``f`` of an
-  utterance starting at sample ``s0`` spans ``[s0 / 16000 + f / 100, s0 / 16000 + (f + 1) / 100)``.
+  utterance starting at sample ``s0`` spans ``[s0 / SR + f / 100, s0 / SR + (f + 1) / 100)`` (``SR``: :data:`avatar3d.core.constants.SAMPLE_RATE`).
 
 Phone labels are pocketsphinx's ARPAbet set (``AA`` ... ``ZH``) plus ``SIL`` and fillers such as
 ``+NSN+`` (noise) and ``+SPN+`` (spoken noise).
@@ -25,10 +25,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
+from avatar3d.audio.features import SR, _to_16k
 from avatar3d.audio.vad import BLOCK, Vad
+from avatar3d.errors import Avatar3DError
 
 __all__ = [
     "PhoneSegment",
@@ -38,7 +41,6 @@ __all__ = [
     "recognise_phones",
 ]
 
-SR = 16000
 BREAK_BLOCKS = 8  # 256 ms of pause ends an utterance
 PAUSE_PROB = 0.3  # VAD probability below which a block counts as pause
 MAX_UTT_S = 20.0  # longest utterance before a forced cut (bounds decoder memory and partial-result cost)
@@ -59,8 +61,6 @@ class PhoneSegment:
 
 def phones_version() -> str:
     """``pocketsphinx <version> allphone en-us`` of the installed wheel."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         v = version("pocketsphinx")
     except PackageNotFoundError:  # pragma: no cover
@@ -195,9 +195,6 @@ def align_phones(wave: np.ndarray, sr: int, text: str) -> list[PhoneSegment]:
     """
     from pocketsphinx import Decoder
 
-    from avatar3d.audio.features import _to_16k
-    from avatar3d.errors import Avatar3DError
-
     words = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
     words = [w for w in words if w]
     d = _model_dir()
@@ -236,8 +233,6 @@ def recognise_phones(wave: np.ndarray, sr: int = SR) -> list[PhoneSegment]:
     Covers the whole input (``SIL`` and fillers included); pocketsphinx allphone decoding with the
     English model inside its wheel, utterances cut at VAD pauses (see the module docstring).
     """
-    from avatar3d.audio.features import _to_16k
-
     stream = PhoneStream()
     stream.push(_to_16k(wave, sr))
     stream.flush()

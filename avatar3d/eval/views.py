@@ -28,12 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..audio import audio_energy, load_audio
 from ..core.camera import Camera, stack_cameras
+from ..core.constants import SAMPLE_RATE
+from ..core.geometry import similarity_fit
+from ..core.topology import RIGID_INDICES
 from ..render.rasterize import rasterize
+from ..train.data import rest_frame
 from ._drive import Layer, audio_codes, features_for, render_layer
-from .metrics import psnr, ssim
+from .metrics import detect_landmarks, psnr, ssim
 
 DEFAULT_ZOOM = 1.5  # orbit focal relative to the capture's (scaled to the output size): a head crop
+DRIVE_PERCENTILE = 75  # the default driving frame: jaw opening / audio envelope at this percentile
+SILENCE_S = 2.0  # seconds of silence that drive a sweep without audio
 
 
 # ------------------------------------------------------------------------------ reprojection
@@ -242,17 +249,6 @@ def _list(v) -> list:
 
 
 # ------------------------------------------------------------------------------ ground truth
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R (3, 3), t (3,)) minimising ||s R src + t - dst||²; src, dst: (N, 3)."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / ((a * a).sum() / len(src)))
-    return s, R, md - s * R @ ms
-
-
 def _head_to_world(R: np.ndarray, t: np.ndarray, pivot: np.ndarray) -> np.ndarray:
     """(4, 4) of the synthetic subject's pose convention x_w = R (x - pivot) + pivot + t."""
     M = np.eye(4)
@@ -283,8 +279,6 @@ def avatar_landmarks(
 ) -> np.ndarray:
     """The avatar's own 478 landmarks in its world: our landmarker on renders from ``yaws`` (rest pose,
     blink 0, audio code ``code``), triangulated -> (478, 3), NaN where unseen."""
-    from .metrics import detect_landmarks
-
     cams = orbit_cameras(avatar, np.asarray(yaws, float), "yaw", size, zoom)
     sw = render_sweep(avatar, cams, code, np.asarray(yaws, float))
     uv = np.stack([detect_landmarks([f])[0] for f in sw.frames])  # (V, 478, 2), each view on its own
@@ -300,9 +294,6 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
     aligned onto the truth's rigid landmarks, and the truth frame whose head rotation (mapped through
     that similarity) is closest to the avatar's rest camera.
     """
-    from ..core.topology import RIGID_INDICES
-    from ..train.data import rest_frame
-
     subj = truth.subject
     canon_t = np.asarray(subj.canonical_landmarks, float)
     if capture is not None:
@@ -318,7 +309,7 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
             raise ValueError("the avatar's renders show too few landmarks to align it with the truth")
         src, dst = lm[rig][ok], canon_t[rig][ok]
         how = "similarity of the avatar's triangulated rigid landmarks (3 renders) onto the truth's (Umeyama)"
-    s, R, t = umeyama(src, dst)
+    s, R, t = similarity_fit(src, dst)
     resid = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
     if capture is not None:
         r = rest_frame(np.asarray(capture.rotation, float), np.asarray(capture.valid, bool))
@@ -359,9 +350,10 @@ def truth_sweep(
     (default: the frame whose jaw opening is the clip's 75th percentile), blink 0 in both.
     """
     if audio_frame is None:
-        audio_frame = int(np.argmin(np.abs(truth.jaw_open - np.percentile(truth.jaw_open, 75))))
+        jaw = truth.jaw_open
+        audio_frame = int(np.argmin(np.abs(jaw - np.percentile(jaw, DRIVE_PERCENTILE))))
     f = int(audio_frame)
-    wave16 = _to_16k(truth.wave, truth.sr)
+    wave16 = _at_sample_rate(truth.wave, truth.sr)
     feats = features_for(avatar, wave16, truth.fps, truth.n_frames)
     code = audio_codes(avatar, feats, np.array([f]))[0]
     setup = truth_setup(avatar, truth, capture, code)
@@ -417,10 +409,9 @@ def truth_sweep(
     return sw
 
 
-def _to_16k(wave: np.ndarray, sr: int) -> np.ndarray:
-    from ..audio import load_audio
-
-    return load_audio((np.asarray(wave, np.float32), int(sr)), sr=16000)
+def _at_sample_rate(wave: np.ndarray, sr: int) -> np.ndarray:
+    """(T,) mono at ``sr`` -> (T',) float32 at :data:`SAMPLE_RATE`."""
+    return load_audio((np.asarray(wave, np.float32), int(sr)), sr=SAMPLE_RATE)
 
 
 def truth_errors(sw: ViewSweep) -> dict:
@@ -453,6 +444,27 @@ def truth_errors(sw: ViewSweep) -> dict:
     }
 
 
+def _audio_sweep(
+    avatar, angles: np.ndarray, axis: str, size: int, audio, audio_frame: int | None, zoom: float
+) -> ViewSweep:
+    """:func:`render_sweep` on :func:`orbit_cameras` with the code of one frame of ``audio`` (wave,
+    rate) (silence when None; default frame: the envelope's 75th percentile)."""
+    fps = float(avatar.meta["fps"])
+    if audio is None:
+        wave = np.zeros(int(SILENCE_S * SAMPLE_RATE), np.float32)
+    else:
+        wave = _at_sample_rate(*audio)
+    n = max(1, math.floor(len(wave) / SAMPLE_RATE * fps))
+    if audio_frame is None:
+        env = audio_energy(wave, SAMPLE_RATE, fps, n)
+        audio_frame = int(np.argmin(np.abs(env - np.percentile(env, DRIVE_PERCENTILE))))
+    frame = np.array([min(int(audio_frame), n - 1)])
+    code = audio_codes(avatar, features_for(avatar, wave, fps, n), frame)[0]
+    sw = render_sweep(avatar, orbit_cameras(avatar, angles, axis, size, zoom), code, angles, axis)
+    sw.notes = {"audio_frame": int(audio_frame), "zoom": zoom, "size": size}
+    return sw
+
+
 def view_consistency(
     avatar,
     *,
@@ -482,22 +494,7 @@ def view_consistency(
             avatar, truth, angles, axis, size=size, audio_frame=audio_frame, capture=capture, zoom=zoom
         )
     else:
-        fps = float(avatar.meta["fps"])
-        if audio is None:
-            wave16 = np.zeros(16000 * 2, np.float32)
-        else:
-            wave16 = _to_16k(*audio)
-        n = max(1, math.floor(len(wave16) / 16000 * fps))
-        if audio_frame is None:
-            from ..audio import audio_energy
-
-            env = audio_energy(wave16, 16000, fps, n)
-            audio_frame = int(np.argmin(np.abs(env - np.percentile(env, 75))))
-        code = audio_codes(
-            avatar, features_for(avatar, wave16, fps, n), np.array([min(int(audio_frame), n - 1)])
-        )[0]
-        sw = render_sweep(avatar, orbit_cameras(avatar, angles, axis, size, zoom), code, angles, axis)
-        sw.notes = {"audio_frame": int(audio_frame), "zoom": zoom, "size": size}
+        sw = _audio_sweep(avatar, angles, axis, size, audio, audio_frame, zoom)
     rep = {
         "axis": axis,
         "angles": _list(angles),
@@ -523,7 +520,6 @@ __all__ = [
     "truth_errors",
     "truth_setup",
     "truth_sweep",
-    "umeyama",
     "view_consistency",
     "warp_error",
 ]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from avatar3d.errors import MediaError
+from avatar3d.io._shared import _check_rate, _reason, _snap_rate, audio_channels_first, resample_audio
 from avatar3d.io.atomic import atomic_file
-from avatar3d.io.media import _check_rate, _reason, _snap_rate, audio_channels_first, resample_audio
 
 _OUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -221,8 +222,6 @@ _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "ti
 
 def encode_image(target: Path, array: np.ndarray, *, quality: int) -> Path:
     """Implementation of :func:`avatar3d.io.media.write_image` (see there)."""
-    from PIL import Image
-
     fmt = _IMAGE_FORMATS.get(target.suffix.lower().lstrip("."))
     if fmt is None:
         raise MediaError(f"{target}: unsupported image extension {target.suffix!r}")

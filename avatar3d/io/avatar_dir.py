@@ -20,8 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -41,8 +43,6 @@ def write_avatar_dir(
     track: dict[str, torch.Tensor],
     background: np.ndarray,  # (H, W, 3) uint8
 ) -> Path:
-    import cv2
-
     path = Path(path)
     with atomic_dir(path, kind="avatar") as tmp:
         tmp = Path(tmp)
@@ -109,7 +109,9 @@ def _matrix(meta: dict, key: str, where: Path, shape: tuple[int, int]) -> np.nda
 def validate_meta(meta: Any, where: Path) -> dict:
     """Check avatar.json's types and ranges (raises a one-line FormatError); returns it."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"{where.parent} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')")
+        raise FormatError(
+            f"{where.parent} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')"
+        )
     if meta.get("version") != FORMAT_VERSION:
         raise FormatError(
             f"{where.parent}: avatar format version {meta.get('version')} is not supported (expected {FORMAT_VERSION})"
@@ -133,8 +135,12 @@ def validate_meta(meta: Any, where: Path) -> dict:
             raise FormatError(f"{where}: 'speech_model' must record the feature 'mean' and 'std' lists")
         for k in ("mean", "std"):
             v = np.asarray(sm[k], dtype=object)
-            if v.ndim != 1 or not 1 <= len(v) <= 8192 or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            if (
+                v.ndim != 1
+                or not 1 <= len(v) <= 8192
+                or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+                )
             ):
                 raise FormatError(f"{where}: 'speech_model.{k}' must be 1..8192 finite numbers")
     return meta
@@ -157,9 +163,6 @@ def _tensor_shapes(f: Path, limit_rows: int) -> dict[str, tuple[int, ...]]:
 
 def _read_image_checked(f: Path) -> np.ndarray:
     """Decode a PNG after checking its declared size from the header (no decompression bomb)."""
-    import cv2
-    from PIL import Image, UnidentifiedImageError
-
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # only the header is read here
     try:
         with Image.open(f) as im:

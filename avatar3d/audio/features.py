@@ -144,7 +144,10 @@ def _rms(x: np.ndarray, block: int = 1 << 20) -> float:
     """Root mean square of a long wave, summed block by block in float64 (no full-size copy)."""
     if x.shape[0] == 0:
         return 0.0
-    total = sum(float(np.dot(b.astype(np.float64), b.astype(np.float64))) for b in np.array_split(x, max(1, x.shape[0] // block)))
+    total = sum(
+        float(np.dot(b.astype(np.float64), b.astype(np.float64)))
+        for b in np.array_split(x, max(1, x.shape[0] // block))
+    )
     return float(np.sqrt(total / x.shape[0]))
 
 
@@ -225,7 +228,9 @@ def frame_features(
     std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)  # (80,)
     if b == a:
         return np.zeros((0, window, N_MELS), np.float32)
-    centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(np.int64)  # (n, window)
+    centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(
+        np.int64
+    )  # (n, window)
     centres = np.clip(centres, 0, int(steps[-1]))  # edge padding
     db = _to_db(mel_power_at(w16, centres.reshape(-1)), peak)  # (n * window, 80)
     feats = (db - mean) / std

@@ -81,8 +81,12 @@ MIN_LOOKAHEAD = _GATE_FWD + BLOCK_S / 2  # the gate looks 100 ms ahead, at VAD-b
 
 def frontend_info() -> dict:
     """Name and versions of the front end (recorded with every viseme track and avatar)."""
-    return {"name": FRONTEND_NAME, "version": FRONTEND_VERSION, "phones": phones_version(),
-            "vad": vad_version()}
+    return {
+        "name": FRONTEND_NAME,
+        "version": FRONTEND_VERSION,
+        "phones": phones_version(),
+        "vad": vad_version(),
+    }
 
 
 def _check_fps(fps: float) -> float:
@@ -197,10 +201,18 @@ class VisemeTrack:
     def to_json(self) -> dict:
         """The JSON document described in the module docstring (values rounded to 4 decimals)."""
         r = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
-        return {"format": "avatar3d-visemes", "version": 1, "frontend": dict(self.frontend),
-                "fps": float(self.fps), "n_frames": len(self), "frame_time": "k / fps (frame centre)",
-                "visemes": list(VISEMES), "weights": r(self.weights), "voice": r(self.voice),
-                "loudness": r(self.loudness)}
+        return {
+            "format": "avatar3d-visemes",
+            "version": 1,
+            "frontend": dict(self.frontend),
+            "fps": float(self.fps),
+            "n_frames": len(self),
+            "frame_time": "k / fps (frame centre)",
+            "visemes": list(VISEMES),
+            "weights": r(self.weights),
+            "voice": r(self.voice),
+            "loudness": r(self.loudness),
+        }
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -243,12 +255,15 @@ def speech_features(wave16k: np.ndarray, fps: float = 25.0, n_frames: int | None
     return core.rows(n)
 
 
-def viseme_track(wave: np.ndarray, sr: int = SR, fps: float = 25.0, n_frames: int | None = None) -> VisemeTrack:
+def viseme_track(
+    wave: np.ndarray, sr: int = SR, fps: float = 25.0, n_frames: int | None = None
+) -> VisemeTrack:
     """Viseme weights, voice activity and loudness per video frame of ``wave`` ((T,), (T, C) or (C, T) at ``sr``)."""
     f = speech_features(_to_16k(wave, sr), fps, n_frames)
     nv = len(VISEMES)
-    return VisemeTrack(weights=f[:, :nv].copy(), voice=f[:, nv].copy(), loudness=f[:, nv + 1].copy(),
-                       fps=float(fps))
+    return VisemeTrack(
+        weights=f[:, :nv].copy(), voice=f[:, nv].copy(), loudness=f[:, nv + 1].copy(), fps=float(fps)
+    )
 
 
 class StreamingVisemes:

@@ -27,7 +27,7 @@ import numpy as np
 
 from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.errors import MediaError
-from avatar3d.io.media import audio_channels_first, read_audio, resample_audio
+from avatar3d.io.media import audio_channels_first, check_sample_rate, read_audio, resample_audio
 
 __all__ = [
     "HOP",
@@ -50,7 +50,6 @@ N_FFT = 800  # 50 ms window
 N_MELS = 80
 FMIN, FMAX = 55.0, 7600.0
 STEP_S = HOP / SR  # 0.02 s between mel steps
-MIN_SR, MAX_SR = 4000, 192000
 _TOP_DB = 80.0  # log floor below the utterance's peak
 _ABS_FLOOR = 1e-10  # absolute power floor (digital silence)
 _STD_FLOOR_DB = 1.0
@@ -59,31 +58,23 @@ _CHUNK = 4096  # STFT windows per batch (bounds memory to ~30 MB)
 AudioSource = str | os.PathLike[str] | tuple[np.ndarray, int]
 
 
-def _check_rate(sr: object, what: str = "sample rate") -> int:
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer, float)) or int(sr) != sr:
-        raise MediaError(f"{what} must be an integer number of Hz, got {sr!r}")
-    if not MIN_SR <= int(sr) <= MAX_SR:
-        raise MediaError(f"{what} {int(sr)} Hz is outside {MIN_SR}-{MAX_SR} Hz")
-    return int(sr)
-
-
 def as_mono(wave: np.ndarray, sr: int, what: str = "audio") -> np.ndarray:
     """Validate samples of shape (T,), (T, C) or (C, T) at ``sr`` -> (T,) float32 mono.
 
     Raises MediaError on a rate outside 4-192 kHz, empty input, or NaN/inf samples.
     """
-    _check_rate(sr, f"{what}: sample rate")
+    check_sample_rate(sr, f"{what}: sample rate")
     return audio_channels_first(wave, what).mean(axis=0, dtype=np.float32)  # (C, T) -> (T,)
 
 
 def load_audio(source: AudioSource, sr: int = SR) -> np.ndarray:
     """Audio from a file (any container, rate, layout) or ``(array, sample_rate)`` -> (T,) float32 mono at ``sr``."""
-    sr = _check_rate(sr, "target sample rate")
+    sr = check_sample_rate(sr, "target sample rate")
     if isinstance(source, (str, os.PathLike)):
         wave, _ = read_audio(Path(source), sr=sr)
     elif isinstance(source, Sequence) and not isinstance(source, str) and len(source) == 2:
         array, rate = source
-        rate = _check_rate(rate, "audio: sample rate")
+        rate = check_sample_rate(rate, "audio: sample rate")
         wave = resample_audio(as_mono(np.asarray(array), rate), rate, sr)
     else:
         raise TypeError("load_audio: source must be a path or an (array, sample_rate) pair")

@@ -36,7 +36,7 @@ from ..core.topology import RIGID_INDICES
 from ..render.rasterize import rasterize
 from ..train.data import rest_frame
 from ._drive import Layer, audio_codes, features_for, render_layer
-from .metrics import detect_landmarks, psnr, ssim
+from .metrics import detect_landmarks, psnr, ssim, summarise
 
 DEFAULT_ZOOM = 1.5  # orbit focal relative to the capture's (scaled to the output size): a head crop
 DRIVE_PERCENTILE = 75  # the default driving frame: jaw opening / audio envelope at this percentile
@@ -239,9 +239,8 @@ def sweep_flicker(sw: ViewSweep, depth_tol: float = 0.01) -> dict:
 
 
 def _mean(v) -> float | None:
-    a = np.asarray(v, float)
-    a = a[np.isfinite(a)]
-    return round(float(a.mean()), 6) if a.size else None
+    m = summarise(v)
+    return None if m is None else round(m, 6)
 
 
 def _list(v) -> list:

@@ -29,9 +29,12 @@ def _snap_rate(rate: Fraction) -> Fraction:
     return rate.limit_denominator(1001)
 
 
-def _check_rate(sr: int, what: str = "sample rate") -> int:
-    if int(sr) != sr or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        raise MediaError(f"{what} {sr!r} is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+def check_sample_rate(sr: object, what: str = "sample rate") -> int:
+    """``sr`` as an int number of Hz within MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, else MediaError."""
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer, float)) or int(sr) != sr:
+        raise MediaError(f"{what} must be an integer number of Hz, got {sr!r}")
+    if not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
+        raise MediaError(f"{what} {int(sr)} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     return int(sr)
 
 
@@ -87,4 +90,10 @@ def audio_channels_first(audio: np.ndarray, what: str = "audio") -> np.ndarray:
     return a
 
 
-__all__ = ["audio_channels_first", "resample_audio"]
+__all__ = [
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "audio_channels_first",
+    "check_sample_rate",
+    "resample_audio",
+]

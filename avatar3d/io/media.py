@@ -32,11 +32,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar3d.errors import MediaError
 from avatar3d.io._encode import encode_audio, encode_image, encode_video
-from avatar3d.io._shared import _check_rate, _reason, _snap_rate, audio_channels_first, resample_audio
+from avatar3d.io._shared import _reason, _snap_rate, audio_channels_first, check_sample_rate, resample_audio
 
 __all__ = [
     "VideoInfo",
     "audio_channels_first",
+    "check_sample_rate",
     "iter_frames",
     "probe_video",
     "read_audio",
@@ -374,7 +375,7 @@ def read_audio(path: PathLike, sr: int | None = None) -> tuple[np.ndarray, int]:
     is zero-padded at the front) and encoder padding past the track's declared end is trimmed.
     """
     if sr is not None:
-        sr = _check_rate(sr, "target sample rate")
+        sr = check_sample_rate(sr, "target sample rate")
     p = _check_input(path)
     container = _open(p)
     try:

@@ -147,6 +147,8 @@ def _step_centres(n_samples: int) -> np.ndarray:
 
 
 SILENCE_RMS = 1e-4  # whole-clip RMS (about -80 dBFS) below which a clip counts as silent
+ENERGY_RANGE_DB = 60.0  # audio_energy maps (utterance peak - this) .. peak to 0 .. 1
+_ENERGY_FLOOR = 1e-20  # mean-square floor (digital silence) of audio_energy
 SILENT_VALUE = -0.8  # normalised value of silence: pauses in normalised speech land near -0.7 .. -0.85
 
 
@@ -248,7 +250,7 @@ def audio_energy(wave: np.ndarray, sr: int, fps: float, n_frames: int | None = N
     n = np.maximum(hi - lo, 1)
     ms = np.maximum((csum[hi] - csum[lo]) / n, 0.0)  # (n_frames,) mean square
     peak = float(ms.max())
-    if peak <= 1e-20:
+    if peak <= _ENERGY_FLOOR:
         return np.zeros(int(n_frames), np.float32)
-    db = 10.0 * np.log10(np.maximum(ms, 1e-20) / peak)  # <= 0
-    return np.clip((db + 60.0) / 60.0, 0.0, 1.0).astype(np.float32)
+    db = 10.0 * np.log10(np.maximum(ms, _ENERGY_FLOOR) / peak)  # <= 0
+    return np.clip((db + ENERGY_RANGE_DB) / ENERGY_RANGE_DB, 0.0, 1.0).astype(np.float32)

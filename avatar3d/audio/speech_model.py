@@ -11,7 +11,7 @@ in input samples, at 16 kHz) gives step ``j`` the input samples ``[j * hop, j * 
 centre at ``(j * hop + (rf - 1) / 2) / SAMPLE_RATE`` s. For Hugging Face models both come from the
 config (``conv_kernel``, ``conv_stride``; 320 / 400 for HuBERT and wav2vec2). A TorchScript module
 may define ``hop_length``, ``receptive_field`` and ``sample_rate`` attributes; otherwise 320, 400
-and 16000 are assumed (override in :meth:`SpeechFeatureExtractor.from_path`). TorchScript
+and SAMPLE_RATE are assumed (override in :meth:`SpeechFeatureExtractor.from_path`). TorchScript
 contract: input ``(1, T)`` float32 waveform, output ``(1, S, D)`` or ``(S, D)`` (or a tuple/list
 whose first item is that, or a dict with ``"last_hidden_state"``).
 """
@@ -30,6 +30,9 @@ import torch
 from avatar3d.audio.features import _check_frames, load_audio
 from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.errors import Avatar3DError, FormatError
+
+DEFAULT_HOP = 320  # input samples per output step (HuBERT / wav2vec2)
+DEFAULT_RECEPTIVE_FIELD = 400  # input samples seen by one output step (HuBERT / wav2vec2)
 
 __all__ = ["SpeechFeatureExtractor", "cached_extractor"]
 
@@ -54,8 +57,8 @@ class SpeechFeatureExtractor:
         *,
         kind: str,
         sample_rate: int = SAMPLE_RATE,
-        hop: int = 320,
-        receptive_field: int = 400,
+        hop: int = DEFAULT_HOP,
+        receptive_field: int = DEFAULT_RECEPTIVE_FIELD,
         normalize_input: bool = False,
         layer: int | None = None,
         device: str = "cpu",
@@ -117,8 +120,8 @@ class SpeechFeatureExtractor:
             model,
             kind="export" if p.suffix == ".pt2" else "torchscript",
             sample_rate=attr("sample_rate", sample_rate, SAMPLE_RATE),
-            hop=attr("hop_length", hop, 320),
-            receptive_field=attr("receptive_field", receptive_field, 400),
+            hop=attr("hop_length", hop, DEFAULT_HOP),
+            receptive_field=attr("receptive_field", receptive_field, DEFAULT_RECEPTIVE_FIELD),
             device=device,
             source=str(p),
         )
@@ -143,7 +146,11 @@ class SpeechFeatureExtractor:
             ) from None
         model.eval().to(device)
         kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
-        g_hop, g_rf = _conv_geometry(kernels, strides) if kernels and strides else (320, 400)
+        g_hop, g_rf = (
+            _conv_geometry(kernels, strides)
+            if kernels and strides
+            else (DEFAULT_HOP, DEFAULT_RECEPTIVE_FIELD)
+        )
         normalize, sr = True, SAMPLE_RATE
         pre = p / "preprocessor_config.json"
         if pre.is_file():

@@ -33,7 +33,7 @@ import torch
 from ..capture.landmarks import FaceLandmarker
 from ..core.geometry import similarity_align
 from ..core.lpips import load_lpips
-from ..core.topology import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, RIGID_INDICES, face_oval_loop
+from ..core.topology import LEFT_EYE_CORNERS, N_LANDMARKS, RIGHT_EYE_CORNERS, RIGID_INDICES, face_oval_loop
 from ..train.losses import PSNR_CAP_DB, SSIM_WINDOW, psnr_db, ssim_score
 
 SSIM_BATCH = 8  # frames per SSIM call: bounded memory for long clips
@@ -143,8 +143,8 @@ def detect_landmarks(frames: Iterable[np.ndarray]) -> np.ndarray:
     with FaceLandmarker(max_num_faces=1) as lm:
         for f in frames:
             faces = lm.detect(np.ascontiguousarray(f))
-            out.append(faces[0][:, :2] if faces else np.full((478, 2), np.nan, np.float32))
-    return np.stack(out).astype(np.float64) if out else np.zeros((0, 478, 2))
+            out.append(faces[0][:, :2] if faces else np.full((N_LANDMARKS, 2), np.nan, np.float32))
+    return np.stack(out).astype(np.float64) if out else np.zeros((0, N_LANDMARKS, 2))
 
 
 def mouth_points(landmarks: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ from ..capture.config import CaptureConfig
 from ..capture.landmarks import FaceLandmarker
 from ..core.camera import Camera
 from ..core.lpips import load_lpips
+from ..core.topology import N_LANDMARKS
 from ..errors import Avatar3DError
 from ..io.captureset import CaptureSet
 from ..io.media import iter_frames, probe_video
@@ -69,7 +70,6 @@ LMD_FRAME_PX = 512  # LMD is reported in pixels of a frame this size (the field'
 SYNCNET_PX = 224  # side of the face crops SyncNet reads
 VIEWS_MAX_PX = 512  # the view sweep renders at most this size
 VIEW_SWEEP_DEG = 45  # the sweep's yaw range (± degrees), for the log line
-N_LANDMARKS = 478
 REPORT_VERSION = 1
 
 

@@ -41,6 +41,12 @@ from .metrics import detect_landmarks, psnr, ssim, summarise
 DEFAULT_ZOOM = 1.5  # orbit focal relative to the capture's (scaled to the output size): a head crop
 DRIVE_PERCENTILE = 75  # the default driving frame: jaw opening / audio envelope at this percentile
 SILENCE_S = 2.0  # seconds of silence that drive a sweep without audio
+ALPHA_MIN = 0.5  # accumulated alpha above which a pixel is foreground (seen)
+DEPTH_TOL = 0.01  # relative depth agreement for a reprojected pixel to count as the same surface
+MIN_DEPTH = 1e-6  # camera-space depth (m) below which a point is behind the camera
+DROP_ANGLE_DEG = 30.0  # psnr_drop_30: frontal PSNR minus the mean at ±this angle
+DROP_ANGLE_SLACK_DEG = 1.0  # the sweep must reach within this of ±DROP_ANGLE_DEG
+TRIANGULATION_YAWS = (-20.0, 0.0, 20.0)  # degrees: renders the avatar's own landmarks come from
 
 
 # ------------------------------------------------------------------------------ reprojection
@@ -76,8 +82,8 @@ def reproject(
     dst_alpha: np.ndarray,
     dst_cam: Camera,
     *,
-    alpha_min: float = 0.5,
-    depth_tol: float = 0.01,
+    alpha_min: float = ALPHA_MIN,
+    depth_tol: float = DEPTH_TOL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp the source view into the target view with the target's depth.
 
@@ -88,7 +94,7 @@ def reproject(
     w2c = src_cam.world_to_camera
     pc = X @ w2c[:3, :3].T + w2c[:3, 3]
     z = pc[..., 2]
-    zs = np.where(z > 1e-6, z, 1.0)
+    zs = np.where(z > MIN_DEPTH, z, 1.0)
     K = src_cam.K
     uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2], K[1, 1] * pc[..., 1] / zs + K[1, 2]], -1)
     stack = np.concatenate([src_rgb, src_depth[..., None], src_alpha[..., None]], -1)
@@ -98,7 +104,7 @@ def reproject(
     valid = (
         (dst_alpha > alpha_min)
         & (dst_depth > 0)
-        & (z > 1e-6)
+        & (z > MIN_DEPTH)
         & inside
         & (s[..., 4] > alpha_min)
         & (np.abs(s[..., 3] - z) < depth_tol * z)
@@ -117,7 +123,7 @@ def warp_error(
         ((b_rgb, b_depth, b_alpha, b_cam), (a_rgb, a_depth, a_alpha, a_cam)),
     ):
         warped, valid = reproject(s_rgb, s_d, s_a, s_c, t_d, t_a, t_c, **kw)
-        fg = max(int((t_a > kw.get("alpha_min", 0.5)).sum()), 1)
+        fg = max(int((t_a > kw.get("alpha_min", ALPHA_MIN)).sum()), 1)
         fracs.append(valid.sum() / fg)
         if valid.any():
             errs.append(float(np.abs(warped[valid] - t_rgb[valid]).mean()))
@@ -194,7 +200,7 @@ def render_sweep(
     )
 
 
-def sweep_flicker(sw: ViewSweep, depth_tol: float = 0.01) -> dict:
+def sweep_flicker(sw: ViewSweep, depth_tol: float = DEPTH_TOL) -> dict:
     """Consecutive-view reprojection error (flicker) and frontal-view reprojection error per angle."""
     f = sw.frames.astype(np.float64) / 255.0
     pairs, cover = [], []
@@ -274,7 +280,7 @@ def triangulate(uv: np.ndarray, cameras: list[Camera]) -> np.ndarray:
 
 
 def avatar_landmarks(
-    avatar, code: torch.Tensor, size: int = 512, yaws=(-20.0, 0.0, 20.0), zoom: float = DEFAULT_ZOOM
+    avatar, code: torch.Tensor, size: int = 512, yaws=TRIANGULATION_YAWS, zoom: float = DEFAULT_ZOOM
 ) -> np.ndarray:
     """The avatar's own 478 landmarks in its world: our landmarker on renders from ``yaws`` (rest pose,
     blink 0, audio code ``code``), triangulated -> (478, 3), NaN where unseen."""
@@ -402,7 +408,7 @@ def truth_sweep(
             .numpy()
         )
     sw.truth = (np.clip(gt, 0, 1) * 255 + 0.5).astype(np.uint8)
-    sw.truth_head = al > 0.5
+    sw.truth_head = al > ALPHA_MIN
     sw.notes = {k: v for k, v in setup.items() if k not in ("R", "t")}
     sw.notes.update(audio_frame=f, zoom=zoom, size=size)
     return sw
@@ -429,9 +435,10 @@ def truth_errors(sw: ViewSweep) -> dict:
     )
     ang = np.asarray(sw.angles, np.float64)
     drop = None
-    if len(ang) >= 3 and ang.min() <= -29.0 and ang.max() >= 29.0:
+    reach = DROP_ANGLE_DEG - DROP_ANGLE_SLACK_DEG
+    if len(ang) >= 3 and ang.min() <= -reach and ang.max() >= reach:
         i0 = int(np.argmin(np.abs(ang)))
-        ip, im = int(np.argmin(np.abs(ang - 30.0))), int(np.argmin(np.abs(ang + 30.0)))
+        ip, im = int(np.argmin(np.abs(ang - DROP_ANGLE_DEG))), int(np.argmin(np.abs(ang + DROP_ANGLE_DEG)))
         drop = float(full[i0] - 0.5 * (full[ip] + full[im]))
     return {
         "psnr_per_angle": _list(full),

@@ -69,7 +69,11 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 2 << 30
 MAX_GAUSSIANS = 2_000_000
 MAX_TRACK_FRAMES = 1_000_000
-MAX_IMAGE_SIDE = 8192
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 8192  # pixels
+MAX_FPS = 240
+MAX_AUDIO_CHANNELS = 1024  # feature channels per audio step (n_mels)
+MAX_AUDIO_WINDOW = 256  # audio steps per frame window
+MAX_SPEECH_DIM = 8192  # length of a speech model's normalisation vectors
 MAX_IMAGE_BYTES = 256 << 20
 
 
@@ -119,12 +123,12 @@ def validate_meta(meta: Any, where: Path) -> dict:
     for key in ("width", "height", "K", "rest_viewmat", "fps", "n_mels"):
         if key not in meta:
             raise FormatError(f"{where} lacks the key '{key}'")
-    _number(meta, "width", where, 16, MAX_IMAGE_SIDE, integer=True)
-    _number(meta, "height", where, 16, MAX_IMAGE_SIDE, integer=True)
-    _number(meta, "fps", where, 1, 240)
-    _number(meta, "n_mels", where, 1, 1024, integer=True)
+    _number(meta, "width", where, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, integer=True)
+    _number(meta, "height", where, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, integer=True)
+    _number(meta, "fps", where, 1, MAX_FPS)
+    _number(meta, "n_mels", where, 1, MAX_AUDIO_CHANNELS, integer=True)
     if "audio_window" in meta:
-        _number(meta, "audio_window", where, 1, 256, integer=True)
+        _number(meta, "audio_window", where, 1, MAX_AUDIO_WINDOW, integer=True)
     K = _matrix(meta, "K", where, (3, 3))
     if not (K[0, 0] > 0 and K[1, 1] > 0):
         raise FormatError(f"{where}: 'K' must have positive focal lengths")
@@ -137,7 +141,7 @@ def validate_meta(meta: Any, where: Path) -> dict:
             v = np.asarray(sm[k], dtype=object)
             if (
                 v.ndim != 1
-                or not 1 <= len(v) <= 8192
+                or not 1 <= len(v) <= MAX_SPEECH_DIM
                 or not all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
                 )

@@ -79,6 +79,7 @@ def c2w_opengl(R: np.ndarray, t: np.ndarray) -> np.ndarray:
 MIN_SIDE, MAX_SIDE = 16, 8192  # pixels, the sides of a stored frame
 MAX_FRAMES = 1_000_000
 MAX_FPS = 240.0
+MIN_SPLIT_FRAMES = 11  # shorter captures have no held-out part (the field holds out 1/11)
 POSE_ATOL = 1e-4  # transforms.json's frame-0 pose vs the tracking pose (rounded to 9 digits)
 
 
@@ -366,7 +367,7 @@ def write_transforms(
     """Write ``transforms.json`` (nerfstudio convention, see the module docstring); returns it."""
     T = len(rotation)
     c2w = c2w_opengl(rotation.astype(np.float64), translation.astype(np.float64))
-    n_train = T if T < 11 else int(np.clip(round(T * train_fraction), 1, T))
+    n_train = T if T < MIN_SPLIT_FRAMES else int(np.clip(round(T * train_fraction), 1, T))
     frames = [
         {
             "file_path": f"images/{i:06d}{image_ext}",

@@ -105,8 +105,9 @@ def speech_avatar(speech_capture, speech_model):
     mp.setattr(aug, "augment_mel", lambda *a, **k: calls.append(1) or pytest.fail("mel augmentation used"))
     try:
         # naming the model (as `fit --speech-model` does) lets the fitted avatar render
-        av = Avatar.fit(speech_capture.root, config=_small_cfg(speech_model=str(speech_model)), progress=False,
-                        log=None)
+        av = Avatar.fit(
+            speech_capture.root, config=_small_cfg(speech_model=str(speech_model)), progress=False, log=None
+        )
     finally:
         mp.undo()
     assert not calls
@@ -246,7 +247,11 @@ def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tm
     meta = speech_avatar.meta.to_dict()
     meta["speech_model"]["path"] = str(copy)
     av = Avatar(
-        speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background,
+        speech_avatar.model,
+        speech_avatar.config,
+        meta,
+        speech_avatar.track,
+        speech_avatar.background,
         speech_model=copy,
     )
     wave = _other_audio(0.2)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..audio import load_audio
 from ..core.constants import SAMPLE_RATE
 from ..core.geometry import quat_multiply, rotmat_to_quat
 from ..core.groups import HEAD, MOUTH, TORSO
@@ -38,6 +39,8 @@ from ..drive.background import background_image
 from ..drive.frames import RenderResult
 from ..drive.motion import blinks, head_poses
 from ..errors import FormatError
+from ..io.atomic import atomic_file
+from ..models.deform import gather_windows
 
 CHANNELS = {"pos": 3, "rot": 4, "scale": 3}
 BAKE_VERSION = 1
@@ -142,8 +145,6 @@ class LinearBake:
         """Write ``path`` (a .safetensors file; the bases in float16, the rest in float32)."""
         from safetensors.torch import save_file
 
-        from ..io.atomic import atomic_file
-
         t = {f"canonical.{k}": v.contiguous() for k, v in self.canonical.items()}
         t.update(group=self.group, moving=self.moving, probes=self.probes, basis=self.basis.half().contiguous())
         path = Path(path)
@@ -197,8 +198,6 @@ def pose_gaussians(gs: dict, group: Tensor, head_pose: Tensor | None, model=None
 def sample_inputs(avatar, waves: list[np.ndarray], blink_share: float = 0.4, seed: int = 0) -> tuple[Tensor, Tensor]:
     """(S, A) audio codes of every frame of ``waves`` (16 kHz) and (S,) blinks: 0 for most frames,
     uniform in [0, 1] for ``blink_share`` of them."""
-    from ..models.deform import gather_windows
-
     rng = np.random.default_rng(seed)
     codes = []
     for w in waves:
@@ -288,8 +287,6 @@ class BakedAvatar:
     @torch.no_grad()
     def weights(self, wave16k: np.ndarray, blinks: np.ndarray | None = None) -> np.ndarray:
         """(T, K) float32 weights for every frame of a 16 kHz wave (``blinks``: (T,) amounts, default 0)."""
-        from ..models.deform import gather_windows
-
         av = self.avatar
         feats = torch.as_tensor(av.audio_features(wave16k), dtype=torch.float32)
         n = len(feats)
@@ -310,8 +307,6 @@ class BakedAvatar:
                blink=None, background=None, weights: np.ndarray | None = None):
         """As :meth:`Avatar.render` (same cameras, poses, blinks, background), through the bake.
         ``weights``: precomputed (T, K) weights (default: solved from the audio)."""
-        from ..audio import load_audio
-
         av = self.avatar
         wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
         fps = float(av.meta.fps)
@@ -330,3 +325,12 @@ class BakedAvatar:
             frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             alphas[k] = out.alphas[0, ..., 0].numpy()
         return RenderResult(frames, fps, wave, SAMPLE_RATE, alphas)
+
+
+def load_player(avatar, path: str | Path) -> BakedAvatar:
+    """``avatar`` played through the bake in ``path`` (a bake file or an ``export --web`` folder)."""
+    p = Path(path)
+    p = p / "bake.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise FormatError(f"bake not found: {p} (give a bake.safetensors or an `avatar3d export --web` folder)")
+    return BakedAvatar(avatar, LinearBake.load(p))

@@ -3,12 +3,9 @@ the viser server started and stopped on a free port (skipped without the optiona
 
 from __future__ import annotations
 
-import base64
 import math
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,7 +194,7 @@ def test_viser_itself_agrees(tiny):
 def test_idle_drive_loops_seamlessly(tiny):
     av = tiny[0]
     d = make_drive(av, None, idle_seconds=4.0)
-    assert d.audio is None and d.n_frames >= 100 and d.n_frames % 12 == 0  # whole mirrored track loops
+    assert d.sound is None and d.n_frames >= 100 and d.n_frames % 12 == 0  # whole mirrored track loops
     assert torch.allclose(d.codes[0], d.codes[-1])  # silence throughout
     for mode in ("track", "generated"):
         P = d.poses[mode]
@@ -272,19 +269,66 @@ def test_clock_plays_pauses_seeks_and_loops():
     assert np.isclose(c.time(), 0.2)  # looped
 
 
-def test_sound_helpers(tiny):
-    from avatar3d.audio import load_audio
-    from avatar3d.viewer.sound import AUDIO_ID, audio_data_url, audio_element_html, control_html
+def test_long_audio_drive_is_computed_in_chunks_with_a_bounded_cache(tiny):
+    """Audio longer than a few chunks: every frame's inputs equal Avatar.render's (the codes of
+    AudioDriver.codes, the poses and blinks of the drive), while only CACHE_CHUNKS chunks are held."""
+    from avatar3d.drive.motion import blinks, head_poses
+    from avatar3d.viewer.timeline import CACHE_CHUNKS
 
-    wave = tiny[2]
-    url = audio_data_url(wave, 16000)
-    assert url.startswith("data:audio/flac;base64,")
-    with tempfile.TemporaryDirectory() as d:
-        f = Path(d) / "back.flac"
-        f.write_bytes(base64.b64decode(url.split(",", 1)[1]))
-        back = load_audio(f, sr=16000)
-    assert len(back) == len(wave) and np.abs(back - wave).max() < 1e-3
-    assert f'id="{AUDIO_ID}"' in audio_element_html(url)
+    av, _, wave = tiny
+    long = np.tile(wave, 12)  # 12 s: 300 frames, two chunks of 256
+    d = make_drive(av, long, sample_rate=16000)
+    try:
+        n = d.n_frames
+        assert n == 300 and d.sound is not None and d.sound.is_file()
+        ref = torch.cat(list(av.audio_codes(long, 25.0, n)))
+        for k in (0, 100, 255, 256, 299, 3, -1):
+            assert torch.equal(d.codes[k], ref[k]), k
+            for mode in ("static", "track", "generated"):
+                assert np.array_equal(d.poses[mode][k], head_poses(mode, n, 25.0, av.track["head_poses"])[k])
+            assert d.blinks["auto"][k] == blinks("auto", n, 25.0, av.track["blink"])[k]
+        assert torch.equal(d.codes[250:260], ref[250:260]) and d.codes.shape == tuple(ref.shape)
+        assert len(d.cached_chunks()) <= CACHE_CHUNKS
+        with pytest.raises(IndexError):
+            d.codes[n]
+    finally:
+        d.close()
+    assert not d.sound.exists()
+
+
+def test_sound_is_served_with_byte_ranges(tiny, wav):
+    import urllib.error
+    import urllib.request
+
+    from avatar3d.audio import load_audio
+    from avatar3d.viewer.sound import AUDIO_ID, SoundServer, audio_element_html, byte_range, control_html
+
+    d = make_drive(tiny[0], wav)
+    srv = SoundServer(d.sound)
+    try:
+        data = d.sound.read_bytes()
+        back = load_audio(d.sound, sr=16000)
+        assert len(back) == len(tiny[2]) and np.abs(back - tiny[2]).max() < 1e-3
+        url = f"http://127.0.0.1:{srv.port}{srv.url_path}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200 and r.read() == data and r.headers["Accept-Ranges"] == "bytes"
+        req = urllib.request.Request(url, headers={"Range": "bytes=100-1099"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 206 and r.read() == data[100:1100]
+            assert r.headers["Content-Range"] == f"bytes 100-1099/{len(data)}"
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=-10"}), timeout=5) as r:
+            assert r.read() == data[-10:]
+        for bad, code in ((url.replace(srv.url_path, "/sound.wav"), 404), (url, 416)):
+            hdr = {"Range": f"bytes={len(data)}-"} if code == 416 else {}
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(urllib.request.Request(bad, headers=hdr), timeout=5)
+            assert e.value.code == code
+    finally:
+        srv.close()
+        d.close()
+    assert byte_range(None, 10) is None and byte_range("bytes=2-", 10) == (2, 9) and byte_range("bytes=5-99", 10) == (5, 9)
+    html = audio_element_html(srv.port, srv.url_path)
+    assert f'id="{AUDIO_ID}"' in html and f":{srv.port}{srv.url_path}" in html and "location.hostname" in html
     play, pause = control_html(12.3456, True, 7), control_html(-1.0, False, 8)
     assert "currentTime=12.346" in play and "play()" in play and 'data-n="7"' in play
     assert "currentTime=0.000" in pause and "pause()" in pause and "<script" not in play + pause

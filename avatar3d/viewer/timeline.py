@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,13 +75,13 @@ class FrameSeq:
 
 
 class _WaveFile:
-    """A 16 kHz float32 wave in a file, mapped read-only; :meth:`release` drops its pages from this
-    process's memory (they are read back from the page cache on the next use)."""
+    """A 16 kHz float32 wave in a file, mapped (privately; nothing writes to it); :meth:`release` drops
+    its pages from this process's memory (they are read back from the file on the next use)."""
 
     def __init__(self, path: Path, wave: np.ndarray):
         np.asarray(wave, np.float32).tofile(path)
         with open(path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # private: numpy sees it writable
         self.wave = np.frombuffer(self._map, np.float32)
 
     def release(self) -> None:
@@ -100,13 +101,22 @@ class Drive:
     to remove its temporary files.
     """
 
-    def __init__(self, fps: float, n_frames: int, compute, chunk: int, sound: Path | None = None,
-                 tmp: tempfile.TemporaryDirectory | None = None, wave: _WaveFile | None = None):
+    def __init__(
+        self,
+        fps: float,
+        n_frames: int,
+        compute,
+        chunk: int,
+        sound: Path | None = None,
+        tmp: tempfile.TemporaryDirectory | None = None,
+        wave: _WaveFile | None = None,
+    ):
         self.fps, self.n_frames, self.chunk, self.sound = float(fps), int(n_frames), int(chunk), sound
         self._compute, self._tmp, self._wave = compute, tmp, wave
         self._cache: OrderedDict[int, FrameInputs] = OrderedDict()
         self._lock, self._work = threading.Lock(), threading.Lock()
-        self._ahead: threading.Thread | None = None
+        self._ahead: Future | None = None
+        self._worker: ThreadPoolExecutor | None = None  # one thread computes chunks ahead of playback
         first = self.frame_inputs(0)[0]
         if self.chunk >= self.n_frames:  # one chunk (an idle loop): the arrays themselves
             self.codes, self.blinks, self.poses = first.codes, first.blinks, first.poses
@@ -154,15 +164,16 @@ class Drive:
 
     def _prefetch(self, c: int) -> None:
         with self._lock:
-            if c in self._cache or (self._ahead is not None and self._ahead.is_alive()):
+            if c in self._cache or (self._ahead is not None and not self._ahead.done()) or self._tmp is None:
                 return
-            self._ahead = threading.Thread(target=self._chunk, args=(c,), name="avatar3d-view-ahead", daemon=True)
-            self._ahead.start()
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar3d-view-ahead")
+            self._ahead = self._worker.submit(self._chunk, c)
 
     def close(self) -> None:
         """Remove the temporary audio files (the drive cannot compute new chunks afterwards)."""
-        if self._ahead is not None:
-            self._ahead.join(timeout=30.0)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
         if self._wave is not None:
             with self._work:
                 self._wave.close()
@@ -186,8 +197,11 @@ def _idle_drive(avatar, idle_seconds: float) -> Drive:
     inputs = FrameInputs(
         avatar.audio.silence_code()[None].expand(n, -1).contiguous(),
         {mode: blinks(mode, n, fps, avatar.track["blink"]) for mode in BLINK_MODES},
-        {"static": head_poses("static", n, fps, track), "track": head_poses("track", n, fps, track),
-         "generated": _mirrored(head_poses("generated", n // 2, fps, track))},
+        {
+            "static": head_poses("static", n, fps, track),
+            "track": head_poses("track", n, fps, track),
+            "generated": _mirrored(head_poses("generated", n // 2, fps, track)),
+        },
     )
     return Drive(fps, n, lambda a, b: inputs, chunk=n)
 
@@ -201,7 +215,9 @@ def _audio_chunk(avatar, wave: _WaveFile, n: int):
     def compute(a: int, b: int) -> FrameInputs:
         lo, hi = max(0, a - span), min(n, b + span)
         try:
-            feats = torch.as_tensor(avatar.audio.features(wave.wave, fps, n, frames=(lo, hi)), dtype=torch.float32)
+            feats = torch.as_tensor(
+                avatar.audio.features(wave.wave, fps, n, frames=(lo, hi)), dtype=torch.float32
+            )
         finally:
             wave.release()
         codes = model.audio(gather_windows(feats, torch.arange(a - lo, b - lo), span))
@@ -215,7 +231,9 @@ def _audio_chunk(avatar, wave: _WaveFile, n: int):
     return compute
 
 
-def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_seconds: float = IDLE_SECONDS) -> Drive:
+def make_drive(
+    avatar, audio=None, *, sample_rate: int | None = None, idle_seconds: float = IDLE_SECONDS
+) -> Drive:
     """The per-frame inputs of ``avatar`` driven by ``audio`` (a path, or an array with
     ``sample_rate``), exactly as :meth:`Avatar.render` computes them; with no audio, an idle loop of
     ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion."""
@@ -225,7 +243,9 @@ def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_secon
     wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
     n = math.floor(len(wave) / SAMPLE_RATE * fps)
     if n < 1:
-        raise Avatar3DError(f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps")
+        raise Avatar3DError(
+            f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps"
+        )
     tmp = tempfile.TemporaryDirectory(prefix="avatar3d-view-")
     sound = write_audio(Path(tmp.name) / "sound.wav", wave, SAMPLE_RATE)
     mapped = _WaveFile(Path(tmp.name) / "wave.f32", wave)

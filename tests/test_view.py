@@ -11,20 +11,31 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d import Avatar
+from avatar3d.audio import load_audio
 from avatar3d.cli import main
+from avatar3d.config import AvatarConfig
 from avatar3d.core.camera import Camera
+from avatar3d.drive.motion import blinks, head_poses
+from avatar3d.io.media import write_audio
+from avatar3d.models.gaussian_avatar import GaussianAvatar
+from avatar3d.viewer import server, start_viewer
 from avatar3d.viewer.frames import (
     Clock,
     FrameCache,
+    _plate_for,
     camera_from_viewer,
     look_at_wxyz,
     make_drive,
     matrix_to_wxyz,
+    principal_offset,
     render_frame,
     viewer_pose,
     viewer_size,
     wxyz_to_matrix,
 )
+from avatar3d.viewer.sound import AUDIO_ID, SoundServer, audio_element_html, byte_range, control_html
+from avatar3d.viewer.timeline import CACHE_CHUNKS
 
 SIZE = 64
 
@@ -32,10 +43,6 @@ SIZE = 64
 def _tiny_avatar():
     """A 300-Gaussian avatar (a coloured blob of head, mouth and torso Gaussians) with a rest camera
     slightly off-axis, a short training track and a gradient background plate: builds in milliseconds."""
-    from avatar3d import Avatar
-    from avatar3d.config import AvatarConfig
-    from avatar3d.models.gaussian_avatar import GaussianAvatar
-
     torch.manual_seed(0)
     cfg = AvatarConfig.from_dict({"preset": "fast", "model": {"encoding": "frequency", "hidden": 16}})
     n = 300
@@ -83,8 +90,6 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wav(tiny, tmp_path_factory):
-    from avatar3d.io.media import write_audio
-
     path = tmp_path_factory.mktemp("audio") / "speech.wav"
     write_audio(path, tiny[2], 16000)
     return path
@@ -149,8 +154,6 @@ def test_viser_camera_at_the_rest_camera_reproduces_its_view_matrix(tiny):
 
 
 def test_off_centre_capture_camera_keeps_its_principal_point():
-    from avatar3d.viewer.frames import principal_offset
-
     base = Camera.look_at((0.05, -0.02, -0.5), width=96, height=72, fov_degrees=25)
     K = base.K.copy()
     K[0, 2] += 6.0
@@ -245,8 +248,6 @@ def test_frames_change_with_time_view_and_settings(tiny, wav):
 
 
 def test_plate_is_exact_at_the_rest_camera_and_scaled_elsewhere(tiny):
-    from avatar3d.viewer.frames import _plate_for
-
     av = tiny[0]
     rest = av.rest_camera
     plate = _plate_for(av, rest, None)[0].numpy()
@@ -272,9 +273,6 @@ def test_clock_plays_pauses_seeks_and_loops():
 def test_long_audio_drive_is_computed_in_chunks_with_a_bounded_cache(tiny):
     """Audio longer than a few chunks: every frame's inputs equal Avatar.render's (the codes of
     AudioDriver.codes, the poses and blinks of the drive), while only CACHE_CHUNKS chunks are held."""
-    from avatar3d.drive.motion import blinks, head_poses
-    from avatar3d.viewer.timeline import CACHE_CHUNKS
-
     av, _, wave = tiny
     long = np.tile(wave, 12)  # 12 s: 300 frames, two chunks of 256
     d = make_drive(av, long, sample_rate=16000)
@@ -300,9 +298,6 @@ def test_sound_is_served_with_byte_ranges(tiny, wav):
     import urllib.error
     import urllib.request
 
-    from avatar3d.audio import load_audio
-    from avatar3d.viewer.sound import AUDIO_ID, SoundServer, audio_element_html, byte_range, control_html
-
     d = make_drive(tiny[0], wav)
     srv = SoundServer(d.sound)
     try:
@@ -316,7 +311,9 @@ def test_sound_is_served_with_byte_ranges(tiny, wav):
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 206 and r.read() == data[100:1100]
             assert r.headers["Content-Range"] == f"bytes 100-1099/{len(data)}"
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=-10"}), timeout=5) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers={"Range": "bytes=-10"}), timeout=5
+        ) as r:
             assert r.read() == data[-10:]
         for bad, code in ((url.replace(srv.url_path, "/sound.wav"), 404), (url, 416)):
             hdr = {"Range": f"bytes={len(data)}-"} if code == 416 else {}
@@ -326,7 +323,11 @@ def test_sound_is_served_with_byte_ranges(tiny, wav):
     finally:
         srv.close()
         d.close()
-    assert byte_range(None, 10) is None and byte_range("bytes=2-", 10) == (2, 9) and byte_range("bytes=5-99", 10) == (5, 9)
+    assert (
+        byte_range(None, 10) is None
+        and byte_range("bytes=2-", 10) == (2, 9)
+        and byte_range("bytes=5-99", 10) == (5, 9)
+    )
     html = audio_element_html(srv.port, srv.url_path)
     assert f'id="{AUDIO_ID}"' in html and f":{srv.port}{srv.url_path}" in html and "location.hostname" in html
     play, pause = control_html(12.3456, True, 7), control_html(-1.0, False, 8)
@@ -385,7 +386,6 @@ def _bad_inputs(tiny, tmp_path):
 
 def test_view_bad_input_is_one_line(tiny, tmp_path, capsys, monkeypatch):
     """Every bad input is refused before a server starts (so this runs without viser too)."""
-    from avatar3d.viewer import server
 
     def no_server(*a, **k):
         raise AssertionError("a server was started")
@@ -404,8 +404,6 @@ def test_server_serves_a_browser_camera(tiny, wav):
     viser = pytest.importorskip("viser")
     import msgspec
     from websockets.sync.client import connect
-
-    from avatar3d.viewer import start_viewer
 
     viewer = start_viewer(tiny[1], wav, port=0, size=SIZE, log=None)
     try:

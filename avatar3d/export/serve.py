@@ -61,8 +61,14 @@ class StreamingWeights:
     (``blink``). Memory is bounded whatever the stream's length.
     """
 
-    def __init__(self, avatar, bake: LinearBake, lookahead: float = DEFAULT_LOOKAHEAD_S,
-                 context: float = DEFAULT_CONTEXT_S, blink: bool = True):
+    def __init__(
+        self,
+        avatar,
+        bake: LinearBake,
+        lookahead: float = DEFAULT_LOOKAHEAD_S,
+        context: float = DEFAULT_CONTEXT_S,
+        blink: bool = True,
+    ):
         self.avatar, self.bake = avatar, bake
         if bake._probe_model is None:
             bake.attach(avatar.model)
@@ -78,8 +84,9 @@ class StreamingWeights:
         # the log-mel (or speech-model) half of the features, without the front end's channels
         plain = dataclasses.replace(meta, front_end=dataclasses.replace(meta.front_end, viseme_channels=0))
         self._plain = AudioDriver(avatar.model, plain, avatar.audio.speech_model_path)
-        self.visemes = (StreamingVisemes(self.fps, max(MIN_LOOKAHEAD, self.lookahead))
-                        if meta.n_visemes else None)
+        self.visemes = (
+            StreamingVisemes(self.fps, max(MIN_LOOKAHEAD, self.lookahead)) if meta.n_visemes else None
+        )
         self._vis = np.zeros((0, meta.n_visemes), np.float32)  # front-end rows of frames vis0 ..
         self._vis0 = 0
 
@@ -180,7 +187,9 @@ def _websockets():
     try:
         from websockets.asyncio.server import broadcast, serve
     except ImportError:
-        raise Avatar3DError('avatar3d serve needs the websockets package: pip install "avatar3d[serve]"') from None
+        raise Avatar3DError(
+            'avatar3d serve needs the websockets package: pip install "avatar3d[serve]"'
+        ) from None
     return broadcast, serve
 
 
@@ -193,8 +202,16 @@ def _page_server(page_dir: Path, host: str, port: int) -> http.server.ThreadingH
     return httpd
 
 
-def run_server(avatar, page_dir: Path, audio, host: str = "127.0.0.1", port: int = 8765,
-               lookahead: float = DEFAULT_LOOKAHEAD_S, loop: bool = True, log=print) -> None:
+def run_server(
+    avatar,
+    page_dir: Path,
+    audio,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    lookahead: float = DEFAULT_LOOKAHEAD_S,
+    loop: bool = True,
+    log=print,
+) -> None:
     """Serve ``page_dir`` over HTTP on ``port`` and the live weights of ``audio`` (played in real
     time, looped with ``loop``) over a WebSocket on ``port + 1``, until interrupted."""
     broadcast, serve = _websockets()

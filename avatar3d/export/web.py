@@ -42,15 +42,33 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
     check_output(path, kind="dir", overwrite=overwrite)
 
 
-def _ply_bytes(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opac: np.ndarray, colors: np.ndarray) -> bytes:
+def _ply_bytes(
+    means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opac: np.ndarray, colors: np.ndarray
+) -> bytes:
     """A compact 3DGS PLY (degree-0 colour only): x y z f_dc_0..2 opacity scale_0..2 rot_0..3 (wxyz)."""
-    fields = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-              "rot_0", "rot_1", "rot_2", "rot_3"]
+    fields = [
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     op = np.clip(opac.astype(np.float64), 1e-6, 1 - 1e-6)
     q = quats / np.linalg.norm(quats, axis=1, keepdims=True)
-    data = np.concatenate([means, (colors - 0.5) / SH_C0, np.log(op / (1 - op))[:, None],
-                           np.log(np.maximum(scales, 1e-10)), q], axis=1).astype("<f4")
-    head = "ply\nformat binary_little_endian 1.0\n" f"element vertex {len(data)}\n"
+    data = np.concatenate(
+        [means, (colors - 0.5) / SH_C0, np.log(op / (1 - op))[:, None], np.log(np.maximum(scales, 1e-10)), q],
+        axis=1,
+    ).astype("<f4")
+    head = f"ply\nformat binary_little_endian 1.0\nelement vertex {len(data)}\n"
     head += "".join(f"property float {f}\n" for f in fields) + "end_header\n"
     return head.encode("ascii") + data.tobytes()
 
@@ -90,9 +108,19 @@ button{{font-size:16px;padding:6px 14px}}</style></head>
 """
 
 
-def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: LinearBake | None = None,
-               rotation: bool = True, background=(0.0, 0.0, 0.0), blink: str = "auto", overwrite: bool = False,
-               log=print) -> Path:
+def export_web(
+    avatar,
+    out_dir: str | Path,
+    audio=None,
+    *,
+    k: int = 16,
+    bake: LinearBake | None = None,
+    rotation: bool = True,
+    background=(0.0, 0.0, 0.0),
+    blink: str = "auto",
+    overwrite: bool = False,
+    log=print,
+) -> Path:
     """Write the web player folder for ``avatar`` speaking ``audio`` (a path or (wave, sr); None:
     five seconds of idle, blinking face). ``bake``: a fitted bake to reuse (default: fit one with
     ``k`` bases on the training clip's audio, ``audio`` and synthetic speech)."""
@@ -100,7 +128,11 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
     check_output_dir(out, overwrite)
     if not (WEB_ASSETS / BUNDLE).is_file():
         raise Avatar3DError(f"the web player bundle {WEB_ASSETS / BUNDLE} is missing from this installation")
-    wave = np.zeros(int(IDLE_SECONDS * SAMPLE_RATE), np.float32) if audio is None else load_audio(audio, sr=SAMPLE_RATE)
+    wave = (
+        np.zeros(int(IDLE_SECONDS * SAMPLE_RATE), np.float32)
+        if audio is None
+        else load_audio(audio, sr=SAMPLE_RATE)
+    )
     fps = float(avatar.meta.fps)
     n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
     if n < 1:
@@ -116,15 +148,29 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
     texels, s, tw, th = _basis_texels(bake, rotation)
     cam = avatar.rest_camera
     scene = {
-        "version": 1, "fps": fps, "frames": n, "k": bake.k, "n_splats": bake.n, "n_moving": len(bake.moving),
-        "texels_per_basis": s, "basis_width": tw, "basis_height": th,
-        "splats": "avatar.ply", "basis": "basis.bin", "weights": "weights.bin", "audio": "audio.wav",
-        "capture": cam.to_dict(), "target": [float(x) for x in c["means"][: len(bake.moving)].mean(0)],
-        "background": [float(x) for x in background], "blink": blink, "pose": "static",
+        "version": 1,
+        "fps": fps,
+        "frames": n,
+        "k": bake.k,
+        "n_splats": bake.n,
+        "n_moving": len(bake.moving),
+        "texels_per_basis": s,
+        "basis_width": tw,
+        "basis_height": th,
+        "splats": "avatar.ply",
+        "basis": "basis.bin",
+        "weights": "weights.bin",
+        "audio": "audio.wav",
+        "capture": cam.to_dict(),
+        "target": [float(x) for x in c["means"][: len(bake.moving)].mean(0)],
+        "background": [float(x) for x in background],
+        "blink": blink,
+        "pose": "static",
     }
     with atomic_dir(out, kind="web") as tmp:  # writes the output marker
-        (tmp / "avatar.ply").write_bytes(_ply_bytes(c["means"], c["quats"], np.exp(c["log_scales"]),
-                                                    c["opacities"], c["colors"]))
+        (tmp / "avatar.ply").write_bytes(
+            _ply_bytes(c["means"], c["quats"], np.exp(c["log_scales"]), c["opacities"], c["colors"])
+        )
         (tmp / "basis.bin").write_bytes(texels.tobytes())
         (tmp / "weights.bin").write_bytes(weights.tobytes())
         write_audio(tmp / "audio.wav", wave[: int(round(n / fps * SAMPLE_RATE))], SAMPLE_RATE)

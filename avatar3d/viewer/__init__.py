@@ -88,7 +88,14 @@ def start_viewer(
     busy = port != 0 and not port_is_free(host, port)
     try:
         viewer = server.AvatarViewer(
-            avatar, drive, host=host, port=port, size=size, pose=pose, blink=blink, background=background,
+            avatar,
+            drive,
+            host=host,
+            port=port,
+            size=size,
+            pose=pose,
+            blink=blink,
+            background=background,
             bake=player,
         )
     except BaseException:

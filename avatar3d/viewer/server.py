@@ -141,8 +141,14 @@ class AvatarViewer:
         # one small frame here, in the caller's thread: a first use may JIT-compile the CPU kernels, and
         # a compile killed with the daemon render thread (at exit) would leave its build lock behind
         render_frame(
-            avatar, drive, self._rest.resized(PREVIEW_SIZE, PREVIEW_SIZE), 0.0, pose=pose, blink=blink,
-            background=background, bake=bake,
+            avatar,
+            drive,
+            self._rest.resized(PREVIEW_SIZE, PREVIEW_SIZE),
+            0.0,
+            pose=pose,
+            blink=blink,
+            background=background,
+            bake=bake,
         )
 
         quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
@@ -294,8 +300,12 @@ class AvatarViewer:
 
     def _gui_view(self, gui) -> None:
         custom = not (isinstance(self.background, str) and self.background in BACKGROUNDS)
-        self._bg = gui.add_dropdown("Background", BACKGROUNDS, initial_value="custom" if custom else self.background)
-        rgb0 = tuple(round(float(v) * 255) for v in background_colour(self.background)) if custom else (128,) * 3
+        self._bg = gui.add_dropdown(
+            "Background", BACKGROUNDS, initial_value="custom" if custom else self.background
+        )
+        rgb0 = (
+            tuple(round(float(v) * 255) for v in background_colour(self.background)) if custom else (128,) * 3
+        )
         self._rgb = gui.add_rgb("Colour", initial_value=rgb0, visible=custom)
         lo, hi, step = SIZE_SLIDER
         self._size = gui.add_slider(

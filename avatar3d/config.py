@@ -47,7 +47,7 @@ class CaptureConfig:
         min_detection_confidence, min_tracking_confidence: MediaPipe FaceMesh thresholds.
         landmark_tracking: run FaceMesh in its video mode, where the previous frame's landmarks
             place the next crop. Off (default), every frame is detected on its own: the crop then
-            does not lag a turning head (docs/design/capture-tracking.md).
+            does not lag a turning head (docs/design/feature-tracks.md).
         reacquire_after_s: after the subject has been lost this long (seconds), any face may be
             taken as the subject again (largest / most central first).
         min_valid_fraction: raise :class:`NoFaceError` when fewer frames than this fraction (and
@@ -69,17 +69,17 @@ class CaptureConfig:
         feature_tracks: also track corners on the rigid part of the face (forehead, brows, nose,
             upper cheeks) by optical flow and fit them with the landmarks (``avatar3d/capture/feature_tracks.py``):
             they follow the skull where MediaPipe's points slide and carry the camera's perspective
-            (docs/design/capture-tracking.md).
+            (docs/design/feature-tracks.md).
         track_refine: refine each optical-flow step against the patch where the track was first seen
             (affine warp, normalised brightness; :class:`avatar3d.capture.feature_tracks.PatchTemplates`),
             so that a track does not drift off its surface point. Off by default: it did not help the
-            rotation or the focal and doubles the optical flow's time (docs/design/capture-tracking.md).
+            rotation or the focal and doubles the optical flow's time (docs/design/feature-tracks.md).
         track_weight: weight of the tracks' mean robust reprojection error relative to the
             landmarks'.
         track_robust_scale_px: scale (pixels at 512 px) of their pseudo-Huber loss.
         focal_track_weight: ``track_weight`` of the focal search (default: the pose fit's 30).
             Fitted alone, MediaPipe's points favour the shortest focal; the tracks carry the
-            perspective, but their errors follow the head's turn too (docs/design/capture-tracking.md).
+            perspective, but their errors follow the head's turn too (docs/design/feature-tracks.md).
         canonical_iterations: alternations of (align all frames, re-estimate canonical shape).
         expression_dims: number of PCA expression coefficients per frame.
 
@@ -234,7 +234,7 @@ class ModelConfig:
     # spatial encoding of the canonical position in the deformation field: "hashgrid" (multi-resolution
     # 3D hash grid), "triplane" (three 2D hash grids, ER-NeRF style) or "frequency" (sin/cos, pe_freqs
     # octaves; what avatars saved before this key existed were trained with, and load as). Defaults:
-    # the grid that fitted best in the CPU budget (docs in avatar3d/models/encoding.py)
+    # the grid that fitted best in the CPU budget (docs/design/cpu-preset.md)
     encoding: str = "hashgrid"
     grid_levels: int = 8  # hash grid levels, geometric from grid_base_res to grid_max_res
     grid_features: int = 2  # features per level (1, 2, 4 or 8)
@@ -297,8 +297,8 @@ class TrainConfig:
     audio_pretrain_batch: int = 64
     audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
     # after the audio pre-training, keep the audio encoder and the audio -> expression head fixed: the
-    # photometric loss of a few hundred frames otherwise erodes the mapping it learned (talk_de held-out
-    # mouth-opening corr. 0.64 -> 0.54); the deformation field still learns on top of the fixed codes
+    # photometric loss of a few hundred frames otherwise erodes the mapping it learned; the deformation
+    # field still learns on top of the fixed codes (docs/design/audio-branch.md)
     audio_freeze: bool = True
     mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
     densify_every: int = 100
@@ -509,3 +509,37 @@ def load_config(config: "AvatarConfig | str | Path | dict | None", preset: str |
     if preset is not None:
         data["preset"] = preset
     return AvatarConfig.from_dict(data)
+
+
+def parse_overrides(items: list[str] | None, sections: tuple[str, ...]) -> dict[str, Any]:
+    """``["train.steps=2000", "capture.focal=800"]`` -> a nested mapping to layer over a config.
+
+    Values are read as YAML (``true``, ``12``, ``1e-3``, ``[0.5, 6]``, ``"#ff0000"``); keys must name a
+    field of one of ``sections`` (checked when the mapping is built into a config)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name or "." in name:
+            raise ConfigError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.steps=2000")
+        if section not in sections:
+            raise ConfigError(f"--set {item!r}: this command takes {', '.join(s + '.*' for s in sections)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if value is None and text.strip() not in ("null", "~"):  # e.g. "#ff0000": a YAML comment
+            value = text.strip()
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def apply_overrides(cfg: AvatarConfig, overrides: dict[str, Any]) -> AvatarConfig:
+    """``cfg`` with ``overrides`` (see :func:`parse_overrides`) layered over it, validated."""
+    if not overrides:
+        return cfg
+    data = _deep_merge(cfg.to_dict(), overrides)
+    data.pop("preset", None)
+    out = _build(AvatarConfig, data, "--set")
+    out.preset = cfg.preset
+    return out

@@ -16,15 +16,17 @@ import json
 import time
 from pathlib import Path
 
+from .api import Avatar
+from .core.constants import SAMPLE_RATE
+from .io.outputs import MARKER, OutputError, has_marker, write_marker
+from .synthetic import make_talking_video, synth_speech
+
 DEMO_FPS = 25
-DEMO_SIZE = 320
+DEMO_SIZE = 320  # px, square
+DEMO_SPEECH_S = 6.0  # seconds of new speech the avatar says in demo.mp4
 
 
 def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: int = DEMO_SIZE, log=print) -> dict:
-    from .api import Avatar
-    from .io.outputs import MARKER, OutputError, has_marker, write_marker
-    from .synthetic import make_talking_video, synth_speech
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory")
@@ -47,8 +49,8 @@ def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: in
     avatar.save(out / "avatar")
     t2 = time.time()
     log(f"[3/3] rendering new speech from an orbiting camera -> {out / 'demo.mp4'}")
-    wave = synth_speech(6.0, sr=16000, seed=7, voice="high")
-    res = avatar.stream((wave, 16000), camera="orbit", size=(size, size), pose="static")
+    wave = synth_speech(DEMO_SPEECH_S, sr=SAMPLE_RATE, seed=7, voice="high")
+    res = avatar.stream((wave, SAMPLE_RATE), camera="orbit", size=(size, size), pose="static")
     res.save(out / "demo.mp4")
     t3 = time.time()
     summary = {

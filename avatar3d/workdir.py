@@ -95,8 +95,10 @@ def _check_legacy(work: Path, source: Path, digest: str) -> None:
     made = _legacy_source(work)
     if made is None:
         return
-    same = bool(made) and Path(made).is_file() and (
-        Path(made).resolve() == source.resolve() or file_digest(made) == digest
+    same = (
+        bool(made)
+        and Path(made).is_file()
+        and (Path(made).resolve() == source.resolve() or file_digest(made) == digest)
     )
     if not same:
         raise WorkdirError(
@@ -127,8 +129,12 @@ def check_workdir(work: str | os.PathLike, source: str | os.PathLike, capture: d
         _check_record(work, old, source, digest, capture)
     else:
         _check_legacy(work, source, digest)
-    new = {"format": FORMAT, "version": 1, "input": {"path": str(source.resolve()), "digest": digest},
-           "capture": capture}
+    new = {
+        "format": FORMAT,
+        "version": 1,
+        "input": {"path": str(source.resolve()), "digest": digest},
+        "capture": capture,
+    }
     with atomic_file(rec, suffix="") as tmp:
         tmp.write_text(json.dumps(new, indent=1))
 
@@ -140,7 +146,7 @@ class WorkdirLock:
     def __init__(self, work: str | os.PathLike) -> None:
         self._fd: int | None = None
         try:
-            import fcntl
+            import fcntl  # POSIX only: elsewhere the lock does nothing
         except ImportError:
             return
         path = Path(work) / ".lock"

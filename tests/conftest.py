@@ -12,9 +12,12 @@ failed, so a broken change fails CI in minutes rather than after the end-to-end 
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import their helpers: from _tiny import ...
 
 os.environ.setdefault("AVATAR3D_QUIET", "1")
 

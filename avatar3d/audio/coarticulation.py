@@ -21,8 +21,23 @@ import numpy as np
 
 __all__ = ["PHONE_TO_VISEME", "VISEMES", "hard_visemes", "segment_arrays", "viseme_weights"]
 
-VISEMES: tuple[str, ...] = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih",
-                            "oh", "ou")
+VISEMES: tuple[str, ...] = (
+    "sil",
+    "PP",
+    "FF",
+    "TH",
+    "DD",
+    "kk",
+    "CH",
+    "SS",
+    "nn",
+    "RR",
+    "aa",
+    "E",
+    "ih",
+    "oh",
+    "ou",
+)
 _V = {v: i for i, v in enumerate(VISEMES)}
 SIL, PP = _V["sil"], _V["PP"]
 
@@ -103,8 +118,9 @@ def _dominance(t: np.ndarray, starts: np.ndarray, ends: np.ndarray, vis: np.ndar
     return out
 
 
-def viseme_weights(times: np.ndarray, fps: float, starts: np.ndarray, ends: np.ndarray,
-                   vis: np.ndarray) -> np.ndarray:
+def viseme_weights(
+    times: np.ndarray, fps: float, starts: np.ndarray, ends: np.ndarray, vis: np.ndarray
+) -> np.ndarray:
     """Per-frame viseme weights (N, 15) float64 for frames centred at ``times`` (N,) seconds.
 
     Rows are non-negative and sum to 1 (see the module docstring for the frame pooling).
@@ -113,7 +129,7 @@ def viseme_weights(times: np.ndarray, fps: float, starts: np.ndarray, ends: np.n
     offsets = ((np.arange(m) - (m - 1) / 2.0) / (m * fps))[None, :]  # (1, M)
     out = np.empty((times.shape[0], len(VISEMES)), np.float64)
     for b in range(0, times.shape[0], _BLOCK_FRAMES):
-        tb = times[b:b + _BLOCK_FRAMES]
+        tb = times[b : b + _BLOCK_FRAMES]
         lo, hi = tb[0] - 1.0 / fps - REACH, tb[-1] + 1.0 / fps + REACH
         sel = (ends > lo) & (starts < hi)
         sub = (tb[:, None] + offsets).reshape(-1)  # (n * M,)
@@ -121,8 +137,8 @@ def viseme_weights(times: np.ndarray, fps: float, starts: np.ndarray, ends: np.n
         mean = rows.mean(axis=1)  # (n, 15)
         j = rows[:, :, PP].argmax(axis=1)
         closure = rows[np.arange(tb.shape[0]), j]  # (n, 15) the sub-time of strongest closure
-        k = closure[:, PP:PP + 1]
-        out[b:b + _BLOCK_FRAMES] = mean + (closure - mean) * k
+        k = closure[:, PP : PP + 1]
+        out[b : b + _BLOCK_FRAMES] = mean + (closure - mean) * k
     return out
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.errors import MediaError
-from avatar3d.io.media import audio_channels_first, read_audio, resample_audio
+from avatar3d.io.media import audio_channels_first, check_sample_rate, read_audio, resample_audio
 
 __all__ = [
     "HOP",
@@ -43,13 +44,12 @@ __all__ = [
     "mel_power_at",
 ]
 
-SR = 16000  # analysis rate, Hz
+SR = SAMPLE_RATE  # analysis rate, Hz (the package's one audio rate)
 HOP = 320  # 20 ms
 N_FFT = 800  # 50 ms window
 N_MELS = 80
 FMIN, FMAX = 55.0, 7600.0
 STEP_S = HOP / SR  # 0.02 s between mel steps
-MIN_SR, MAX_SR = 4000, 192000
 _TOP_DB = 80.0  # log floor below the utterance's peak
 _ABS_FLOOR = 1e-10  # absolute power floor (digital silence)
 _STD_FLOOR_DB = 1.0
@@ -58,31 +58,23 @@ _CHUNK = 4096  # STFT windows per batch (bounds memory to ~30 MB)
 AudioSource = str | os.PathLike[str] | tuple[np.ndarray, int]
 
 
-def _check_rate(sr: object, what: str = "sample rate") -> int:
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer, float)) or int(sr) != sr:
-        raise MediaError(f"{what} must be an integer number of Hz, got {sr!r}")
-    if not MIN_SR <= int(sr) <= MAX_SR:
-        raise MediaError(f"{what} {int(sr)} Hz is outside {MIN_SR}-{MAX_SR} Hz")
-    return int(sr)
-
-
 def as_mono(wave: np.ndarray, sr: int, what: str = "audio") -> np.ndarray:
     """Validate samples of shape (T,), (T, C) or (C, T) at ``sr`` -> (T,) float32 mono.
 
     Raises MediaError on a rate outside 4-192 kHz, empty input, or NaN/inf samples.
     """
-    _check_rate(sr, f"{what}: sample rate")
+    check_sample_rate(sr, f"{what}: sample rate")
     return audio_channels_first(wave, what).mean(axis=0, dtype=np.float32)  # (C, T) -> (T,)
 
 
 def load_audio(source: AudioSource, sr: int = SR) -> np.ndarray:
     """Audio from a file (any container, rate, layout) or ``(array, sample_rate)`` -> (T,) float32 mono at ``sr``."""
-    sr = _check_rate(sr, "target sample rate")
+    sr = check_sample_rate(sr, "target sample rate")
     if isinstance(source, (str, os.PathLike)):
         wave, _ = read_audio(Path(source), sr=sr)
     elif isinstance(source, Sequence) and not isinstance(source, str) and len(source) == 2:
         array, rate = source
-        rate = _check_rate(rate, "audio: sample rate")
+        rate = check_sample_rate(rate, "audio: sample rate")
         wave = resample_audio(as_mono(np.asarray(array), rate), rate, sr)
     else:
         raise TypeError("load_audio: source must be a path or an (array, sample_rate) pair")
@@ -143,7 +135,10 @@ def _rms(x: np.ndarray, block: int = 1 << 20) -> float:
     """Root mean square of a long wave, summed block by block in float64 (no full-size copy)."""
     if x.shape[0] == 0:
         return 0.0
-    total = sum(float(np.dot(b.astype(np.float64), b.astype(np.float64))) for b in np.array_split(x, max(1, x.shape[0] // block)))
+    total = sum(
+        float(np.dot(b.astype(np.float64), b.astype(np.float64)))
+        for b in np.array_split(x, max(1, x.shape[0] // block))
+    )
     return float(np.sqrt(total / x.shape[0]))
 
 
@@ -152,6 +147,8 @@ def _step_centres(n_samples: int) -> np.ndarray:
 
 
 SILENCE_RMS = 1e-4  # whole-clip RMS (about -80 dBFS) below which a clip counts as silent
+ENERGY_RANGE_DB = 60.0  # audio_energy maps (utterance peak - this) .. peak to 0 .. 1
+_ENERGY_FLOOR = 1e-20  # mean-square floor (digital silence) of audio_energy
 SILENT_VALUE = -0.8  # normalised value of silence: pauses in normalised speech land near -0.7 .. -0.85
 
 
@@ -224,7 +221,9 @@ def frame_features(
     std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)  # (80,)
     if b == a:
         return np.zeros((0, window, N_MELS), np.float32)
-    centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(np.int64)  # (n, window)
+    centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(
+        np.int64
+    )  # (n, window)
     centres = np.clip(centres, 0, int(steps[-1]))  # edge padding
     db = _to_db(mel_power_at(w16, centres.reshape(-1)), peak)  # (n * window, 80)
     feats = (db - mean) / std
@@ -251,7 +250,7 @@ def audio_energy(wave: np.ndarray, sr: int, fps: float, n_frames: int | None = N
     n = np.maximum(hi - lo, 1)
     ms = np.maximum((csum[hi] - csum[lo]) / n, 0.0)  # (n_frames,) mean square
     peak = float(ms.max())
-    if peak <= 1e-20:
+    if peak <= _ENERGY_FLOOR:
         return np.zeros(int(n_frames), np.float32)
-    db = 10.0 * np.log10(np.maximum(ms, 1e-20) / peak)  # <= 0
-    return np.clip((db + 60.0) / 60.0, 0.0, 1.0).astype(np.float32)
+    db = 10.0 * np.log10(np.maximum(ms, _ENERGY_FLOOR) / peak)  # <= 0
+    return np.clip((db + ENERGY_RANGE_DB) / ENERGY_RANGE_DB, 0.0, 1.0).astype(np.float32)

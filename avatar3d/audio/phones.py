@@ -14,7 +14,7 @@ Decoding is organised as a stream so that offline and streaming results agree:
   with the next block; an utterance is also cut after ``MAX_UTT_S`` seconds. The cuts depend only on
   the causal VAD, so a stream and a whole-file decode cut at the same samples.
 * Phone segments are reported in seconds on the input's timeline: pocketsphinx frame ``f`` of an
-  utterance starting at sample ``s0`` spans ``[s0 / 16000 + f / 100, s0 / 16000 + (f + 1) / 100)``.
+  utterance starting at sample ``s0`` spans ``[s0 / SR + f / 100, s0 / SR + (f + 1) / 100)`` (``SR``: :data:`avatar3d.core.constants.SAMPLE_RATE`).
 
 Phone labels are pocketsphinx's ARPAbet set (``AA`` ... ``ZH``) plus ``SIL`` and fillers such as
 ``+NSN+`` (noise) and ``+SPN+`` (spoken noise).
@@ -25,10 +25,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
+from avatar3d.audio.features import SR, _to_16k
 from avatar3d.audio.vad import BLOCK, Vad
+from avatar3d.errors import Avatar3DError
 
 __all__ = [
     "PhoneSegment",
@@ -38,13 +41,12 @@ __all__ = [
     "recognise_phones",
 ]
 
-SR = 16000
 BREAK_BLOCKS = 8  # 256 ms of pause ends an utterance
 PAUSE_PROB = 0.3  # VAD probability below which a block counts as pause
 MAX_UTT_S = 20.0  # longest utterance before a forced cut (bounds decoder memory and partial-result cost)
 _FRATE = 100  # pocketsphinx frames per second
-# Decoder settings: language weight 1 (rather than 2) recalls more bilabials on known-timing speech
-# (docs/results/frontend.md); the phone insertion penalty.
+# Decoder settings: language weight 1 rather than the usual 2 (docs/design/speech-frontend.md); the phone
+# insertion penalty.
 _LW, _PIP = 1.0, 0.3
 
 
@@ -59,8 +61,6 @@ class PhoneSegment:
 
 def phones_version() -> str:
     """``pocketsphinx <version> allphone en-us`` of the installed wheel."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         v = version("pocketsphinx")
     except PackageNotFoundError:  # pragma: no cover
@@ -79,8 +79,13 @@ def _decoder():
     from pocketsphinx import Decoder
 
     d = _model_dir()
-    return Decoder(hmm=os.path.join(d, "en-us"), allphone=os.path.join(d, "en-us-phone.lm.bin"),
-                   lw=_LW, pip=_PIP, loglevel="FATAL")
+    return Decoder(
+        hmm=os.path.join(d, "en-us"),
+        allphone=os.path.join(d, "en-us-phone.lm.bin"),
+        lw=_LW,
+        pip=_PIP,
+        loglevel="FATAL",
+    )
 
 
 def _to_pcm(x: np.ndarray) -> bytes:
@@ -122,7 +127,7 @@ class PhoneStream:
         self.n_samples += x.shape[0]
         buf = np.concatenate([self._pending, x]) if self._pending.size else x
         n = buf.shape[0] // BLOCK
-        self._pending = buf[n * BLOCK:].copy()
+        self._pending = buf[n * BLOCK :].copy()
         if n:
             self._blocks(buf[: n * BLOCK])
 
@@ -149,19 +154,20 @@ class PhoneStream:
             self._pause_run = self._pause_run + 1 if p < PAUSE_PROB else 0
             length = self.n_blocks - self._utt_start
             if (self._pause_run == BREAK_BLOCKS and length > BREAK_BLOCKS) or length >= max_blocks:
-                self._dec.process_raw(_to_pcm(buf[first * BLOCK:(i + 1) * BLOCK]), False, False)
+                self._dec.process_raw(_to_pcm(buf[first * BLOCK : (i + 1) * BLOCK]), False, False)
                 first = i + 1
                 self._end_utt()
         if first < probs.size:
-            self._dec.process_raw(_to_pcm(buf[first * BLOCK:]), False, False)
+            self._dec.process_raw(_to_pcm(buf[first * BLOCK :]), False, False)
 
     def _utt_segments(self) -> list[PhoneSegment]:
         seg = self._dec.seg()
         if seg is None or self._utt_start is None:
             return []
         t0 = self._utt_start * BLOCK / SR
-        return [PhoneSegment(s.word, t0 + s.start_frame / _FRATE, t0 + (s.end_frame + 1) / _FRATE)
-                for s in seg]
+        return [
+            PhoneSegment(s.word, t0 + s.start_frame / _FRATE, t0 + (s.end_frame + 1) / _FRATE) for s in seg
+        ]
 
     def _end_utt(self) -> None:
         if self._utt_start is None:
@@ -195,24 +201,32 @@ def align_phones(wave: np.ndarray, sr: int, text: str) -> list[PhoneSegment]:
     """
     from pocketsphinx import Decoder
 
-    from avatar3d.audio.features import _to_16k
-    from avatar3d.errors import Avatar3DError
-
     words = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
     words = [w for w in words if w]
     d = _model_dir()
-    dec = Decoder(hmm=os.path.join(d, "en-us"), dict=os.path.join(d, "cmudict-en-us.dict"),
-                  beam=1e-80, wbeam=1e-60, pbeam=1e-80, loglevel="FATAL")
+    dec = Decoder(
+        hmm=os.path.join(d, "en-us"),
+        dict=os.path.join(d, "cmudict-en-us.dict"),
+        beam=1e-80,
+        wbeam=1e-60,
+        pbeam=1e-80,
+        loglevel="FATAL",
+    )
     missing = [w for w in words if dec.lookup_word(w) is None]
     if missing or not words:
-        raise Avatar3DError(f"align_phones: words not in the dictionary: {' '.join(missing) or '(none given)'}")
+        raise Avatar3DError(
+            f"align_phones: words not in the dictionary: {' '.join(missing) or '(none given)'}"
+        )
     x = _to_16k(wave, sr)
     for pad in (0.0, 0.2, 0.5):  # the phone pass sometimes fails at the audio's edges; silence helps
         z = np.zeros(int(pad * SR), np.float32)
         al = _align_pass(dec, _to_pcm(np.concatenate([z, x, z])), " ".join(words))
         if al is not None:
-            return [PhoneSegment(p.name, p.start / _FRATE - pad, (p.start + p.duration) / _FRATE - pad)
-                    for w in al for p in w]
+            return [
+                PhoneSegment(p.name, p.start / _FRATE - pad, (p.start + p.duration) / _FRATE - pad)
+                for w in al
+                for p in w
+            ]
     raise Avatar3DError("align_phones: no alignment found")
 
 
@@ -236,8 +250,6 @@ def recognise_phones(wave: np.ndarray, sr: int = SR) -> list[PhoneSegment]:
     Covers the whole input (``SIL`` and fillers included); pocketsphinx allphone decoding with the
     English model inside its wheel, utterances cut at VAD pauses (see the module docstring).
     """
-    from avatar3d.audio.features import _to_16k
-
     stream = PhoneStream()
     stream.push(_to_16k(wave, sr))
     stream.flush()

@@ -8,10 +8,10 @@ steps, edge-clamped).
 
 Step timing: a convolutional front end with total stride ``hop`` and receptive field ``rf`` (both
 in input samples, at 16 kHz) gives step ``j`` the input samples ``[j * hop, j * hop + rf)``, i.e. a
-centre at ``(j * hop + (rf - 1) / 2) / 16000`` s. For Hugging Face models both come from the
+centre at ``(j * hop + (rf - 1) / 2) / SAMPLE_RATE`` s. For Hugging Face models both come from the
 config (``conv_kernel``, ``conv_stride``; 320 / 400 for HuBERT and wav2vec2). A TorchScript module
 may define ``hop_length``, ``receptive_field`` and ``sample_rate`` attributes; otherwise 320, 400
-and 16000 are assumed (override in :meth:`SpeechFeatureExtractor.from_path`). TorchScript
+and SAMPLE_RATE are assumed (override in :meth:`SpeechFeatureExtractor.from_path`). TorchScript
 contract: input ``(1, T)`` float32 waveform, output ``(1, S, D)`` or ``(S, D)`` (or a tuple/list
 whose first item is that, or a dict with ``"last_hidden_state"``).
 """
@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from avatar3d.audio.features import _check_frames, load_audio
+from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.errors import Avatar3DError, FormatError
+
+DEFAULT_HOP = 320  # input samples per output step (HuBERT / wav2vec2)
+DEFAULT_RECEPTIVE_FIELD = 400  # input samples seen by one output step (HuBERT / wav2vec2)
 
 __all__ = ["SpeechFeatureExtractor", "cached_extractor"]
 
@@ -51,9 +56,9 @@ class SpeechFeatureExtractor:
         model: Any,
         *,
         kind: str,
-        sample_rate: int = 16000,
-        hop: int = 320,
-        receptive_field: int = 400,
+        sample_rate: int = SAMPLE_RATE,
+        hop: int = DEFAULT_HOP,
+        receptive_field: int = DEFAULT_RECEPTIVE_FIELD,
         normalize_input: bool = False,
         layer: int | None = None,
         device: str = "cpu",
@@ -94,8 +99,6 @@ class SpeechFeatureExtractor:
             if not (p / "config.json").is_file():
                 raise FormatError(f"{p}: not a Hugging Face model directory (no config.json)")
             return cls._from_hf(p, device=device, layer=layer, hop=hop, rf=receptive_field)
-        import torch
-
         what = "torch.export program (.pt2)" if p.suffix == ".pt2" else "TorchScript speech model"
         try:
             with warnings.catch_warnings():  # torch 2.13 marks torch.jit.load deprecated; it is our format
@@ -116,9 +119,9 @@ class SpeechFeatureExtractor:
         return cls(
             model,
             kind="export" if p.suffix == ".pt2" else "torchscript",
-            sample_rate=attr("sample_rate", sample_rate, 16000),
-            hop=attr("hop_length", hop, 320),
-            receptive_field=attr("receptive_field", receptive_field, 400),
+            sample_rate=attr("sample_rate", sample_rate, SAMPLE_RATE),
+            hop=attr("hop_length", hop, DEFAULT_HOP),
+            receptive_field=attr("receptive_field", receptive_field, DEFAULT_RECEPTIVE_FIELD),
             device=device,
             source=str(p),
         )
@@ -143,14 +146,18 @@ class SpeechFeatureExtractor:
             ) from None
         model.eval().to(device)
         kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
-        g_hop, g_rf = _conv_geometry(kernels, strides) if kernels and strides else (320, 400)
-        normalize, sr = True, 16000
+        g_hop, g_rf = (
+            _conv_geometry(kernels, strides)
+            if kernels and strides
+            else (DEFAULT_HOP, DEFAULT_RECEPTIVE_FIELD)
+        )
+        normalize, sr = True, SAMPLE_RATE
         pre = p / "preprocessor_config.json"
         if pre.is_file():
             try:
                 cfg = json.loads(pre.read_text())
                 normalize = bool(cfg.get("do_normalize", True))
-                sr = int(cfg.get("sampling_rate", 16000))
+                sr = int(cfg.get("sampling_rate", SAMPLE_RATE))
             except (OSError, ValueError):
                 pass
         return cls(
@@ -169,8 +176,6 @@ class SpeechFeatureExtractor:
 
     def _forward(self, wave: np.ndarray) -> np.ndarray:
         """Model on (T,) float32 at the model rate -> (S, D) float32."""
-        import torch
-
         x = torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None].to(self.device)  # (1, T)
         if self.normalize_input:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)

@@ -17,19 +17,22 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Iterator
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import torch
+
+from avatar3d.core.constants import SAMPLE_RATE
 
 __all__ = ["BLOCK", "BLOCK_S", "Vad", "vad_version"]
 
-BLOCK = 512  # samples per VAD block at 16 kHz
-BLOCK_S = BLOCK / 16000.0  # 0.032 s
+BLOCK = 512  # samples per VAD block at SAMPLE_RATE
+BLOCK_S = BLOCK / float(SAMPLE_RATE)  # seconds per block
 
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    import torch
-
     n = torch.get_num_threads()
     if n != 1:
         torch.set_num_threads(1)
@@ -42,8 +45,6 @@ def _one_thread() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=1)
 def _model_path() -> str:
-    from importlib import resources
-
     with _one_thread():  # silero_vad's import calls torch.set_num_threads(1); keep the caller's
         import silero_vad  # noqa: F401  (imported for its packaged data)
     path = resources.files("silero_vad.data").joinpath("silero_vad.jit")
@@ -52,8 +53,6 @@ def _model_path() -> str:
 
 def vad_version() -> str:
     """``silero-vad <version>`` of the installed wheel."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"silero-vad {version('silero-vad')}"
     except PackageNotFoundError:  # pragma: no cover - a source checkout of silero-vad
@@ -61,8 +60,6 @@ def vad_version() -> str:
 
 
 def _load_model():
-    import torch
-
     with _one_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: the wheel ships TorchScript
         model = torch.jit.load(_model_path(), map_location="cpu")
@@ -83,8 +80,6 @@ class Vad:
 
     def blocks(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n,) float32 in [0, 1] of ``x`` (n * 512,) float32, continuing the stream."""
-        import torch
-
         n = x.shape[0] // BLOCK
         out = np.empty(n, np.float32)
         if n == 0:
@@ -92,5 +87,5 @@ class Vad:
         blocks = torch.from_numpy(np.ascontiguousarray(x[: n * BLOCK], np.float32)).view(n, 1, BLOCK)
         with _one_thread(), torch.inference_mode():
             for i in range(n):
-                out[i] = float(self._model(blocks[i], 16000))
+                out[i] = float(self._model(blocks[i], SAMPLE_RATE))
         return out

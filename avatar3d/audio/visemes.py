@@ -49,8 +49,11 @@ from pathlib import Path
 import numpy as np
 
 from avatar3d.audio.coarticulation import VISEMES, segment_arrays, viseme_weights
-from avatar3d.audio.phones import SR, PhoneStream, phones_version
+from avatar3d.audio.features import SR, _to_16k
+from avatar3d.audio.phones import PhoneStream, phones_version
 from avatar3d.audio.vad import BLOCK, BLOCK_S, vad_version
+from avatar3d.errors import MediaError
+from avatar3d.io.atomic import atomic_file
 
 __all__ = [
     "FEATURE_DIM",
@@ -78,8 +81,12 @@ MIN_LOOKAHEAD = _GATE_FWD + BLOCK_S / 2  # the gate looks 100 ms ahead, at VAD-b
 
 def frontend_info() -> dict:
     """Name and versions of the front end (recorded with every viseme track and avatar)."""
-    return {"name": FRONTEND_NAME, "version": FRONTEND_VERSION, "phones": phones_version(),
-            "vad": vad_version()}
+    return {
+        "name": FRONTEND_NAME,
+        "version": FRONTEND_VERSION,
+        "phones": phones_version(),
+        "vad": vad_version(),
+    }
 
 
 def _check_fps(fps: float) -> float:
@@ -194,10 +201,18 @@ class VisemeTrack:
     def to_json(self) -> dict:
         """The JSON document described in the module docstring (values rounded to 4 decimals)."""
         r = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
-        return {"format": "avatar3d-visemes", "version": 1, "frontend": dict(self.frontend),
-                "fps": float(self.fps), "n_frames": len(self), "frame_time": "k / fps (frame centre)",
-                "visemes": list(VISEMES), "weights": r(self.weights), "voice": r(self.voice),
-                "loudness": r(self.loudness)}
+        return {
+            "format": "avatar3d-visemes",
+            "version": 1,
+            "frontend": dict(self.frontend),
+            "fps": float(self.fps),
+            "n_frames": len(self),
+            "frame_time": "k / fps (frame centre)",
+            "visemes": list(VISEMES),
+            "weights": r(self.weights),
+            "voice": r(self.voice),
+            "loudness": r(self.loudness),
+        }
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -209,8 +224,6 @@ class VisemeTrack:
 
     def save(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write JSON (default) or CSV (``format="csv"`` or a ``.csv`` path) atomically."""
-        from avatar3d.io.atomic import atomic_file
-
         path = Path(path)
         fmt = format or ("csv" if path.suffix.lower() == ".csv" else "json")
         if fmt not in ("json", "csv"):
@@ -234,8 +247,6 @@ def speech_features(wave16k: np.ndarray, fps: float = 25.0, n_frames: int | None
     if n_frames is not None and (int(n_frames) != n_frames or n_frames < 0):
         raise ValueError(f"n_frames must be a non-negative int, got {n_frames!r}")
     if not np.isfinite(x).all():
-        from avatar3d.errors import MediaError
-
         raise MediaError("audio: samples contain NaN or inf")
     core = _Core(fps)
     n = _default_frames(x.size, core.fps) if n_frames is None else int(n_frames)
@@ -244,14 +255,15 @@ def speech_features(wave16k: np.ndarray, fps: float = 25.0, n_frames: int | None
     return core.rows(n)
 
 
-def viseme_track(wave: np.ndarray, sr: int = SR, fps: float = 25.0, n_frames: int | None = None) -> VisemeTrack:
+def viseme_track(
+    wave: np.ndarray, sr: int = SR, fps: float = 25.0, n_frames: int | None = None
+) -> VisemeTrack:
     """Viseme weights, voice activity and loudness per video frame of ``wave`` ((T,), (T, C) or (C, T) at ``sr``)."""
-    from avatar3d.audio.features import _to_16k
-
     f = speech_features(_to_16k(wave, sr), fps, n_frames)
     nv = len(VISEMES)
-    return VisemeTrack(weights=f[:, :nv].copy(), voice=f[:, nv].copy(), loudness=f[:, nv + 1].copy(),
-                       fps=float(fps))
+    return VisemeTrack(
+        weights=f[:, :nv].copy(), voice=f[:, nv].copy(), loudness=f[:, nv + 1].copy(), fps=float(fps)
+    )
 
 
 class StreamingVisemes:
@@ -277,8 +289,6 @@ class StreamingVisemes:
     def push(self, chunk16k: np.ndarray) -> np.ndarray:
         x = np.asarray(chunk16k, np.float32).reshape(-1)
         if not np.isfinite(x).all():
-            from avatar3d.errors import MediaError
-
             raise MediaError("audio chunk contains NaN or inf")
         self._core.push(x)
         avail = self._core.stream.n_blocks * BLOCK / SR  # audio the decoder and VAD have consumed

@@ -1,6 +1,6 @@
 """Levenberg-Marquardt bundle adjustment with the points eliminated (Schur complement).
 
-The rigid fit's objective (:func:`avatar3d.capture.tracking.bundle_adjust`) is a sum of robust
+The rigid fit's objective (:func:`avatar3d.capture.pose_fit.bundle_adjust`) is a sum of robust
 reprojection errors of head-space points (the rigid landmarks and the feature tracks' points) seen
 in posed frames, plus priors on those points. L-BFGS creeps along its long, narrow valleys (a track's
 depth against the head's turn), and a focal search compares costs of such fits at different focals,
@@ -13,9 +13,9 @@ blocks eliminated converges in tens of iterations instead:
 - each point ``p`` has a prior ``Σ_axes w_pa · soft((1000 (X_pa − A_pa))², k_p)`` (millimetres; a
   plain square when ``k_p`` is infinite);
 - the poses are updated on the left, ``R ← exp(δ) R``, ``t ← t + δt``;
-- the reduced system over the poses is dense, ``6T × 6T``, built as one symmetric rank-k update:
-  for the focal search's 120 frames and ~400 tracks, about 0.1 s an iteration on one core, and ~10
-  iterations converge (long clips' smoothed fits stay with L-BFGS).
+- the reduced system over the poses is dense, ``6T × 6T``, built as one symmetric rank-k update,
+  so it suits the focal search's frames; long clips' smoothed fits stay with L-BFGS (why and what it
+  costs: docs/design/feature-tracks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ import roma
 import scipy.linalg
 import scipy.linalg.blas
 import torch
+
+DAMPING_START = 1e-3  # Marquardt's lambda at the first iteration
+DAMPING_MIN = 1e-9
+DAMPING_MAX = 1e8  # past this the fit stops: no step lowers the cost
+DAMPING_DOWN = 3  # after an accepted step
+DAMPING_UP = 5  # after a step that raised the cost
+DAMPING_UP_SINGULAR = 10  # after a reduced system that was not positive definite
 
 
 @dataclass
@@ -96,6 +103,9 @@ class _Problem:
         self.obs, self.prior = obs, prior
         self.T, self.P = n_frames, n_points
         self.f, self.c, self.px = float(focal), np.array([cx, cy], np.float64), float(px)
+        # where each observation's (6, 3) pose-point block lands in the (6T, 3P) matrix C
+        self.rows = (6 * obs.frame[:, None, None] + np.arange(6)[None, :, None]).repeat(3, 2)
+        self.cols = (3 * obs.point[:, None, None] + np.arange(3)[None, None, :]).repeat(6, 1)
 
     def cost(self, R, t, X) -> float:
         o = self.obs
@@ -175,58 +185,71 @@ def lm_bundle_adjust(
     active, frame = np.unique(obs.frame, return_inverse=True)
     obs = Observations(frame.ravel(), obs.point, obs.uv, obs.weight, obs.knee)
     R_all, t_all = np.array(R0, np.float64), np.array(t0, np.float64)
-    T, P = len(active), len(X0)
-    pb = _Problem(obs, prior, T, P, focal, cx, cy, px)
+    pb = _Problem(obs, prior, len(active), len(X0), focal, cx, cy, px)
     R, t, X = R_all[active], t_all[active], np.array(X0, np.float64)
     cost = pb.cost(R, t, X)
-    lam = 1e-3
-    o = obs
-    rows = (6 * o.frame[:, None, None] + np.arange(6)[None, :, None]).repeat(3, 2)
-    cols = (3 * o.point[:, None, None] + np.arange(3)[None, None, :]).repeat(6, 1)
+    lam = DAMPING_START
     n_it = 0
     for n_it in range(1, iterations + 1):
-        H_pp, H_xx, H_px, g_p, g_x = pb.normal_equations(R, t, X)
-        while True:
-            # Marquardt damping on the diagonals (with a floor for points without prior or depth)
-            Hp = H_pp.copy()
-            Hp[:, range(6), range(6)] *= 1 + lam
-            Hx = H_xx.copy()
-            dx = np.einsum("pii->pi", Hx)
-            Hx[:, range(3), range(3)] += lam * (dx + 1e-9 * (dx.mean() + 1e-12)) + 1e-12
-            Hx_inv = np.linalg.inv(Hx)
-            # Schur complement over the poses, S = Hp − B Hx⁻¹ Bᵀ (B: the pose-point blocks H_px),
-            # as one symmetric rank-k update with C = B·chol(Hx⁻¹): S = Hp − C Cᵀ
-            Lc = np.linalg.cholesky(Hx_inv)
-            C = np.zeros((6 * T, 3 * P))
-            C[rows, cols] = H_px @ Lc[o.point]
-            S = scipy.linalg.blas.dsyrk(-1.0, C, beta=1.0, c=scipy.linalg.block_diag(*Hp), lower=0)
-            Y = H_px @ Hx_inv[o.point]  # (O, 6, 3)
-            rhs = -g_p.copy()
-            np.add.at(rhs, o.frame, (Y @ g_x[o.point][..., None])[..., 0])
-            try:
-                dpose = scipy.linalg.solve(S, rhs.ravel(), assume_a="pos", lower=False, check_finite=False)
-            except (np.linalg.LinAlgError, ValueError):
-                lam *= 10
-                if lam > 1e8:
-                    break
-                continue
-            dpose = dpose.reshape(T, 6)
-            BTd = np.zeros((P, 3))
-            np.add.at(BTd, o.point, (np.swapaxes(H_px, 1, 2) @ dpose[o.frame][..., None])[..., 0])
-            dX = -np.einsum("pij,pj->pi", Hx_inv, g_x + BTd)
-            R_new = roma.rotvec_to_rotmat(torch.as_tensor(dpose[:, :3])).numpy() @ R
-            t_new, X_new = t + dpose[:, 3:], X + dX
-            new = pb.cost(R_new, t_new, X_new)
-            if np.isfinite(new) and new <= cost:
-                rel = (cost - new) / max(cost, 1e-30)
-                R, t, X, cost = R_new, t_new, X_new, new
-                lam = max(lam / 3, 1e-9)
-                break
-            lam *= 5
-            if lam > 1e8:
-                rel = 0.0
-                break
-        if lam > 1e8 or rel < rtol:
+        step, lam = _damped_step(pb, R, t, X, cost, lam)
+        if step is None:
+            break
+        rel = (cost - step[3]) / max(cost, 1e-30)
+        R, t, X, cost = step
+        if rel < rtol:
             break
     R_all[active], t_all[active] = R, t
     return LMResult(R_all, t_all, X, cost, n_it)
+
+
+def _damped_step(pb: _Problem, R, t, X, cost: float, lam: float):
+    """One Levenberg-Marquardt iteration: the damping grows until a step lowers the cost. Returns
+    ((R, t, X, cost) after the step, or None when the damping passed ``DAMPING_MAX``; the damping)."""
+    blocks = pb.normal_equations(R, t, X)
+    while True:
+        stepped = _solve(pb, blocks, R, t, X, lam)
+        if stepped is None:
+            lam *= DAMPING_UP_SINGULAR
+            if lam > DAMPING_MAX:
+                return None, lam
+            continue
+        R_new, t_new, X_new = stepped
+        new = pb.cost(R_new, t_new, X_new)
+        if np.isfinite(new) and new <= cost:
+            return (R_new, t_new, X_new, new), max(lam / DAMPING_DOWN, DAMPING_MIN)
+        lam *= DAMPING_UP
+        if lam > DAMPING_MAX:
+            return None, lam
+
+
+def _solve(pb: _Problem, blocks, R, t, X, lam: float):
+    """The damped Gauss-Newton step, the points eliminated: (R, t, X) after it, or None when the
+    reduced system is not positive definite."""
+    H_pp, H_xx, H_px, g_p, g_x = blocks
+    o, T, P = pb.obs, pb.T, pb.P
+    # Marquardt damping on the diagonals (with a floor for points without prior or depth)
+    Hp = H_pp.copy()
+    Hp[:, range(6), range(6)] *= 1 + lam
+    Hx = H_xx.copy()
+    dx = np.einsum("pii->pi", Hx)
+    Hx[:, range(3), range(3)] += lam * (dx + 1e-9 * (dx.mean() + 1e-12)) + 1e-12
+    Hx_inv = np.linalg.inv(Hx)
+    # Schur complement over the poses, S = Hp − B Hx⁻¹ Bᵀ (B: the pose-point blocks H_px),
+    # as one symmetric rank-k update with C = B·chol(Hx⁻¹): S = Hp − C Cᵀ
+    Lc = np.linalg.cholesky(Hx_inv)
+    C = np.zeros((6 * T, 3 * P))
+    C[pb.rows, pb.cols] = H_px @ Lc[o.point]
+    S = scipy.linalg.blas.dsyrk(-1.0, C, beta=1.0, c=scipy.linalg.block_diag(*Hp), lower=0)
+    Y = H_px @ Hx_inv[o.point]  # (O, 6, 3)
+    rhs = -g_p.copy()
+    np.add.at(rhs, o.frame, (Y @ g_x[o.point][..., None])[..., 0])
+    try:
+        dpose = scipy.linalg.solve(S, rhs.ravel(), assume_a="pos", lower=False, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    dpose = dpose.reshape(T, 6)
+    BTd = np.zeros((P, 3))
+    np.add.at(BTd, o.point, (np.swapaxes(H_px, 1, 2) @ dpose[o.frame][..., None])[..., 0])
+    dX = -np.einsum("pij,pj->pi", Hx_inv, g_x + BTd)
+    R_new = roma.rotvec_to_rotmat(torch.as_tensor(dpose[:, :3])).numpy() @ R
+    return R_new, t + dpose[:, 3:], X + dX

@@ -25,6 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file, save_file
+
+from ..errors import FormatError
+from ..morphable import (
+    FLAME_LANDMARKS_ENV,
+    FitConfig,
+    FitResult,
+    FlameModel,
+    OpenFaceModel,
+    fit_landmarks,
+    load_flame_data,
+    load_landmark_embedding,
+    project,
+)
 
 MORPHABLE_KINDS = ("none", "open", "flame")
 FLAME_SHAPE_DIMS = 100  # leading identity components fitted (FLAME has 300; landmarks fix few)
@@ -57,8 +71,6 @@ def load_flame(path: str | Path | None, landmarks: str | Path | None):
     """FLAME (``path`` or ``$AVATAR3D_FLAME_PATH``) with its MediaPipe landmark embedding
     (``landmarks`` or ``$AVATAR3D_FLAME_LANDMARKS``), the leading ``FLAME_SHAPE_DIMS`` identity and
     ``FLAME_EXPRESSION_DIMS`` expression components, float64. Raises FormatError (one line)."""
-    from ..morphable import FLAME_LANDMARKS_ENV, FlameModel, load_flame_data, load_landmark_embedding
-
     data = load_flame_data(path)
     emb = load_landmark_embedding(landmarks, len(data.faces))
     n_shape = min(FLAME_SHAPE_DIMS, data.n_shape)
@@ -82,8 +94,6 @@ def fit_face_model(
     landmarks2d: (T, 478, 2) pixels; landmarks3d: (T, 478, 3) pose-free head space (builds the open
     model); valid: (T,) bool; K: (3, 3); model: from :func:`load_face_model` (FLAME) or None.
     """
-    from ..morphable import FitConfig, OpenFaceModel, fit_landmarks
-
     kind = config.morphable
     if kind == "none":
         return None
@@ -103,8 +113,6 @@ def fit_face_model(
 
 def predict_landmarks(model, res) -> np.ndarray:
     """(T, L, 2) pixels: the fitted model's landmarks posed by ``res`` and projected with ``res.K``."""
-    from ..morphable import project
-
     with torch.no_grad():
         T = res.rotation.shape[0]
         X = model.landmark_positions(
@@ -132,8 +140,6 @@ def morphable_arrays(fit: FaceModelFit) -> dict[str, np.ndarray]:
 
 def write_morphable(root: Path, fit: FaceModelFit) -> dict:
     """Write ``morphable.safetensors`` (and the open model) under ``root``; returns the JSON summary."""
-    from safetensors.numpy import save_file
-
     save_file(morphable_arrays(fit), str(root / "morphable.safetensors"))
     if fit.kind == "open":
         fit.model.to(dtype=torch.float32).save(root / "open_model.safetensors")
@@ -155,11 +161,6 @@ def load_fit(root: str | Path) -> FaceModelFit:
 
     Raises :class:`~avatar3d.errors.FormatError` when the capture has no fit or a file is unusable.
     """
-    from safetensors.numpy import load_file
-
-    from ..errors import FormatError
-    from ..morphable import FitResult, OpenFaceModel
-
     root = Path(root)
     try:
         meta = json.loads((root / "transforms.json").read_text())["avatar3d"].get("morphable")

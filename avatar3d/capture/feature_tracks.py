@@ -1,31 +1,25 @@
 """Optical-flow feature tracks on the rigid part of the head, a second observation for the pose fit.
 
 MediaPipe regresses its landmarks frame by frame. On featureless skin they follow the head only in
-part: the face-oval points slide along the silhouette as the head turns, the forehead points
-under-rotate, and the tracked pitch follows 55-65 % of the true slow pitch on the synthetic subject
-(BENCHMARKS.md, "Capture vs synthetic ground truth"). A corner tracked by optical flow on the
-image's own texture (a skin pore, a brow hair, the nostril rim) is the projection of one fixed
-surface point, so its motion is the head's motion and nothing else.
+part: the face-oval points slide along the silhouette as the head turns and the forehead points
+under-rotate. A corner tracked by optical flow on the image's own texture (a skin pore, a brow hair,
+the nostril rim) is the projection of one fixed surface point, so its motion is the head's motion and
+nothing else. What this buys and what was tried: docs/design/feature-tracks.md.
 
 Frame-to-frame flow drifts: each step's small error is kept by the next. With ``refine`` (config
 ``capture.track_refine``, off by default) each flow step is only a prediction: every track keeps the
 patch where it was first seen, and the prediction is refined by matching that patch under an affine
 warp with normalised brightness (:class:`PatchTemplates`, inverse-compositional Lucas-Kanade), so the
-track stays on its point however long it lives. On a textured image under a slow roll, zoom and shear
-that cuts the end-point error from 0.39 to 0.04 px (tests), and on the synthetic subject the tracks'
-error against the truth from 0.32-0.48 to 0.26-0.31 px median. It is off by default because the
-poses came out worse with it on the synthetic subject (rotation tracking error 0.46-0.86° without,
-0.72-1.73° with, seven clips) and the focal no better (BENCHMARKS.md, session 7).
+track stays on its point however long it lives.
 
 :class:`FeatureTracker` runs inside the capture's decoding pass (no frame is kept): pyramidal
 Lucas-Kanade from each frame to the next, a forward-backward check, and new corners seeded where
 tracks are sparse. Points live only on the **rigid zone** (:func:`rigid_zone`): the face oval
 within the head mask, eroded so that the silhouette (where a "corner" is where the face meets the
 background, not a surface point) is left out, minus the eyes (blinks) and everything below the base
-of the nose (jaw, lips, lower cheeks). Hair is left out: it can move on its own (on the synthetic
-subject, leaving it out lowered the rotation error from 0.98° to 0.85°).
-:func:`avatar3d.capture.tracking.bundle_adjust` fits one head-space point per track with the poses,
-and :func:`avatar3d.capture.tracking.search_focal` uses them to weigh candidate focal lengths.
+of the nose (jaw, lips, lower cheeks). Hair is left out: it can move on its own.
+:func:`avatar3d.capture.pose_fit.bundle_adjust` fits one head-space point per track with the poses,
+and :func:`avatar3d.capture.focal.search_focal` uses them to weigh candidate focal lengths.
 """
 
 from __future__ import annotations
@@ -35,9 +29,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..core.topology import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, eye_loops, face_oval_loop
+from ..core.topology import eye_loops, face_oval_loop
+from .segmentation import chin_axis, eye_centres, half_plane
 
 SUBNASALE = 2  # MediaPipe point under the nose tip: the rigid zone ends on the line through it
+ZONE_EROSION = 0.1  # the head mask is eroded by this fraction of the distance between the eyes ...
+ZONE_MIN_EROSION_PX = 3  # ... and at least this many pixels
+EYE_GROWTH = 1.35  # the eyes' contours are grown by this factor before they are left out
+REF_SIZE = 512.0  # pixels: fb_px and max_refine_px are given at this longest-side size
+LK_LEVELS = 3  # pyramid levels of Lucas-Kanade
+LK_MAX_ITERATIONS, LK_EPSILON = 40, 1e-3  # its stopping criteria
+TEMPLATE_BLUR_SIGMA = 0.8  # pixels: the templates' (and their matches') Gaussian blur
+CORNER_QUALITY = 0.01  # goodFeaturesToTrack's quality level (fraction of the best corner's)
 
 
 @dataclass
@@ -107,17 +110,14 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
     """
     H, W = head.shape
     lm = np.asarray(landmarks2d, np.float64)
-    eye_r = lm[list(RIGHT_EYE_CORNERS)].mean(0)
-    eye_l = lm[list(LEFT_EYE_CORNERS)].mean(0)
+    eye_r, eye_l = eye_centres(lm)
     ex = eye_l - eye_r
     span = float(np.linalg.norm(ex))
     if span < 1e-6:
         return np.zeros((H, W), bool)
     ex /= span
-    ey = np.array([-ex[1], ex[0]])
-    if ey @ (lm[152] - lm[10]) < 0:  # chin below forehead, whatever the roll
-        ey = -ey
-    r = max(3, round(0.1 * span))
+    ey = chin_axis(lm, ex)
+    r = max(ZONE_MIN_EROSION_PX, round(ZONE_EROSION * span))
     zone = cv2.erode(
         (head > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
     )
@@ -125,12 +125,10 @@ def rigid_zone(landmarks2d: np.ndarray, head: np.ndarray) -> np.ndarray:
     for loop in eye_loops():
         pts = lm[loop]
         c = pts.mean(0)
-        grown = c + (pts - c) * 1.35
+        grown = c + (pts - c) * EYE_GROWTH
         cv2.fillPoly(eyes, [cv2.convexHull(np.round(grown - 0.5).astype(np.int32))], 1)
     # below the nose: a large quadrilateral on the chin's side of the line (cv2 clips it)
-    big = 4.0 * (H + W)
-    c = lm[SUBNASALE] - 0.5
-    quad = np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey])
+    quad = half_plane(lm[SUBNASALE] - 0.5, ex, ey, H, W)
     cv2.fillPoly(eyes, [np.round(quad).astype(np.int32)], 1)
     face = np.zeros((H, W), np.uint8)  # hair can move on its own: the face oval only
     cv2.fillPoly(face, [np.round(lm[face_oval_loop()] - 0.5).astype(np.int32)], 1)
@@ -263,11 +261,11 @@ class FeatureTracker:
         self.max_points = int(max_points)
         self.reseed_every = max(1, int(reseed_every))
         self.min_distance = float(min_distance if min_distance is not None else max(4.0, size / 64))
-        self.fb = float(fb_px) * size / 512.0
+        self.fb = float(fb_px) * size / REF_SIZE
         self.lk = {
             "winSize": (window, window),
-            "maxLevel": 3,
-            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-3),
+            "maxLevel": LK_LEVELS,
+            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, LK_MAX_ITERATIONS, LK_EPSILON),
         }
         self._prev: np.ndarray | None = None
         self._ids = np.zeros(0, np.int64)
@@ -277,7 +275,7 @@ class FeatureTracker:
         self._obs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._templates = PatchTemplates(patch) if refine else None
         self.min_zncc = float(min_zncc)
-        self.max_refine = float(max_refine_px) * size / 512.0
+        self.max_refine = float(max_refine_px) * size / REF_SIZE
 
     def update(self, frame: np.ndarray, landmarks2d: np.ndarray | None, head: np.ndarray | None) -> None:
         """One frame, in order: (H, W, 3) uint8 RGB (or (H, W) gray), the subject's (478, 2)
@@ -292,7 +290,11 @@ class FeatureTracker:
             return
         zone = rigid_zone(landmarks2d, head)
         # the templates' image: blurred a little, for a smooth match
-        smooth = None if self._templates is None else cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 0.8)
+        smooth = (
+            None
+            if self._templates is None
+            else cv2.GaussianBlur(gray.astype(np.float32), (0, 0), TEMPLATE_BLUR_SIGMA)
+        )
         if self._prev is not None and len(self._pts):
             self._advance(gray, zone, smooth)
         if k % self.reseed_every == 0 and len(self._pts) < self.max_points:
@@ -331,7 +333,7 @@ class FeatureTracker:
             cv2.circle(mask, (round(float(x)), round(float(y))), r, 0, -1)
         n = self.max_points - len(self._pts)
         pts = cv2.goodFeaturesToTrack(
-            gray, maxCorners=n, qualityLevel=0.01, minDistance=self.min_distance, mask=mask
+            gray, maxCorners=n, qualityLevel=CORNER_QUALITY, minDistance=self.min_distance, mask=mask
         )
         if pts is None:
             return

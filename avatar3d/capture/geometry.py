@@ -6,44 +6,29 @@ import numpy as np
 import roma
 import torch
 
-
-def umeyama(
-    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted similarity ``dst ≈ s * R @ src + t``, batched.
-
-    src: (..., N, 3), dst: (..., N, 3) (broadcastable), weights: (..., N) or None.
-    Returns s (...,), R (..., 3, 3) proper rotations, t (..., 3).
-    """
-    src, dst = np.broadcast_arrays(np.asarray(src, np.float64), np.asarray(dst, np.float64))
-    w = np.ones(src.shape[:-1]) if weights is None else np.broadcast_to(weights, src.shape[:-1])
-    w = w / np.maximum(w.sum(-1, keepdims=True), 1e-12)  # (..., N)
-    mu_s = (w[..., None] * src).sum(-2)  # (..., 3)
-    mu_d = (w[..., None] * dst).sum(-2)
-    xs, xd = src - mu_s[..., None, :], dst - mu_d[..., None, :]
-    cov = np.einsum("...n,...ni,...nj->...ij", w, xd, xs)  # (..., 3, 3)
-    U, S, Vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
-    D = np.ones(S.shape)
-    D[..., 2] = d
-    R = U @ (D[..., :, None] * Vt)
-    var_s = (w * (xs**2).sum(-1)).sum(-1)
-    s = (S * D).sum(-1) / np.maximum(var_s, 1e-12)
-    t = mu_d - s[..., None] * np.einsum("...ij,...j->...i", R, mu_s)
-    return s, R, t
+MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
+CAUCHY_SIGMAS = 2.0  # robust_umeyama's Cauchy scale, in (robust) standard deviations of the residuals
 
 
 def robust_umeyama(
     src: np.ndarray, dst: np.ndarray, iterations: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Umeyama with iteratively re-weighted Cauchy weights; returns (s, R, t, residuals (..., N))."""
+    """Batched similarity ``dst ≈ s * R @ src + t`` (Umeyama, :func:`roma.rigid_points_registration`)
+    with iteratively re-weighted Cauchy weights.
+
+    src: (..., N, 3), dst: (..., N, 3) (broadcastable). Returns s (...,), R (..., 3, 3) proper
+    rotations, t (..., 3) and the residuals (..., N).
+    """
+    src, dst = np.broadcast_arrays(np.asarray(src, np.float64), np.asarray(dst, np.float64))
+    x, y = torch.as_tensor(np.ascontiguousarray(src)), torch.as_tensor(np.ascontiguousarray(dst))
     w = None
     for _ in range(max(1, iterations)):
-        s, R, t = umeyama(src, dst, w)
+        R, t, s = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
+        s, R, t = s.numpy(), R.numpy(), t.numpy()
         pred = s[..., None, None] * np.einsum("...ij,...nj->...ni", R, src) + t[..., None, :]
         res = np.linalg.norm(pred - dst, axis=-1)  # (..., N)
-        sigma = 1.4826 * np.median(res, axis=-1, keepdims=True) + 1e-9
-        w = 1.0 / (1.0 + (res / (2.0 * sigma)) ** 2)
+        sigma = MAD_TO_SIGMA * np.median(res, axis=-1, keepdims=True) + 1e-9
+        w = torch.as_tensor(1.0 / (1.0 + (res / (CAUCHY_SIGMAS * sigma)) ** 2))
     return s, R, t, res
 
 
@@ -92,34 +77,20 @@ def interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def interpolate_rotations(R: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Slerp over invalid frames. R: (T, 3, 3) -> (T, 3, 3)."""
+    """Slerp over invalid frames (along the geodesic between the valid neighbours, on roma).
+    R: (T, 3, 3) -> (T, 3, 3)."""
     if valid.all():
         return R.copy()
     prv, nxt, a = _neighbours(valid)
-    q0 = roma.rotmat_to_unitquat(torch.as_tensor(R[prv], dtype=torch.float64))
-    q1 = roma.rotmat_to_unitquat(torch.as_tensor(R[nxt], dtype=torch.float64))
-    q1 = torch.where(((q0 * q1).sum(-1, keepdim=True) < 0), -q1, q1)
-    at = torch.as_tensor(a, dtype=torch.float64)
-    q = _slerp(q0, q1, at)
-    return roma.unitquat_to_rotmat(q).numpy()
-
-
-def _slerp(q0: torch.Tensor, q1: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Element-wise quaternion slerp. q0, q1: (T, 4) same hemisphere, a: (T,)."""
-    dot = (q0 * q1).sum(-1).clamp(-1.0, 1.0)
-    theta = torch.arccos(dot)
-    sin = torch.sin(theta)
-    small = sin < 1e-6
-    w0 = torch.where(small, 1 - a, torch.sin((1 - a) * theta) / torch.where(small, 1.0, sin))
-    w1 = torch.where(small, a, torch.sin(a * theta) / torch.where(small, 1.0, sin))
-    q = w0[:, None] * q0 + w1[:, None] * q1
-    return q / q.norm(dim=-1, keepdim=True)
+    R0 = torch.as_tensor(R[prv], dtype=torch.float64)
+    R1 = torch.as_tensor(R[nxt], dtype=torch.float64)
+    rel = roma.rotmat_to_rotvec(R1 @ R0.transpose(1, 2))  # (T, 3)
+    return (roma.rotvec_to_rotmat(rel * torch.as_tensor(a)[:, None]) @ R0).numpy()
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     """R: (..., 3, 3) -> rotation angles in degrees (...,)."""
-    c = (np.trace(R, axis1=-2, axis2=-1) - 1) / 2
-    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+    return np.degrees(roma.rotmat_to_rotvec(torch.as_tensor(np.asarray(R, np.float64))).norm(dim=-1).numpy())
 
 
 def pose_jitter(R: np.ndarray, t: np.ndarray) -> tuple[float, float]:
@@ -131,5 +102,5 @@ def pose_jitter(R: np.ndarray, t: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     d = R[1:] @ np.swapaxes(R[:-1], -1, -2)  # (T-1, 3, 3) frame-to-frame rotation
     acc_r = rotation_angle_deg(d[1:] @ np.swapaxes(d[:-1], -1, -2))
-    acc_t = np.linalg.norm(t[2:] - 2 * t[1:-1] + t[:-2], axis=-1) * 1000.0
+    acc_t = np.linalg.norm(t[2:] - 2 * t[1:-1] + t[:-2], axis=-1) * 1000.0  # mm
     return float(np.median(acc_r)), float(np.median(acc_t))

@@ -14,6 +14,12 @@ import numpy as np
 
 from ..core.topology import N_LANDMARKS
 
+GATE_START = 0.5  # face sizes: how far from its last position the subject may be found ...
+GATE_GROWTH = 0.1  # ... growing by this per frame it has been lost ...
+GATE_MAX = 3.0  # ... up to this
+SIZE_RATIO_RANGE = (0.5, 2.0)  # a face this much smaller / larger than the subject's is someone else
+CENTRALITY_WEIGHT = 0.5  # the first subject: size x (1 - this x distance from the centre / half-diagonal)
+
 os.environ.setdefault("GLOG_minloglevel", "2")  # quieten MediaPipe's C++ logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,7 +37,7 @@ class FaceLandmarker:
         min_tracking_confidence: float = 0.5,
         static_image_mode: bool = False,
     ) -> None:
-        import mediapipe as mp
+        import mediapipe as mp  # slow to import (seconds): only when a landmarker is made
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_image_mode,
@@ -100,7 +106,7 @@ class SubjectSelector:
         scores = []
         for f in faces:
             c, s = face_box(f)
-            centrality = 1.0 - 0.5 * min(float(np.linalg.norm(c - centre_img)) / half_diag, 1.0)
+            centrality = 1.0 - CENTRALITY_WEIGHT * min(float(np.linalg.norm(c - centre_img)) / half_diag, 1.0)
             scores.append(s * centrality)
         return int(np.argmax(scores))
 
@@ -121,13 +127,13 @@ class SubjectSelector:
             k = self._initial_choice(faces)
         else:
             gap = frame_index - tr.last_seen
-            gate = tr.size * min(0.5 + 0.1 * gap, 3.0)
+            gate = tr.size * min(GATE_START + GATE_GROWTH * gap, GATE_MAX)
             best, best_d = None, np.inf
             for i, f in enumerate(faces):
                 c, s = face_box(f)
                 ratio = s / tr.size
                 d = float(np.linalg.norm(c - tr.centre))
-                if d < gate and 0.5 < ratio < 2.0 and d < best_d:
+                if d < gate and SIZE_RATIO_RANGE[0] < ratio < SIZE_RATIO_RANGE[1] and d < best_d:
                     best, best_d = i, d
             if best is None:
                 return None

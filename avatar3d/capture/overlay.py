@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 from ..core.topology import contour_edges, tessellation_edges
+from ..io.captureset import CaptureSet
+from ..io.media import write_video
 from .geometry import project
 
 
@@ -67,9 +69,6 @@ def write_overlay(
     with_audio: bool = True,
 ) -> Path:
     """Write an H.264 overlay video of a capture directory (with its audio); returns the path."""
-    from ..io.captureset import CaptureSet
-    from ..io.media import write_video
-
     cs = CaptureSet.load(capture_dir)
     n = cs.n_frames if max_frames is None else min(cs.n_frames, int(max_frames))
     frames = (draw_overlay(cs.image(i), cs, i, mesh) for i in range(n))

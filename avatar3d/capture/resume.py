@@ -19,25 +19,43 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from ..io.atomic import stale_temps
+from ..workdir import file_digest
+from .feature_tracks import FeatureTracks
+
 STATE, STAMP = "_pass1.safetensors", "_pass1.json"
 
 
 def pass1_key(video: Path, cfg) -> dict:
     """What the streaming pass depends on: the video's contents and the capture config."""
-    from ..workdir import file_digest
+    return {
+        "version": 1,
+        "video": file_digest(video),
+        "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+    }
 
-    return {"version": 1, "video": file_digest(video), "config": json.loads(json.dumps(cfg.to_dict(), default=str))}
 
-
-def save_pass1(tmp: Path, key: dict, points: np.ndarray, valid: np.ndarray, n_faces: np.ndarray,
-               plate: np.ndarray, tracks, timings: dict) -> None:
+def save_pass1(
+    tmp: Path,
+    key: dict,
+    points: np.ndarray,
+    valid: np.ndarray,
+    n_faces: np.ndarray,
+    plate: np.ndarray,
+    tracks,
+    timings: dict,
+) -> None:
     """Save the streaming pass's results into the capture's temp directory ``tmp``.
 
     points (T, 478, 3), valid (T,) bool, n_faces (T,) int, plate (H, W, 3) uint8, tracks a
     FeatureTracks or None; the stamp is written last, so a half-saved state is never adopted.
     """
-    arrays = {"points": points, "valid": valid.astype(np.uint8), "n_faces": n_faces.astype(np.int64),
-              "plate": plate}
+    arrays = {
+        "points": points,
+        "valid": valid.astype(np.uint8),
+        "n_faces": n_faces.astype(np.int64),
+        "plate": plate,
+    }
     if tracks is not None:
         arrays.update({"tracks_frame": tracks.frame, "tracks_track": tracks.track, "tracks_uv": tracks.uv})
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / STATE))
@@ -57,23 +75,28 @@ def _stamp(d: Path) -> dict | None:
 def find_partial(out_dir: str | os.PathLike, key: dict) -> Path | None:
     """The newest temp directory of a dead capture of ``out_dir`` whose streaming pass is saved for
     the same ``key`` (:func:`pass1_key`); None when there is none."""
-    from ..io.atomic import stale_temps
-
     found = [d for d in stale_temps(out_dir) if d.is_dir() and (_stamp(d) or {}).get("key") == key]
     return max(found, key=lambda d: (d / STAMP).stat().st_mtime, default=None)
 
 
 def load_pass1(tmp: Path, key: dict):
     """(points, valid, n_faces, plate, tracks, timings) saved in ``tmp`` for ``key``, or None."""
-    from .feature_tracks import FeatureTracks
-
     s = _stamp(tmp)
     if s is None or s.get("key") != key:
         return None
     try:
         a = load_file(str(tmp / STATE))
-        tracks = FeatureTracks(a["tracks_frame"], a["tracks_track"], a["tracks_uv"]) if s.get("tracks") else None
-        return a["points"], a["valid"].astype(bool), a["n_faces"], a["plate"], tracks, dict(s.get("timings", {}))
+        tracks = (
+            FeatureTracks(a["tracks_frame"], a["tracks_track"], a["tracks_uv"]) if s.get("tracks") else None
+        )
+        return (
+            a["points"],
+            a["valid"].astype(bool),
+            a["n_faces"],
+            a["plate"],
+            tracks,
+            dict(s.get("timings", {})),
+        )
     except (OSError, SafetensorError, KeyError):
         return None
 

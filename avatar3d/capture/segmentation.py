@@ -19,12 +19,18 @@ from ..core.topology import (
     inner_lip_loop,
 )
 
+SPECK_FRACTION = 0.02  # person blobs smaller than this fraction of the largest are dropped
+INPAINT_RADIUS = 0.01  # of the longest side (at least 3 px): the plate's inpainting radius
+UNSEEN_GREY = 127  # the plate where no frame ever showed background
+HAIR_WIDTH = (1.35, 0.15)  # the head mask: the oval widened x (a + b x height above the eye line)
+SUBPIXEL_BITS = 4  # cv2.fillPoly's fractional bits
+
 
 class PersonSegmenter:
     """MediaPipe selfie segmentation (general 256×256 model). ``mask(frame) -> (H, W) uint8 0/255``."""
 
     def __init__(self, threshold: float = 0.5) -> None:
-        import mediapipe as mp
+        import mediapipe as mp  # slow to import (seconds): only when a segmenter is made
 
         self.threshold = float(threshold)
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
@@ -40,7 +46,7 @@ class PersonSegmenter:
         n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
         if n > 2:
             areas = stats[1:, cv2.CC_STAT_AREA]
-            keep = 1 + np.flatnonzero(areas >= 0.02 * areas.max())
+            keep = 1 + np.flatnonzero(areas >= SPECK_FRACTION * areas.max())
             m = np.isin(lab, keep).astype(np.uint8)
         return m * 255
 
@@ -88,8 +94,8 @@ class BackgroundPlate:
         if not unseen.any():
             return self.colour.copy()
         if unseen.all():
-            return np.full_like(self.colour, 127)
-        radius = max(3, int(0.01 * max(unseen.shape)))
+            return np.full_like(self.colour, UNSEEN_GREY)
+        radius = max(3, int(INPAINT_RADIUS * max(unseen.shape)))
         bgr = cv2.cvtColor(self.colour, cv2.COLOR_RGB2BGR)
         filled = cv2.inpaint(bgr, unseen * 255, radius, cv2.INPAINT_TELEA)
         return cv2.cvtColor(filled, cv2.COLOR_BGR2RGB)
@@ -98,9 +104,28 @@ class BackgroundPlate:
 def _poly_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """points: (N, 2) pixel coordinates (centres at +0.5) -> (H, W) uint8 0/255 filled polygon."""
     m = np.zeros((height, width), np.uint8)
-    pts = np.round((points - 0.5) * 16).astype(np.int32)  # 4 bits of sub-pixel precision
-    cv2.fillPoly(m, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+    pts = np.round((points - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+    cv2.fillPoly(m, [pts], 255, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS)
     return np.where(m >= 128, 255, 0).astype(np.uint8)
+
+
+def eye_centres(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(subject's right eye, left eye) centres (2,) each: the means of their corners. lm: (478, 2)."""
+    return lm[list(RIGHT_EYE_CORNERS)].mean(0), lm[list(LEFT_EYE_CORNERS)].mean(0)
+
+
+def chin_axis(lm: np.ndarray, ex: np.ndarray) -> np.ndarray:
+    """Unit (2,) perpendicular to the unit eye direction ``ex``, pointing from the forehead towards
+    the chin whatever the roll (the face's image "down")."""
+    ey = np.array([-ex[1], ex[0]])
+    return -ey if ey @ (lm[CHIN] - lm[FOREHEAD]) < 0 else ey
+
+
+def half_plane(c: np.ndarray, ex: np.ndarray, ey: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(4, 2) a quadrilateral covering the image's part of the half-plane beyond the line through
+    ``c`` along ``ex``, on the ``ey`` side (large: cv2 clips it when filled)."""
+    big = 4.0 * (height + width)
+    return np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey])
 
 
 def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:
@@ -116,34 +141,23 @@ def region_masks(landmarks2d: np.ndarray, person: np.ndarray) -> dict[str, np.nd
     oval = lm[face_oval_loop()]
     face = _poly_mask(oval, H, W)
     # Face-aligned frame: x along the eye line, y towards the chin (handles roll and upside-down).
-    eye_r = lm[list(RIGHT_EYE_CORNERS)].mean(0)
-    eye_l = lm[list(LEFT_EYE_CORNERS)].mean(0)
+    eye_r, eye_l = eye_centres(lm)
     ex = eye_l - eye_r
     ex /= np.linalg.norm(ex) + 1e-9
-    ey = np.array([-ex[1], ex[0]])
-    if ey @ (lm[CHIN] - lm[FOREHEAD]) < 0:
-        ey = -ey
+    ey = chin_axis(lm, ex)
     eye_c = (eye_r + eye_l) / 2
     local = np.stack([(oval - eye_c) @ ex, (oval - eye_c) @ ey], -1)  # (36, 2)
     up = float(np.maximum(-local[:, 1], 0).max())  # forehead height above the eye line
     grown = local.copy()
     above = grown[:, 1] < 0
     rise = (-local[:, 1] / max(up, 1e-6)).clip(0, 1)  # 0 at the eye line, 1 at the forehead top
-    grown[:, 0] *= 1.35 + 0.15 * rise  # hair beside the cheeks and above the forehead
+    grown[:, 0] *= HAIR_WIDTH[0] + HAIR_WIDTH[1] * rise  # hair beside the cheeks and above the forehead
     grown[above, 1] -= 1.0 * up * rise[above] ** 0.5
     head_poly = eye_c + grown[:, :1] * ex + grown[:, 1:] * ey
     person_b = person > 0
     head = ((_poly_mask(head_poly, H, W) > 0) & person_b) | (face > 0)
-    # Chin line: through the chin, along the eye direction; "below" = the half-plane towards +ey,
-    # filled as a large quadrilateral (cv2 clips it to the image).
-    big = 4.0 * (H + W)
-    c = lm[CHIN]
-    below = (
-        _poly_mask(
-            np.stack([c - big * ex, c + big * ex, c + big * ex + big * ey, c - big * ex + big * ey]), H, W
-        )
-        > 0
-    )
+    # Chin line: through the chin, along the eye direction; "below" = the half-plane towards +ey
+    below = _poly_mask(half_plane(lm[CHIN], ex, ey, H, W), H, W) > 0
     torso = person_b & below & ~head
     mouth = _poly_mask(lm[inner_lip_loop()], H, W)
     u8 = lambda b: b.astype(np.uint8) * 255

@@ -18,6 +18,12 @@ from ..core.topology import (
     RIGHT_EYELID_PAIRS,
 )
 
+OPEN_EYE_PERCENTILE = 70  # an eye's typical open state over the clip
+CLOSED_EYE_FRACTION = 0.25  # an eye counts as closed at this fraction of its open state ...
+CLOSED_EYE_PERCENTILE = 1  # ... or at the clip's lowest percentile, whichever is smaller
+JAW_CLOSED_PERCENTILE = 98  # the clip's most-closed jaw angle
+HINGE_BEHIND_CHEEKS_M = 0.04  # metres: the jaw hinge behind the cheekbones' midpoint
+
 
 @dataclass
 class FaceSignals:
@@ -77,8 +83,8 @@ def blink_from_openness(open_raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
     stretched to [0, 1].
     """
     ref = open_raw[valid] if valid.any() else open_raw
-    open_ref = np.percentile(ref, 70, axis=0)  # (2,)
-    closed_ref = np.minimum(0.25 * open_ref, np.percentile(ref, 1, axis=0))
+    open_ref = np.percentile(ref, OPEN_EYE_PERCENTILE, axis=0)  # (2,)
+    closed_ref = np.minimum(CLOSED_EYE_FRACTION * open_ref, np.percentile(ref, CLOSED_EYE_PERCENTILE, axis=0))
     return np.clip((open_ref - open_raw) / np.maximum(open_ref - closed_ref, 1e-9), 0.0, 1.0)
 
 
@@ -89,7 +95,9 @@ def jaw_angle(lm3d: np.ndarray) -> np.ndarray:
     The hinge is approximated by the midpoint of the lateral face-oval points at cheekbone level
     (234/454) pushed 4 cm back (+z), near where the mandible's condyles sit.
     """
-    hinge = (lm3d[:, LEFT_CHEEK_OVAL] + lm3d[:, RIGHT_CHEEK_OVAL]) / 2 + np.array([0.0, 0.0, 0.04])
+    hinge = (lm3d[:, LEFT_CHEEK_OVAL] + lm3d[:, RIGHT_CHEEK_OVAL]) / 2 + np.array(
+        [0.0, 0.0, HINGE_BEHIND_CHEEKS_M]
+    )
     v = lm3d[:, CHIN] - hinge
     return np.arctan2(-v[:, 2], v[:, 1])  # 0 = chin straight below the hinge; shrinks as the jaw opens
 
@@ -133,7 +141,9 @@ def compute_signals(
     blink2 = blink_from_openness(eye_raw, valid)
     ang = jaw_angle(lm3d)
     ref = ang[valid] if valid.any() else ang
-    jaw = np.maximum(np.percentile(ref, 98) - ang, 0.0)  # opening swings the chin down and back
+    jaw = np.maximum(
+        np.percentile(ref, JAW_CLOSED_PERCENTILE) - ang, 0.0
+    )  # opening swings the chin down and back
     coeffs, basis, mean = expression_pca(lm3d, canonical, valid, expression_dims)
     return FaceSignals(
         mouth_open=_normalise(mouth_raw, valid).astype(np.float32),

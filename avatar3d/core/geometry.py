@@ -62,3 +62,11 @@ def similarity_align(src, dst, weights=None) -> np.ndarray:
     s, R, t = similarity_fit(src, dst, weights)
     return s * np.asarray(src, np.float64) @ R.T + t
 
+
+
+def pseudo_huber(x2, knee):
+    """Pseudo-Huber of squared residuals ``x2`` (tensor or array): ``x2`` below ``knee**2``, growing like
+    ``2 knee |x|`` above; ``knee`` None: ``x2`` itself."""
+    if knee is None:
+        return x2
+    return 2 * knee**2 * ((1 + x2 / knee**2) ** 0.5 - 1)

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..audio import load_audio
 from ..core.camera import Camera
+from ..core.constants import SAMPLE_RATE
 from ..core.groups import HEAD, MOUTH
 from ..errors import Avatar3DError
 from ..models.deform import gather_windows
 from ..render.rasterize import rasterize
 
 HEAD_GROUPS = (HEAD, MOUTH)  # what "head-only" composites render: face, scalp and mouth interior
+CODE_BATCH = 64  # frames per audio-network call
+EMPTY_ALPHA = 1e-4  # below this accumulated alpha a pixel has no depth (0)
 
 
 @dataclass
@@ -51,12 +55,15 @@ def audio_codes(avatar, features: np.ndarray | torch.Tensor, index: np.ndarray |
     idx = torch.arange(f.shape[0]) if index is None else torch.as_tensor(np.asarray(index), dtype=torch.long)
     m = avatar.model
     return torch.cat(
-        [m.audio(gather_windows(f, idx[s : s + 64], m.cfg.smooth_window)) for s in range(0, len(idx), 64)]
+        [
+            m.audio(gather_windows(f, idx[s : s + CODE_BATCH], m.cfg.smooth_window))
+            for s in range(0, len(idx), CODE_BATCH)
+        ]
     )
 
 
 def features_for(avatar, wave16k: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """The avatar's audio features (n_frames, W, M) of a 16 kHz wave: :meth:`Avatar.audio_features`
+    """The avatar's audio features (n_frames, W, M) of a wave at :data:`SAMPLE_RATE`: :meth:`Avatar.audio_features`
     (log-mel, or the speech model the avatar was trained with)."""
     return avatar.audio_features(wave16k, fps, n_frames)
 
@@ -69,10 +76,8 @@ def capture_features(avatar, cs) -> np.ndarray:
     if not avatar.meta.speech_model and not vis:
         return cs.features
     wave, sr = cs.audio()
-    if sr != 16000:
-        from ..audio import load_audio
-
-        wave = load_audio((wave, sr), sr=16000)
+    if sr != SAMPLE_RATE:
+        wave = load_audio((wave, sr), sr=SAMPLE_RATE)
     return avatar.audio_features(wave, cs.fps, cs.n_frames)
 
 
@@ -115,7 +120,9 @@ def render_layers(
             Layer(
                 out.colors[0].numpy().astype(np.float32),
                 a.numpy().astype(np.float32),
-                torch.where(a > 1e-4, out.depths[0, ..., 0], torch.zeros_like(a)).numpy().astype(np.float32),
+                torch.where(a > EMPTY_ALPHA, out.depths[0, ..., 0], torch.zeros_like(a))
+                .numpy()
+                .astype(np.float32),
             )
         )
     return out_layers

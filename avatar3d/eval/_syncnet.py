@@ -13,12 +13,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from scipy.fftpack import dct
 from torch import nn
 
-VSHIFT = 15
-FPS = 25.0
+from ..core.constants import SAMPLE_RATE
+
+VSHIFT = 15  # video frames of audio offset searched either way
+FPS = 25.0  # SyncNet's video rate
+CROP_PX = 224  # side of the face crops the lip network reads
+LIP_FRAMES = 5  # video frames per lip window
+MFCC_PER_FRAME = 4  # MFCC steps (100 per second) per 25 fps video frame
+SAMPLES_PER_FRAME = round(SAMPLE_RATE / FPS)  # audio samples per 25 fps video frame
+INT16_SCALE = 32767.0  # the reference reads 16-bit PCM
+# python_speech_features.mfcc defaults
+PREEMPHASIS = 0.97
+WINDOW_S, STEP_S = 0.025, 0.01
+CEP_LIFTER = 22
 
 
 def _bn_relu(c: int, dim: int = 2) -> list[nn.Module]:
@@ -90,14 +103,12 @@ def _mel2hz(mel):
 
 
 def mfcc(
-    signal: np.ndarray, sr: int = 16000, numcep: int = 13, nfilt: int = 26, nfft: int = 512
+    signal: np.ndarray, sr: int = SAMPLE_RATE, numcep: int = 13, nfilt: int = 26, nfft: int = 512
 ) -> np.ndarray:
     """``python_speech_features.mfcc`` with its defaults -> (frames, numcep)."""
-    from scipy.fftpack import dct
-
     x = np.asarray(signal, np.float64)
-    x = np.append(x[0], x[1:] - 0.97 * x[:-1])
-    flen, step = round(0.025 * sr), round(0.01 * sr)
+    x = np.append(x[0], x[1:] - PREEMPHASIS * x[:-1])
+    flen, step = round(WINDOW_S * sr), round(STEP_S * sr)
     n = 1 if len(x) <= flen else 1 + int(np.ceil((len(x) - flen) / step))
     x = np.concatenate([x, np.zeros(max(0, (n - 1) * step + flen - len(x)))])
     idx = np.arange(flen)[None] + step * np.arange(n)[:, None]
@@ -116,7 +127,7 @@ def mfcc(
     feat = pspec @ fbank.T
     feat = np.log(np.where(feat == 0, np.finfo(float).eps, feat))
     feat = dct(feat, type=2, axis=1, norm="ortho")[:, :numcep]
-    lift = 1 + (22 / 2.0) * np.sin(np.pi * np.arange(numcep) / 22)
+    lift = 1 + (CEP_LIFTER / 2.0) * np.sin(np.pi * np.arange(numcep) / CEP_LIFTER)
     feat = feat * lift
     feat[:, 0] = np.log(energy)
     return feat
@@ -145,9 +156,8 @@ def load_syncnet(path: str | Path) -> SyncNetS | str:
 
 @torch.no_grad()
 def lse_scores(frames: np.ndarray, wave16k: np.ndarray, fps: float, weights, batch: int = 8) -> dict | str:
-    """LSE-C / LSE-D / offset of (T, H, W, 3) uint8 RGB face crops and 16 kHz mono audio."""
-    import cv2
-
+    """LSE-C / LSE-D / offset of (T, H, W, 3) uint8 RGB face crops and mono audio at
+    :data:`SAMPLE_RATE`."""
     net = load_syncnet(weights)
     if isinstance(net, str):
         return net
@@ -156,13 +166,15 @@ def lse_scores(frames: np.ndarray, wave16k: np.ndarray, fps: float, weights, bat
     pick = np.minimum((np.arange(n25) * fps / FPS).astype(int), T - 1)
     ims = np.stack(
         [
-            cv2.cvtColor(cv2.resize(frames[i], (224, 224), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+            cv2.cvtColor(
+                cv2.resize(frames[i], (CROP_PX, CROP_PX), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR
+            )
             for i in pick
         ]
     ).astype(np.float32)  # BGR 0..255
-    cc = mfcc(np.asarray(wave16k, np.float64) * 32767.0).T.astype(np.float32)  # (13, n)
-    n = min(len(ims), int(np.floor(len(wave16k) / 640)))
-    last = n - 5
+    cc = mfcc(np.asarray(wave16k, np.float64) * INT16_SCALE).T.astype(np.float32)  # (13, n)
+    n = min(len(ims), int(np.floor(len(wave16k) / SAMPLES_PER_FRAME)))
+    last = n - LIP_FRAMES
     if last < 1:
         return "not computed: fewer than 6 frames for SyncNet"
     vid = torch.from_numpy(ims).permute(3, 0, 1, 2)[None]  # (1, 3, T, 224, 224)
@@ -170,8 +182,11 @@ def lse_scores(frames: np.ndarray, wave16k: np.ndarray, fps: float, weights, bat
     im_feat, cc_feat = [], []
     for i in range(0, last, batch):
         js = range(i, min(last, i + batch))
-        im_feat.append(net.forward_lip(torch.cat([vid[:, :, j : j + 5] for j in js])))
-        cc_feat.append(net.forward_aud(torch.cat([aud[..., 4 * j : 4 * j + 20] for j in js])))
+        im_feat.append(net.forward_lip(torch.cat([vid[:, :, j : j + LIP_FRAMES] for j in js])))
+        a0 = [MFCC_PER_FRAME * j for j in js]
+        cc_feat.append(
+            net.forward_aud(torch.cat([aud[..., a : a + MFCC_PER_FRAME * LIP_FRAMES] for a in a0]))
+        )
     fi, fa = torch.cat(im_feat), torch.cat(cc_feat)  # (last, 1024)
     win = 2 * VSHIFT + 1
     fa_p = torch.nn.functional.pad(fa, (0, 0, VSHIFT, VSHIFT))

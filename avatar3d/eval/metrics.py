@@ -4,9 +4,10 @@ All image metrics take RGB images as ``(H, W, 3)`` or ``(T, H, W, 3)`` arrays/te
 (0..255) or float in [0, 1], and return one value per frame.
 
 * :func:`psnr` — ``10 log10(1 / MSE)`` on [0, 1] images, capped at :data:`PSNR_CAP_DB` (identical
-  images would give +inf, which no average survives).
-* :func:`ssim` — kornia's SSIM (Gaussian window 11, sigma 1.5, ``padding="valid"`` so the border is
-  not scored through a padded window), averaged over pixels and channels.
+  images would give +inf, which no average survives); :func:`ssim` — kornia's SSIM (Gaussian window
+  11, sigma 1.5, only where the window lies inside the image), averaged over pixels and channels.
+  Both are the package's one convention, shared with training's held-out figures
+  (:mod:`avatar3d.train.losses` states it in full).
 * :func:`lpips` — LPIPS (AlexNet or VGG) from a weights file the user supplies
   (:mod:`avatar3d.core.lpips`); :class:`NotComputed` otherwise. Nothing is ever downloaded.
 * :func:`lmd` — mouth landmark distance: the 20 MediaPipe points of :data:`MOUTH68_TO_MEDIAPIPE`
@@ -25,12 +26,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from ..core.topology import RIGID_INDICES, face_oval_loop
+from ..capture.landmarks import FaceLandmarker
+from ..core.geometry import similarity_align
+from ..core.lpips import load_lpips
+from ..core.topology import LEFT_EYE_CORNERS, N_LANDMARKS, RIGHT_EYE_CORNERS, RIGID_INDICES, face_oval_loop
+from ..train.losses import PSNR_CAP_DB, SSIM_WINDOW, psnr_db, ssim_score
 
-PSNR_CAP_DB = 100.0  # per-frame PSNR cap (MSE floored at 1e-10)
+SSIM_BATCH = 8  # frames per SSIM call: bounded memory for long clips
+LPIPS_BATCH = 4  # frames per LPIPS call
 
 # The 68-point scheme's mouth (indices 48-67) as MediaPipe FaceMesh indices, in the 68-point order:
 # outer lip 48-59 from the image-left corner along the upper lip to the image-right corner and back
@@ -61,6 +68,9 @@ MOUTH68_TO_MEDIAPIPE: tuple[int, ...] = (
 LANDMARKER_NAME = "MediaPipe FaceMesh 478 points (refine_landmarks=True), video mode"
 
 
+LPIPS_NOT_GIVEN = "not computed: no LPIPS weights file given (--lpips-weights)"
+
+
 class NotComputed(str):
     """A metric that could not be computed; the string says why (it goes into reports as is)."""
 
@@ -89,46 +99,36 @@ def psnr(pred, gt, mask=None) -> np.ndarray:
 
     mask: optional (H, W) or (T, H, W) weights; the MSE is then taken over the masked pixels.
     """
-    a, b = _pair(pred, gt)  # (T, 3, H, W)
-    se = (a - b).pow(2).mean(1)  # (T, H, W)
-    if mask is None:
-        mse = se.flatten(1).mean(1)
-    else:
-        m = torch.as_tensor(np.asarray(mask), dtype=torch.float64)
-        m = m.expand_as(se) if m.ndim == 2 else m
-        mse = (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1e-12)
-    db = 10.0 * torch.log10(1.0 / mse.clamp(min=10 ** (-PSNR_CAP_DB / 10)))
-    return db.numpy()
+    a, b = _pair(pred, gt)  # (T, 3, H, W) float64
+    m = None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.float64)
+    return psnr_db(a, b, m).numpy()
 
 
-def ssim(pred, gt, window: int = 11) -> np.ndarray:
-    """Per-frame SSIM (kornia, Gaussian window, valid padding) -> (T,)."""
-    import kornia
-
+def ssim(pred, gt, window: int = SSIM_WINDOW) -> np.ndarray:
+    """Per-frame SSIM (:func:`avatar3d.train.losses.ssim_score`, in float32) -> (T,)."""
     a, b = _pair(pred, gt)
     if min(a.shape[-2:]) < window:
         raise ValueError(f"images of {a.shape[-1]}x{a.shape[-2]} are smaller than the SSIM window {window}")
-    out = []
-    for i in range(0, a.shape[0], 8):  # bounded memory for long clips
-        m = kornia.metrics.ssim(
-            a[i : i + 8].float(), b[i : i + 8].float(), window, max_val=1.0, padding="valid"
-        )
-        out.append(m.flatten(1).mean(1).double())
+    out = [
+        ssim_score(a[i : i + SSIM_BATCH].float(), b[i : i + SSIM_BATCH].float(), window).double()
+        for i in range(0, a.shape[0], SSIM_BATCH)
+    ]
     return torch.cat(out).numpy()
 
 
 def lpips(pred, gt, weights: str | Path | None) -> np.ndarray | NotComputed:
     """Per-frame LPIPS -> (T,), or :class:`NotComputed` when no usable weights file is given."""
     if not weights:
-        return NotComputed("not computed: no LPIPS weights file given (--lpips-weights)")
-    from ..core.lpips import load_lpips
-
+        return NotComputed(LPIPS_NOT_GIVEN)
     net = load_lpips(weights)
     if isinstance(net, str):
         return NotComputed(net)
     a, b = _pair(pred, gt)
     with torch.no_grad():
-        vals = [net(a[i : i + 4].float(), b[i : i + 4].float()) for i in range(0, a.shape[0], 4)]
+        vals = [
+            net(a[i : i + LPIPS_BATCH].float(), b[i : i + LPIPS_BATCH].float())
+            for i in range(0, a.shape[0], LPIPS_BATCH)
+        ]
     return torch.cat(vals).double().numpy()
 
 
@@ -139,14 +139,12 @@ def detect_landmarks(frames: Iterable[np.ndarray]) -> np.ndarray:
     frames: iterable of (H, W, 3) uint8 RGB. One tracker per call (MediaPipe video mode), the most
     central face when several are found.
     """
-    from ..capture.landmarks import FaceLandmarker
-
     out = []
     with FaceLandmarker(max_num_faces=1) as lm:
         for f in frames:
             faces = lm.detect(np.ascontiguousarray(f))
-            out.append(faces[0][:, :2] if faces else np.full((478, 2), np.nan, np.float32))
-    return np.stack(out).astype(np.float64) if out else np.zeros((0, 478, 2))
+            out.append(faces[0][:, :2] if faces else np.full((N_LANDMARKS, 2), np.nan, np.float32))
+    return np.stack(out).astype(np.float64) if out else np.zeros((0, N_LANDMARKS, 2))
 
 
 def mouth_points(landmarks: np.ndarray) -> np.ndarray:
@@ -172,35 +170,21 @@ def lmd(pred_landmarks: np.ndarray, gt_landmarks: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- identity
-def _similarity_align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares 2D similarity (Umeyama) of src (N, 2) onto dst (N, 2); returns aligned src."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, d])
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / max((a * a).sum(), 1e-12)
-    return s * a @ R.T + md
-
-
 def _shape_descriptor(lm: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
     """Rigid landmarks (478, 2) -> centred, unit-norm (2L,) vector, aligned onto ``ref`` if given."""
     x = lm[list(RIGID_INDICES)]
     if ref is not None:
-        x = _similarity_align(x, ref)
+        x = similarity_align(x, ref)
     x = x - x.mean(0)
     return (x / max(np.linalg.norm(x), 1e-12)).reshape(-1)
 
 
 def _iod(lm: np.ndarray) -> float:
-    return float(np.linalg.norm(lm[33] - lm[263]))  # outer eye corners
+    return float(np.linalg.norm(lm[RIGHT_EYE_CORNERS[0]] - lm[LEFT_EYE_CORNERS[0]]))  # outer eye corners
 
 
 def face_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W) bool inside the face-oval polygon of one frame's (478, 2) landmarks."""
-    import cv2
-
     m = np.zeros((height, width), np.uint8)
     poly = np.round(landmarks[face_oval_loop()] - 0.5).astype(np.int32)
     cv2.fillPoly(m, [poly], 1)
@@ -212,8 +196,6 @@ def face_colour(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
     frame: (H, W, 3) uint8 RGB; landmarks: (478, 2) pixels (NaN rows: no face).
     """
-    import cv2
-
     if not np.isfinite(landmarks).all():
         return np.full(3, np.nan)
     m = face_mask(landmarks, frame.shape[0], frame.shape[1])
@@ -266,7 +248,7 @@ def identity_reference(landmarks: np.ndarray, colours: np.ndarray) -> tuple[np.n
     rig = list(RIGID_INDICES)
     ref = lms[0][rig]
     for _ in range(3):
-        ref = np.mean([_similarity_align(x[rig], ref) for x in lms], axis=0)
+        ref = np.mean([similarity_align(x[rig], ref) for x in lms], axis=0)
     return ref, np.nanmean(np.asarray(colours)[ok], 0), float(np.mean([_iod(x) for x in lms]))
 
 
@@ -280,7 +262,7 @@ def identity_consistency(landmarks: np.ndarray, colours: np.ndarray, reference: 
     for lm, lab in zip(landmarks, colours):
         if not np.isfinite(lm).all():
             continue
-        aligned = _similarity_align(lm[list(RIGID_INDICES)], ref_shape)
+        aligned = similarity_align(lm[list(RIGID_INDICES)], ref_shape)
         cos.append(float(_shape_descriptor(lm, ref_shape) @ ref_vec))
         rms.append(float(np.sqrt(((aligned - ref_shape) ** 2).sum(-1).mean())) / max(ref_iod, 1e-9))
         de.append(float(np.linalg.norm(np.asarray(lab) - ref_lab)))

@@ -17,6 +17,11 @@ import numpy as np
 
 from ..io.atomic import atomic_file
 
+FIG_WIDTH_IN = 13  # figure width, inches
+ROW_HEIGHT_IN = 4.2  # height of a full plot row, inches
+DPI = 90
+DIFF_GAIN = 3  # the sample strip's |difference| is amplified this much
+
 
 def _jsonable(obj):
     """Replace NaN/inf by None and numpy scalars/arrays by Python values (JSON has no NaN)."""
@@ -44,21 +49,8 @@ def _vals(seq) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in (seq or [])], dtype=float)
 
 
-def plot_report(report: dict, path: str | Path) -> Path:
-    """Write the plots PNG of a report dict (atomically) and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    samples = report.get("samples") or []
-    ratios = [1.0, 1.0] + ([0.5] if samples else [])
-    fig = plt.figure(figsize=(13, 4.2 * sum(ratios)))
-    gs = fig.add_gridspec(len(ratios), max(2, len(samples) if samples else 2), height_ratios=ratios)
-    ncol = gs.ncols
-
-    # per-frame PSNR
-    ax = fig.add_subplot(gs[0, : ncol // 2])
+def _plot_psnr(ax, report: dict) -> None:
+    """Per-frame PSNR (head composite and all rendered) with their means."""
     pf = report.get("per_frame", {})
     idx = np.array(pf.get("index", []))
     for key, label in (("psnr", "head composite"), ("psnr_all_rendered", "all rendered")):
@@ -75,9 +67,9 @@ def plot_report(report: dict, path: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
-    # sync correlation vs lag
-    ax = fig.add_subplot(gs[0, ncol // 2 :])
-    sync = report.get("sync", {})
+
+def _plot_sync(ax, sync: dict) -> None:
+    """Our sync measure's correlation against lag: avatar, real video, shuffled audio."""
     for key, label, style in (
         ("avatar", "avatar", "-o"),
         ("ground_truth", "real video", "-s"),
@@ -104,64 +96,80 @@ def plot_report(report: dict, path: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
-    # per-angle view error
-    ax = fig.add_subplot(gs[1, :])
-    views = report.get("views")
-    if isinstance(views, dict) and views.get("angles"):
-        ang = _vals(views["angles"])
-        ax.plot(
-            ang, _vals(views.get("frontal_warp_mae_per_angle")), "-o", ms=3, label="frontal view warped (MAE)"
-        )
-        fl = _vals(views.get("flicker_mae_per_pair"))
-        if len(fl):
-            ax.plot((ang[1:] + ang[:-1]) / 2, fl, "-s", ms=3, label="consecutive views (flicker MAE)")
-        ax.set(
-            xlabel=f"{views.get('axis', 'yaw')} (degrees)",
-            ylabel="mean |RGB diff| (0..1)",
-            title="view consistency (depth-reprojection error on pixels seen in both views)",
-        )
-        ax.grid(alpha=0.3)
-        h1, l1 = ax.get_legend_handles_labels()
-        if views.get("psnr_per_angle"):
-            ax2 = ax.twinx()
-            ax2.plot(
-                ang, _vals(views["psnr_per_angle"]), "-^", color="C3", ms=3, label="PSNR vs truth (image)"
-            )
-            ax2.plot(
-                ang,
-                _vals(views.get("psnr_head_per_angle")),
-                "-v",
-                color="C4",
-                ms=3,
-                label="PSNR vs truth (head)",
-            )
-            ax2.set_ylabel("PSNR vs ground truth (dB)")
-            h2, l2 = ax2.get_legend_handles_labels()
-            h1, l1 = h1 + h2, l1 + l2
-        ax.legend(h1, l1, fontsize=8)
-    else:
+
+def _plot_views(ax, views) -> None:
+    """Per-angle view error (and PSNR against ground-truth views on a twin axis)."""
+    if not (isinstance(views, dict) and views.get("angles")):
         ax.text(0.5, 0.5, "view consistency not run", ha="center", va="center")
         ax.set_axis_off()
+        return
+    ang = _vals(views["angles"])
+    ax.plot(
+        ang, _vals(views.get("frontal_warp_mae_per_angle")), "-o", ms=3, label="frontal view warped (MAE)"
+    )
+    fl = _vals(views.get("flicker_mae_per_pair"))
+    if len(fl):
+        ax.plot((ang[1:] + ang[:-1]) / 2, fl, "-s", ms=3, label="consecutive views (flicker MAE)")
+    ax.set(
+        xlabel=f"{views.get('axis', 'yaw')} (degrees)",
+        ylabel="mean |RGB diff| (0..1)",
+        title="view consistency (depth-reprojection error on pixels seen in both views)",
+    )
+    ax.grid(alpha=0.3)
+    h1, l1 = ax.get_legend_handles_labels()
+    if views.get("psnr_per_angle"):
+        ax2 = ax.twinx()
+        ax2.plot(ang, _vals(views["psnr_per_angle"]), "-^", color="C3", ms=3, label="PSNR vs truth (image)")
+        ax2.plot(
+            ang, _vals(views.get("psnr_head_per_angle")), "-v", color="C4", ms=3, label="PSNR vs truth (head)"
+        )
+        ax2.set_ylabel("PSNR vs ground truth (dB)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        h1, l1 = h1 + h2, l1 + l2
+    ax.legend(h1, l1, fontsize=8)
 
-    for j, s in enumerate(samples[:ncol]):
-        ax = fig.add_subplot(gs[2, j])
-        real, av = np.asarray(s["real"]), np.asarray(s["avatar"])
-        diff = np.clip(np.abs(real.astype(int) - av.astype(int)) * 3, 0, 255).astype(np.uint8)
-        ax.imshow(np.concatenate([real, av, diff], 1))
-        ax.set_title(f"frame {s['index']}: real | avatar | 3×|diff|", fontsize=8)
-        ax.set_axis_off()
-    m = report.get("metrics", {})
+
+def _plot_sample(ax, s: dict) -> None:
+    """One real | avatar | 3x|difference| strip."""
+    real, av = np.asarray(s["real"]), np.asarray(s["avatar"])
+    diff = np.clip(np.abs(real.astype(int) - av.astype(int)) * DIFF_GAIN, 0, 255).astype(np.uint8)
+    ax.imshow(np.concatenate([real, av, diff], 1))
+    ax.set_title(f"frame {s['index']}: real | avatar | {DIFF_GAIN}×|diff|", fontsize=8)
+    ax.set_axis_off()
+
+
+def _title(report: dict) -> str:
+    m, prot = report.get("metrics", {}), report.get("protocol", {})
     lp = m.get("lpips")
     lp = f"{lp:.4f}" if isinstance(lp, float) else "not computed"
-    fig.suptitle(
+    return (
         f"avatar3d eval — {prot.get('region', '')}: PSNR {m.get('psnr')} dB, SSIM {m.get('ssim')}, "
-        f"LPIPS {lp}, LMD {m.get('lmd')} px",
-        fontsize=11,
+        f"LPIPS {lp}, LMD {m.get('lmd')} px"
     )
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """Write the plots PNG of a report dict (atomically) and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    samples = report.get("samples") or []
+    ratios = [1.0, 1.0] + ([0.5] if samples else [])
+    fig = plt.figure(figsize=(FIG_WIDTH_IN, ROW_HEIGHT_IN * sum(ratios)))
+    gs = fig.add_gridspec(len(ratios), max(2, len(samples) if samples else 2), height_ratios=ratios)
+    ncol = gs.ncols
+    _plot_psnr(fig.add_subplot(gs[0, : ncol // 2]), report)
+    _plot_sync(fig.add_subplot(gs[0, ncol // 2 :]), report.get("sync", {}))
+    _plot_views(fig.add_subplot(gs[1, :]), report.get("views"))
+    for j, s in enumerate(samples[:ncol]):
+        _plot_sample(fig.add_subplot(gs[2, j]), s)
+    fig.suptitle(_title(report), fontsize=11)
     fig.tight_layout()
     path = Path(path)
     with atomic_file(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
     return path
 

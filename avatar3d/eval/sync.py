@@ -11,10 +11,8 @@
   T < 45 frames). **Positive L: the mouth moves L frames after the sound** (the video lags the audio);
 * ``offset`` = the lag of the highest correlation; ``peak`` = that correlation;
   ``confidence = peak - median(corr over all lags)`` — like SyncNet's confidence (median distance
-  minus minimum distance), high when one lag clearly stands out. The range matters: mouth and
-  envelope change at the syllable rate (4-5 Hz), so over ±5 frames the correlation curve is one broad
-  hump whose median is close to its peak, and a well-synced mouth (peak 0.85) scored no better than
-  shuffled audio; over ±15 frames the median falls to what unrelated timing gives;
+  minus minimum distance), high when one lag clearly stands out. The lag range matters (mouth and
+  envelope change at the syllable rate): why ±15 frames, docs/design/sync-measure.md;
 * baselines: the same measure against **shuffled audio** (the envelope cut into segments, the
   segments permuted so none stays in place; mean over several permutations) — what chance gives —
   and on the **ground-truth video** — the ceiling a real speaker reaches with this measure.
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.topology import INNER_LIP_PAIRS
+from ._syncnet import lse_scores
 
 MAX_LAG = 15  # frames; SyncNet's ±15-frame offset search
 MIN_MOUTH_STD = (
@@ -223,12 +222,10 @@ def sync_report(
 
 
 def syncnet_scores(frames: np.ndarray, wave16k: np.ndarray, fps: float, weights) -> dict | str:
-    """SyncNet LSE-C / LSE-D of face crops (T, H, W, 3) uint8 RGB with 16 kHz audio, or a
+    """SyncNet LSE-C / LSE-D of face crops (T, H, W, 3) uint8 RGB with audio at SAMPLE_RATE, or a
     "not computed: ..." string when no usable weights are given."""
     if not weights:
         return "not computed: no SyncNet weights file given (--syncnet-weights)"
-    from ._syncnet import lse_scores
-
     return lse_scores(frames, wave16k, fps, weights)
 
 

@@ -28,12 +28,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..audio import audio_energy, load_audio
 from ..core.camera import Camera, stack_cameras
+from ..core.constants import SAMPLE_RATE
+from ..core.geometry import similarity_fit
+from ..core.topology import RIGID_INDICES
 from ..render.rasterize import rasterize
+from ..train.data import rest_frame
 from ._drive import Layer, audio_codes, features_for, render_layer
-from .metrics import psnr, ssim
+from .metrics import detect_landmarks, psnr, ssim, summarise
 
 DEFAULT_ZOOM = 1.5  # orbit focal relative to the capture's (scaled to the output size): a head crop
+DRIVE_PERCENTILE = 75  # the default driving frame: jaw opening / audio envelope at this percentile
+SILENCE_S = 2.0  # seconds of silence that drive a sweep without audio
+ALPHA_MIN = 0.5  # accumulated alpha above which a pixel is foreground (seen)
+DEPTH_TOL = 0.01  # relative depth agreement for a reprojected pixel to count as the same surface
+MIN_DEPTH = 1e-6  # camera-space depth (m) below which a point is behind the camera
+DROP_ANGLE_DEG = 30.0  # psnr_drop_30: frontal PSNR minus the mean at ±this angle
+DROP_ANGLE_SLACK_DEG = 1.0  # the sweep must reach within this of ±DROP_ANGLE_DEG
+TRIANGULATION_YAWS = (-20.0, 0.0, 20.0)  # degrees: renders the avatar's own landmarks come from
 
 
 # ------------------------------------------------------------------------------ reprojection
@@ -69,8 +82,8 @@ def reproject(
     dst_alpha: np.ndarray,
     dst_cam: Camera,
     *,
-    alpha_min: float = 0.5,
-    depth_tol: float = 0.01,
+    alpha_min: float = ALPHA_MIN,
+    depth_tol: float = DEPTH_TOL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp the source view into the target view with the target's depth.
 
@@ -81,7 +94,7 @@ def reproject(
     w2c = src_cam.world_to_camera
     pc = X @ w2c[:3, :3].T + w2c[:3, 3]
     z = pc[..., 2]
-    zs = np.where(z > 1e-6, z, 1.0)
+    zs = np.where(z > MIN_DEPTH, z, 1.0)
     K = src_cam.K
     uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2], K[1, 1] * pc[..., 1] / zs + K[1, 2]], -1)
     stack = np.concatenate([src_rgb, src_depth[..., None], src_alpha[..., None]], -1)
@@ -91,7 +104,7 @@ def reproject(
     valid = (
         (dst_alpha > alpha_min)
         & (dst_depth > 0)
-        & (z > 1e-6)
+        & (z > MIN_DEPTH)
         & inside
         & (s[..., 4] > alpha_min)
         & (np.abs(s[..., 3] - z) < depth_tol * z)
@@ -110,7 +123,7 @@ def warp_error(
         ((b_rgb, b_depth, b_alpha, b_cam), (a_rgb, a_depth, a_alpha, a_cam)),
     ):
         warped, valid = reproject(s_rgb, s_d, s_a, s_c, t_d, t_a, t_c, **kw)
-        fg = max(int((t_a > kw.get("alpha_min", 0.5)).sum()), 1)
+        fg = max(int((t_a > kw.get("alpha_min", ALPHA_MIN)).sum()), 1)
         fracs.append(valid.sum() / fg)
         if valid.any():
             errs.append(float(np.abs(warped[valid] - t_rgb[valid]).mean()))
@@ -187,7 +200,7 @@ def render_sweep(
     )
 
 
-def sweep_flicker(sw: ViewSweep, depth_tol: float = 0.01) -> dict:
+def sweep_flicker(sw: ViewSweep, depth_tol: float = DEPTH_TOL) -> dict:
     """Consecutive-view reprojection error (flicker) and frontal-view reprojection error per angle."""
     f = sw.frames.astype(np.float64) / 255.0
     pairs, cover = [], []
@@ -232,9 +245,8 @@ def sweep_flicker(sw: ViewSweep, depth_tol: float = 0.01) -> dict:
 
 
 def _mean(v) -> float | None:
-    a = np.asarray(v, float)
-    a = a[np.isfinite(a)]
-    return round(float(a.mean()), 6) if a.size else None
+    m = summarise(v)
+    return None if m is None else round(m, 6)
 
 
 def _list(v) -> list:
@@ -242,17 +254,6 @@ def _list(v) -> list:
 
 
 # ------------------------------------------------------------------------------ ground truth
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R (3, 3), t (3,)) minimising ||s R src + t - dst||²; src, dst: (N, 3)."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / ((a * a).sum() / len(src)))
-    return s, R, md - s * R @ ms
-
-
 def _head_to_world(R: np.ndarray, t: np.ndarray, pivot: np.ndarray) -> np.ndarray:
     """(4, 4) of the synthetic subject's pose convention x_w = R (x - pivot) + pivot + t."""
     M = np.eye(4)
@@ -279,12 +280,10 @@ def triangulate(uv: np.ndarray, cameras: list[Camera]) -> np.ndarray:
 
 
 def avatar_landmarks(
-    avatar, code: torch.Tensor, size: int = 512, yaws=(-20.0, 0.0, 20.0), zoom: float = DEFAULT_ZOOM
+    avatar, code: torch.Tensor, size: int = 512, yaws=TRIANGULATION_YAWS, zoom: float = DEFAULT_ZOOM
 ) -> np.ndarray:
     """The avatar's own 478 landmarks in its world: our landmarker on renders from ``yaws`` (rest pose,
     blink 0, audio code ``code``), triangulated -> (478, 3), NaN where unseen."""
-    from .metrics import detect_landmarks
-
     cams = orbit_cameras(avatar, np.asarray(yaws, float), "yaw", size, zoom)
     sw = render_sweep(avatar, cams, code, np.asarray(yaws, float))
     uv = np.stack([detect_landmarks([f])[0] for f in sw.frames])  # (V, 478, 2), each view on its own
@@ -300,9 +299,6 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
     aligned onto the truth's rigid landmarks, and the truth frame whose head rotation (mapped through
     that similarity) is closest to the avatar's rest camera.
     """
-    from ..core.topology import RIGID_INDICES
-    from ..train.data import rest_frame
-
     subj = truth.subject
     canon_t = np.asarray(subj.canonical_landmarks, float)
     if capture is not None:
@@ -318,7 +314,7 @@ def truth_setup(avatar, truth, capture=None, code: torch.Tensor | None = None) -
             raise ValueError("the avatar's renders show too few landmarks to align it with the truth")
         src, dst = lm[rig][ok], canon_t[rig][ok]
         how = "similarity of the avatar's triangulated rigid landmarks (3 renders) onto the truth's (Umeyama)"
-    s, R, t = umeyama(src, dst)
+    s, R, t = similarity_fit(src, dst)
     resid = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
     if capture is not None:
         r = rest_frame(np.asarray(capture.rotation, float), np.asarray(capture.valid, bool))
@@ -359,9 +355,10 @@ def truth_sweep(
     (default: the frame whose jaw opening is the clip's 75th percentile), blink 0 in both.
     """
     if audio_frame is None:
-        audio_frame = int(np.argmin(np.abs(truth.jaw_open - np.percentile(truth.jaw_open, 75))))
+        jaw = truth.jaw_open
+        audio_frame = int(np.argmin(np.abs(jaw - np.percentile(jaw, DRIVE_PERCENTILE))))
     f = int(audio_frame)
-    wave16 = _to_16k(truth.wave, truth.sr)
+    wave16 = _at_sample_rate(truth.wave, truth.sr)
     feats = features_for(avatar, wave16, truth.fps, truth.n_frames)
     code = audio_codes(avatar, feats, np.array([f]))[0]
     setup = truth_setup(avatar, truth, capture, code)
@@ -411,16 +408,15 @@ def truth_sweep(
             .numpy()
         )
     sw.truth = (np.clip(gt, 0, 1) * 255 + 0.5).astype(np.uint8)
-    sw.truth_head = al > 0.5
+    sw.truth_head = al > ALPHA_MIN
     sw.notes = {k: v for k, v in setup.items() if k not in ("R", "t")}
     sw.notes.update(audio_frame=f, zoom=zoom, size=size)
     return sw
 
 
-def _to_16k(wave: np.ndarray, sr: int) -> np.ndarray:
-    from ..audio import load_audio
-
-    return load_audio((np.asarray(wave, np.float32), int(sr)), sr=16000)
+def _at_sample_rate(wave: np.ndarray, sr: int) -> np.ndarray:
+    """(T,) mono at ``sr`` -> (T',) float32 at :data:`SAMPLE_RATE`."""
+    return load_audio((np.asarray(wave, np.float32), int(sr)), sr=SAMPLE_RATE)
 
 
 def truth_errors(sw: ViewSweep) -> dict:
@@ -439,9 +435,10 @@ def truth_errors(sw: ViewSweep) -> dict:
     )
     ang = np.asarray(sw.angles, np.float64)
     drop = None
-    if len(ang) >= 3 and ang.min() <= -29.0 and ang.max() >= 29.0:
+    reach = DROP_ANGLE_DEG - DROP_ANGLE_SLACK_DEG
+    if len(ang) >= 3 and ang.min() <= -reach and ang.max() >= reach:
         i0 = int(np.argmin(np.abs(ang)))
-        ip, im = int(np.argmin(np.abs(ang - 30.0))), int(np.argmin(np.abs(ang + 30.0)))
+        ip, im = int(np.argmin(np.abs(ang - DROP_ANGLE_DEG))), int(np.argmin(np.abs(ang + DROP_ANGLE_DEG)))
         drop = float(full[i0] - 0.5 * (full[ip] + full[im]))
     return {
         "psnr_per_angle": _list(full),
@@ -451,6 +448,27 @@ def truth_errors(sw: ViewSweep) -> dict:
         "psnr_head": _mean(head),
         "psnr_drop_30": None if drop is None else round(drop, 4),
     }
+
+
+def _audio_sweep(
+    avatar, angles: np.ndarray, axis: str, size: int, audio, audio_frame: int | None, zoom: float
+) -> ViewSweep:
+    """:func:`render_sweep` on :func:`orbit_cameras` with the code of one frame of ``audio`` (wave,
+    rate) (silence when None; default frame: the envelope's 75th percentile)."""
+    fps = float(avatar.meta.fps)
+    if audio is None:
+        wave = np.zeros(int(SILENCE_S * SAMPLE_RATE), np.float32)
+    else:
+        wave = _at_sample_rate(*audio)
+    n = max(1, math.floor(len(wave) / SAMPLE_RATE * fps))
+    if audio_frame is None:
+        env = audio_energy(wave, SAMPLE_RATE, fps, n)
+        audio_frame = int(np.argmin(np.abs(env - np.percentile(env, DRIVE_PERCENTILE))))
+    frame = np.array([min(int(audio_frame), n - 1)])
+    code = audio_codes(avatar, features_for(avatar, wave, fps, n), frame)[0]
+    sw = render_sweep(avatar, orbit_cameras(avatar, angles, axis, size, zoom), code, angles, axis)
+    sw.notes = {"audio_frame": int(audio_frame), "zoom": zoom, "size": size}
+    return sw
 
 
 def view_consistency(
@@ -482,22 +500,7 @@ def view_consistency(
             avatar, truth, angles, axis, size=size, audio_frame=audio_frame, capture=capture, zoom=zoom
         )
     else:
-        fps = float(avatar.meta.fps)
-        if audio is None:
-            wave16 = np.zeros(16000 * 2, np.float32)
-        else:
-            wave16 = _to_16k(*audio)
-        n = max(1, math.floor(len(wave16) / 16000 * fps))
-        if audio_frame is None:
-            from ..audio import audio_energy
-
-            env = audio_energy(wave16, 16000, fps, n)
-            audio_frame = int(np.argmin(np.abs(env - np.percentile(env, 75))))
-        code = audio_codes(
-            avatar, features_for(avatar, wave16, fps, n), np.array([min(int(audio_frame), n - 1)])
-        )[0]
-        sw = render_sweep(avatar, orbit_cameras(avatar, angles, axis, size, zoom), code, angles, axis)
-        sw.notes = {"audio_frame": int(audio_frame), "zoom": zoom, "size": size}
+        sw = _audio_sweep(avatar, angles, axis, size, audio, audio_frame, zoom)
     rep = {
         "axis": axis,
         "angles": _list(angles),
@@ -523,7 +526,6 @@ __all__ = [
     "truth_errors",
     "truth_setup",
     "truth_sweep",
-    "umeyama",
     "view_consistency",
     "warp_error",
 ]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from avatar3d.errors import MediaError
+from avatar3d.io._shared import _reason, _snap_rate, audio_channels_first, check_sample_rate, resample_audio
 from avatar3d.io.atomic import atomic_file
-from avatar3d.io.media import _check_rate, _reason, _snap_rate, audio_channels_first, resample_audio
 
 _OUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -99,7 +100,7 @@ def encode_video(
     if audio is not None:
         if audio_sr is None:
             raise ValueError("write_video: audio_sr is required with audio")
-        a_sr = _check_rate(audio_sr, f"{target}: audio rate")
+        a_sr = check_sample_rate(audio_sr, f"{target}: audio rate")
         wave = audio_channels_first(audio, f"{target}: audio")
         if wave.shape[0] > 2:
             wave = wave.mean(axis=0, keepdims=True)
@@ -221,8 +222,6 @@ _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "ti
 
 def encode_image(target: Path, array: np.ndarray, *, quality: int) -> Path:
     """Implementation of :func:`avatar3d.io.media.write_image` (see there)."""
-    from PIL import Image
-
     fmt = _IMAGE_FORMATS.get(target.suffix.lower().lstrip("."))
     if fmt is None:
         raise MediaError(f"{target}: unsupported image extension {target.suffix!r}")
@@ -247,7 +246,7 @@ def encode_audio(target: Path, wave: np.ndarray, sr: int) -> Path:
     fmt_codec = _AUDIO_FORMATS.get(target.suffix.lower())
     if fmt_codec is None:
         raise MediaError(f"{target}: unsupported audio extension {target.suffix!r} (use .wav or .flac)")
-    sr = _check_rate(sr, f"{target}: sample rate")
+    sr = check_sample_rate(sr, f"{target}: sample rate")
     x = audio_channels_first(wave, f"{target}: audio")  # (C, T)
     if x.shape[0] > 2:
         x = x.mean(axis=0, keepdims=True)

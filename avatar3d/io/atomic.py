@@ -30,6 +30,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from .outputs import MARKER, OutputError, has_marker, write_marker
+
 __all__ = ["atomic_dir", "atomic_file", "remove_stale_temps", "stale_temps", "temp_sibling"]
 
 #: a temp sibling whose writer cannot be checked (no pid in its name, or another machine's) is stale
@@ -127,7 +129,9 @@ def remove_stale_temps(directory: str | os.PathLike[str], force: bool = False) -
             removed.append(path)
     if removed:
         warnings.warn(
-            f"removed {len(removed)} temporary file(s) left by an interrupted run in {d}", RuntimeWarning, stacklevel=3
+            f"removed {len(removed)} temporary file(s) left by an interrupted run in {d}",
+            RuntimeWarning,
+            stacklevel=3,
         )
     return removed
 
@@ -159,12 +163,12 @@ def _fsync_file(path: Path) -> None:
 def _check_replaceable(target: Path) -> None:
     """An existing ``target`` may be replaced only when it is an empty directory or one this library
     wrote (it carries the output marker); anything else is a user's data and is refused."""
-    from .outputs import MARKER, OutputError, has_marker
-
     if not os.path.lexists(target):
         return
     if target.is_symlink() or not target.is_dir():
-        raise OutputError(f"output {target} exists and is not a directory avatar3d wrote; it is never replaced")
+        raise OutputError(
+            f"output {target} exists and is not a directory avatar3d wrote; it is never replaced"
+        )
     if has_marker(target) or not any(target.iterdir()):
         return
     raise OutputError(
@@ -189,8 +193,6 @@ def atomic_dir(
     ``adopt``: a stale temp sibling of ``path`` (see :func:`stale_temps`) to continue in, instead of
     an empty directory (renamed to this process's temp name first, so nothing else removes it).
     """
-    from .outputs import write_marker
-
     target = Path(path)
     _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -41,8 +43,6 @@ def write_avatar_dir(
     track: dict[str, torch.Tensor],
     background: np.ndarray,  # (H, W, 3) uint8
 ) -> Path:
-    import cv2
-
     path = Path(path)
     with atomic_dir(path, kind="avatar") as tmp:
         tmp = Path(tmp)
@@ -69,7 +69,11 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 2 << 30
 MAX_GAUSSIANS = 2_000_000
 MAX_TRACK_FRAMES = 1_000_000
-MAX_IMAGE_SIDE = 8192
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 8192  # pixels
+MAX_FPS = 240
+MAX_AUDIO_CHANNELS = 1024  # feature channels per audio step (n_mels)
+MAX_AUDIO_WINDOW = 256  # audio steps per frame window
+MAX_SPEECH_DIM = 8192  # length of a speech model's normalisation vectors
 MAX_IMAGE_BYTES = 256 << 20
 
 
@@ -109,7 +113,9 @@ def _matrix(meta: dict, key: str, where: Path, shape: tuple[int, int]) -> np.nda
 def validate_meta(meta: Any, where: Path) -> dict:
     """Check avatar.json's types and ranges (raises a one-line FormatError); returns it."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"{where.parent} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')")
+        raise FormatError(
+            f"{where.parent} is not an avatar3d avatar (avatar.json has no format '{FORMAT_NAME}')"
+        )
     if meta.get("version") not in SUPPORTED_VERSIONS:
         raise FormatError(
             f"{where.parent}: avatar format version {meta.get('version')} is not supported "
@@ -118,12 +124,12 @@ def validate_meta(meta: Any, where: Path) -> dict:
     for key in ("width", "height", "K", "rest_viewmat", "fps", "n_mels"):
         if key not in meta:
             raise FormatError(f"{where} lacks the key '{key}'")
-    _number(meta, "width", where, 16, MAX_IMAGE_SIDE, integer=True)
-    _number(meta, "height", where, 16, MAX_IMAGE_SIDE, integer=True)
-    _number(meta, "fps", where, 1, 240)
-    _number(meta, "n_mels", where, 1, 1024, integer=True)
+    _number(meta, "width", where, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, integer=True)
+    _number(meta, "height", where, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, integer=True)
+    _number(meta, "fps", where, 1, MAX_FPS)
+    _number(meta, "n_mels", where, 1, MAX_AUDIO_CHANNELS, integer=True)
     if "audio_window" in meta:
-        _number(meta, "audio_window", where, 1, 256, integer=True)
+        _number(meta, "audio_window", where, 1, MAX_AUDIO_WINDOW, integer=True)
     K = _matrix(meta, "K", where, (3, 3))
     if not (K[0, 0] > 0 and K[1, 1] > 0):
         raise FormatError(f"{where}: 'K' must have positive focal lengths")
@@ -134,8 +140,12 @@ def validate_meta(meta: Any, where: Path) -> dict:
             raise FormatError(f"{where}: 'speech_model' must record the feature 'mean' and 'std' lists")
         for k in ("mean", "std"):
             v = np.asarray(sm[k], dtype=object)
-            if v.ndim != 1 or not 1 <= len(v) <= 8192 or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            if (
+                v.ndim != 1
+                or not 1 <= len(v) <= MAX_SPEECH_DIM
+                or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+                )
             ):
                 raise FormatError(f"{where}: 'speech_model.{k}' must be 1..8192 finite numbers")
     return meta
@@ -158,9 +168,6 @@ def _tensor_shapes(f: Path, limit_rows: int) -> dict[str, tuple[int, ...]]:
 
 def _read_image_checked(f: Path) -> np.ndarray:
     """Decode a PNG after checking its declared size from the header (no decompression bomb)."""
-    import cv2
-    from PIL import Image, UnidentifiedImageError
-
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # only the header is read here
     try:
         with Image.open(f) as im:

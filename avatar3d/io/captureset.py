@@ -25,8 +25,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
+from ..core.camera import Camera
+from ..core.topology import N_LANDMARKS
 from ..errors import FormatError
+from .media import read_audio, read_image
 
 FORMAT_VERSION = 1
 REGION_MASKS = ("face", "head", "torso", "mouth")
@@ -72,8 +76,11 @@ def c2w_opengl(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-MAX_SIDE = 8192  # pixels, the longest side of a stored frame
+MIN_SIDE, MAX_SIDE = 16, 8192  # pixels, the sides of a stored frame
 MAX_FRAMES = 1_000_000
+MAX_FPS = 240.0
+MIN_SPLIT_FRAMES = 11  # shorter captures have no held-out part (the field holds out 1/11)
+POSE_ATOL = 1e-4  # transforms.json's frame-0 pose vs the tracking pose (rounded to 9 digits)
 
 
 def _check_arrays(arrays: dict, spec: dict, where: str, dims: dict) -> None:
@@ -100,14 +107,122 @@ def _check_arrays(arrays: dict, spec: dict, where: str, dims: dict) -> None:
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
     if not path.is_file():
         raise FormatError(f"capture set is missing {path.name} ({path})")
     try:
         return load_file(str(path))
     except Exception as e:  # noqa: BLE001 (safetensors raises several types on corrupt files)
         raise FormatError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _read_transforms(tpath: Path, root: Path) -> dict:
+    """transforms.json parsed, with its required keys and a supported format version."""
+    if not tpath.is_file():
+        raise FormatError(f"capture set {root} has no transforms.json")
+    try:
+        t = json.loads(tpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{tpath}: not valid JSON ({e})") from None
+    if not isinstance(t, dict):
+        raise FormatError(f"{tpath}: must hold a JSON object")
+    for k in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_model", "frames", "avatar3d"):
+        if k not in t:
+            raise FormatError(f"{tpath}: missing key '{k}'")
+    meta = t["avatar3d"]
+    if not isinstance(meta, dict):
+        raise FormatError(f"{tpath}: 'avatar3d' must be an object")
+    for k in ("version", "fps", "n_frames", "train_split"):
+        if k not in meta:
+            raise FormatError(f"{tpath}: missing key 'avatar3d.{k}'")
+    if meta["version"] != FORMAT_VERSION:
+        raise FormatError(
+            f"{tpath}: unsupported capture format version {meta['version']!r} "
+            f"(this library reads version {FORMAT_VERSION})"
+        )
+    return t
+
+
+def _check_header(tpath: Path, t: dict) -> int:
+    """Frame count, image size, intrinsics, fps and train/test split of transforms.json -> T."""
+    meta = t["avatar3d"]
+    try:
+        T = int(meta["n_frames"])
+        w, h = int(t["w"]), int(t["h"])
+        split = meta["train_split"]
+        a0, a1 = (int(x) for x in split["train"])
+        b0, b1 = (int(x) for x in split["test"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise FormatError(f"{tpath}: malformed header ({e!s})") from None
+    if T < 1 or not isinstance(t["frames"], list) or len(t["frames"]) != T:
+        raise FormatError(f"{tpath}: n_frames = {T} but {len(t['frames'])} frames are listed")
+    try:
+        intr = [float(t[k]) for k in ("fl_x", "fl_y", "cx", "cy")] + [float(meta["fps"])]
+    except (TypeError, ValueError):
+        raise FormatError(f"{tpath}: intrinsics and fps must be numbers") from None
+    if not np.isfinite(intr).all() or not (intr[0] > 0 and intr[1] > 0) or not 0 < intr[4] <= MAX_FPS:
+        raise FormatError(f"{tpath}: invalid focal, principal point or fps {intr}")
+    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE) or T > MAX_FRAMES:
+        raise FormatError(
+            f"{tpath}: image size {w}x{h} or {T} frames outside {MIN_SIDE}..{MAX_SIDE} px, <= {MAX_FRAMES}"
+        )
+    if not (0 == a0 <= a1 == b0 <= b1 == T):
+        raise FormatError(f"{tpath}: train_split {split} does not partition 0..{T}")
+    return T
+
+
+def _load_arrays(root: Path, tpath: Path, meta: dict, T: int) -> tuple[dict, dict]:
+    """tracking.safetensors and audio.safetensors, checked against their specs -> (tracking, audio)."""
+    dims = {"T": T, "L": N_LANDMARKS}
+    tracking = _load_safetensors(root / "tracking.safetensors")
+    _check_arrays(tracking, TRACKING_SPEC, "tracking.safetensors", dims)
+    audio = _load_safetensors(root / "audio.safetensors")
+    _check_arrays(audio, AUDIO_SPEC, "audio.safetensors", dims)
+    if "speech_features" in audio:
+        sm = meta.get("speech_model")
+        if not isinstance(sm, dict) or not isinstance(sm.get("path"), str) or not sm["path"]:
+            raise FormatError(
+                f"{tpath}: audio.safetensors has speech_features but 'avatar3d.speech_model.path' "
+                "does not name the model that made them"
+            )
+    return tracking, audio
+
+
+def _check_poses_and_paths(root: Path, tpath: Path, t: dict, tracking: dict) -> None:
+    """The plate and audio exist, the JSON poses are the tracking poses (frame 0), and every frame's
+    paths stay inside the capture directory."""
+    for name in ("background.png", "audio.wav"):
+        if not (root / name).is_file():
+            raise FormatError(f"capture set {root} is missing {name}")
+    try:
+        c2w = np.asarray(t["frames"][0]["transform_matrix"], float)
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"{tpath}: frame 0 has no valid transform_matrix") from None
+    expect = c2w_opengl(
+        tracking["rotation"][0].astype(np.float64), tracking["translation"][0].astype(np.float64)
+    )
+    if c2w.shape != (4, 4) or not np.allclose(c2w, expect, atol=POSE_ATOL):
+        raise FormatError(f"{tpath}: frame 0's transform_matrix disagrees with tracking.safetensors")
+    inside = root.resolve()
+    for i, f in enumerate(t["frames"]):
+        for key in ("file_path", "mask_path"):
+            if not isinstance(f, dict) or not isinstance(f.get(key), str):
+                raise FormatError(f"{tpath}: frame {i} has no '{key}'")
+            rel = Path(f[key])
+            if rel.is_absolute() or inside not in (root / rel).resolve().parents:
+                raise FormatError(f"{tpath}: frame {i}'s {key} {f[key]!r} points outside the capture set")
+
+
+def _check_frame_files(root: Path, t: dict) -> None:
+    """Every frame's image, mask and region masks exist."""
+    kinds = [k for k in t["avatar3d"].get("masks", []) if k in REGION_MASKS]
+    for i, f in enumerate(t["frames"]):
+        for key in ("file_path", "mask_path"):
+            if not (root / f[key]).is_file():
+                raise FormatError(f"capture set {root} is missing {f[key]} (frame {i})")
+        for k in kinds:
+            p = root / f"masks_{k}" / Path(f["mask_path"]).name
+            if not p.is_file():
+                raise FormatError(f"capture set {root} is missing masks_{k}/{p.name} (frame {i})")
 
 
 class CaptureSet:
@@ -160,92 +275,12 @@ class CaptureSet:
         if not root.is_dir():
             raise FormatError(f"capture set not found: {root} is not a directory")
         tpath = root / "transforms.json"
-        if not tpath.is_file():
-            raise FormatError(f"capture set {root} has no transforms.json")
-        try:
-            t = json.loads(tpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise FormatError(f"{tpath}: not valid JSON ({e})") from None
-        if not isinstance(t, dict):
-            raise FormatError(f"{tpath}: must hold a JSON object")
-        for k in ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_model", "frames", "avatar3d"):
-            if k not in t:
-                raise FormatError(f"{tpath}: missing key '{k}'")
-        meta = t["avatar3d"]
-        if not isinstance(meta, dict):
-            raise FormatError(f"{tpath}: 'avatar3d' must be an object")
-        for k in ("version", "fps", "n_frames", "train_split"):
-            if k not in meta:
-                raise FormatError(f"{tpath}: missing key 'avatar3d.{k}'")
-        if meta["version"] != FORMAT_VERSION:
-            raise FormatError(
-                f"{tpath}: unsupported capture format version {meta['version']!r} "
-                f"(this library reads version {FORMAT_VERSION})"
-            )
-        try:
-            T = int(meta["n_frames"])
-            w, h = int(t["w"]), int(t["h"])
-            split = meta["train_split"]
-            a0, a1 = (int(x) for x in split["train"])
-            b0, b1 = (int(x) for x in split["test"])
-        except (TypeError, ValueError, KeyError) as e:
-            raise FormatError(f"{tpath}: malformed header ({e!s})") from None
-        if T < 1 or not isinstance(t["frames"], list) or len(t["frames"]) != T:
-            raise FormatError(f"{tpath}: n_frames = {T} but {len(t['frames'])} frames are listed")
-        try:
-            intr = [float(t[k]) for k in ("fl_x", "fl_y", "cx", "cy")] + [float(meta["fps"])]
-        except (TypeError, ValueError):
-            raise FormatError(f"{tpath}: intrinsics and fps must be numbers") from None
-        if not np.isfinite(intr).all() or not (intr[0] > 0 and intr[1] > 0) or not 0 < intr[4] <= 240:
-            raise FormatError(f"{tpath}: invalid focal, principal point or fps {intr}")
-        if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE) or T > MAX_FRAMES:
-            raise FormatError(f"{tpath}: image size {w}x{h} or {T} frames outside 16..{MAX_SIDE} px, <= {MAX_FRAMES}")
-        if not (0 == a0 <= a1 == b0 <= b1 == T):
-            raise FormatError(f"{tpath}: train_split {split} does not partition 0..{T}")
-
-        dims = {"T": T, "L": 478}
-        tracking = _load_safetensors(root / "tracking.safetensors")
-        _check_arrays(tracking, TRACKING_SPEC, "tracking.safetensors", dims)
-        audio = _load_safetensors(root / "audio.safetensors")
-        _check_arrays(audio, AUDIO_SPEC, "audio.safetensors", dims)
-        if "speech_features" in audio:
-            sm = meta.get("speech_model")
-            if not isinstance(sm, dict) or not isinstance(sm.get("path"), str) or not sm["path"]:
-                raise FormatError(
-                    f"{tpath}: audio.safetensors has speech_features but 'avatar3d.speech_model.path' "
-                    "does not name the model that made them"
-                )
-        for name in ("background.png", "audio.wav"):
-            if not (root / name).is_file():
-                raise FormatError(f"capture set {root} is missing {name}")
-        # The JSON poses must be the tracking poses (checked on the first frame).
-        try:
-            c2w = np.asarray(t["frames"][0]["transform_matrix"], float)
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{tpath}: frame 0 has no valid transform_matrix") from None
-        expect = c2w_opengl(
-            tracking["rotation"][0].astype(np.float64), tracking["translation"][0].astype(np.float64)
-        )
-        if c2w.shape != (4, 4) or not np.allclose(c2w, expect, atol=1e-4):
-            raise FormatError(f"{tpath}: frame 0's transform_matrix disagrees with tracking.safetensors")
-        inside = root.resolve()
-        for i, f in enumerate(t["frames"]):
-            for key in ("file_path", "mask_path"):
-                if not isinstance(f, dict) or not isinstance(f.get(key), str):
-                    raise FormatError(f"{tpath}: frame {i} has no '{key}'")
-                rel = Path(f[key])
-                if rel.is_absolute() or inside not in (root / rel).resolve().parents:
-                    raise FormatError(f"{tpath}: frame {i}'s {key} {f[key]!r} points outside the capture set")
+        t = _read_transforms(tpath, root)
+        T = _check_header(tpath, t)
+        tracking, audio = _load_arrays(root, tpath, t["avatar3d"], T)
+        _check_poses_and_paths(root, tpath, t, tracking)
         if check_files:
-            kinds = [k for k in meta.get("masks", []) if k in REGION_MASKS]
-            for i, f in enumerate(t["frames"]):
-                for key in ("file_path", "mask_path"):
-                    if not (root / f[key]).is_file():
-                        raise FormatError(f"capture set {root} is missing {f[key]} (frame {i})")
-                for k in kinds:
-                    p = root / f"masks_{k}" / Path(f["mask_path"]).name
-                    if not p.is_file():
-                        raise FormatError(f"capture set {root} is missing masks_{k}/{p.name} (frame {i})")
+            _check_frame_files(root, t)
         return cls(root, t, tracking, audio)
 
     # ------------------------------------------------------------------ per frame
@@ -257,15 +292,11 @@ class CaptureSet:
 
     def image(self, i: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB frame ``i``."""
-        from .media import read_image
-
         return read_image(self.root / self.frames[self._check_index(i)]["file_path"], "RGB")
 
     def mask(self, i: int, kind: str = "person") -> np.ndarray:
         """(H, W) uint8 0/255 mask of frame ``i``: ``person`` or a region (``face``, ``head``,
         ``torso``, ``mouth``) when the capture has region masks."""
-        from .media import read_image
-
         i = self._check_index(i)
         rel = Path(self.frames[i]["mask_path"])
         if kind == "person":
@@ -276,14 +307,10 @@ class CaptureSet:
 
     def background(self) -> np.ndarray:
         """(H, W, 3) uint8 clean background plate."""
-        from .media import read_image
-
         return read_image(self.root / "background.png", "RGB")
 
     def audio(self) -> tuple[np.ndarray, int]:
         """(wave (T,) float32 mono, 16000) of the clip."""
-        from .media import read_audio
-
         return read_audio(self.root / "audio.wav")
 
     def world_to_camera(self, i: int) -> np.ndarray:
@@ -294,10 +321,8 @@ class CaptureSet:
         m[:3, 3] = self.translation[i]
         return m
 
-    def camera(self, i: int):
+    def camera(self, i: int) -> Camera:
         """:class:`avatar3d.core.camera.Camera` of frame ``i`` (K, world_to_camera = [R_i | t_i])."""
-        from ..core.camera import Camera
-
         return Camera(self.K.copy(), self.world_to_camera(i), self.width, self.height)
 
     def __len__(self) -> int:
@@ -312,16 +337,12 @@ class CaptureSet:
 
 def write_tracking(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Validate ``arrays`` against ``TRACKING_SPEC`` and save them as safetensors."""
-    from safetensors.numpy import save_file
-
-    _check_arrays(arrays, TRACKING_SPEC, "tracking", {"L": 478})
+    _check_arrays(arrays, TRACKING_SPEC, "tracking", {"L": N_LANDMARKS})
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
 
 def write_audio_features(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Validate ``arrays`` against ``AUDIO_SPEC`` and save them as safetensors."""
-    from safetensors.numpy import save_file
-
     _check_arrays(arrays, AUDIO_SPEC, "audio features", {})
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
@@ -346,7 +367,7 @@ def write_transforms(
     """Write ``transforms.json`` (nerfstudio convention, see the module docstring); returns it."""
     T = len(rotation)
     c2w = c2w_opengl(rotation.astype(np.float64), translation.astype(np.float64))
-    n_train = T if T < 11 else int(np.clip(round(T * train_fraction), 1, T))
+    n_train = T if T < MIN_SPLIT_FRAMES else int(np.clip(round(T * train_fraction), 1, T))
     frames = [
         {
             "file_path": f"images/{i:06d}{image_ext}",

@@ -26,13 +26,18 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar3d.errors import MediaError
+from avatar3d.io._encode import encode_audio, encode_image, encode_video
+from avatar3d.io._shared import _reason, _snap_rate, audio_channels_first, check_sample_rate, resample_audio
 
 __all__ = [
     "VideoInfo",
     "audio_channels_first",
+    "check_sample_rate",
     "iter_frames",
     "probe_video",
     "read_audio",
@@ -44,10 +49,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-
-_NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
-_STANDARD_FPS = (*_NTSC, *(Fraction(x) for x in (24, 25, 30, 48, 50, 60, 100, 120, 240)))
-_MAX_CHANNELS = 64
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,6 @@ class VideoInfo:
 # shared helpers
 
 
-def _reason(exc: BaseException) -> str:
-    """A short, one-line reason from an FFmpeg/OS error (without the repeated file name)."""
-    return " ".join(str(getattr(exc, "strerror", None) or exc or type(exc).__name__).split())
-
-
 def _check_input(path: PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -99,15 +95,6 @@ def _t_ref(container: av.container.InputContainer) -> float:
     """Container time origin in seconds (earliest stream start)."""
     st = container.start_time
     return 0.0 if st is None else st / av.time_base
-
-
-def _snap_rate(rate: Fraction) -> Fraction:
-    if rate in _STANDARD_FPS:
-        return rate
-    for std in _STANDARD_FPS:  # e.g. an average of 29.97003 -> 30000/1001 (30 vs 29.97 is 1e-3 apart)
-        if abs(float(rate) / float(std) - 1.0) < 1e-4:
-            return std
-    return rate.limit_denominator(1001)
 
 
 def _frame_rate(stream: av.video.stream.VideoStream, p: Path) -> Fraction:
@@ -272,8 +259,6 @@ def _to_rgb(frame: av.VideoFrame, meta_rot: int, size: tuple[int, int] | None) -
     if rot:
         img = np.rot90(img, k=rot // 90)  # counter-clockwise, as the display matrix says
     if size is not None and (img.shape[1], img.shape[0]) != size:
-        import cv2
-
         shrink = size[0] * size[1] < img.shape[0] * img.shape[1]
         img = cv2.resize(
             np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
@@ -365,64 +350,6 @@ def _iter_frames(
 # audio
 
 
-def _check_rate(sr: int, what: str = "sample rate") -> int:
-    if int(sr) != sr or not 4000 <= sr <= 192000:
-        raise MediaError(f"{what} {sr!r} is outside 4000-192000 Hz")
-    return int(sr)
-
-
-def resample_audio(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample (T,) or (C, T) float audio along the last axis (soxr HQ, zero-delay, length-exact)."""
-    if sr_in == sr_out or x.shape[-1] == 0:
-        return np.asarray(x, dtype=np.float32)
-    try:
-        import soxr
-
-        if x.ndim == 1:
-            y = soxr.resample(np.asarray(x, np.float32), sr_in, sr_out, quality="HQ")
-        else:
-            y = np.stack([soxr.resample(np.asarray(c, np.float32), sr_in, sr_out, quality="HQ") for c in x])
-    except ImportError:  # pragma: no cover - soxr ships with librosa
-        import librosa
-
-        y = librosa.resample(np.asarray(x, np.float32), orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq")
-    return np.asarray(y, dtype=np.float32)
-
-
-def audio_channels_first(audio: np.ndarray, what: str = "audio") -> np.ndarray:
-    """(T,), (T, C) or (C, T) samples -> (C, T) float32 (integers scaled to [-1, 1]).
-
-    The channel axis is the short one (at most 64 channels). Raises MediaError on empty input or
-    non-finite samples.
-    """
-    a = np.asarray(audio)
-    if a.dtype.kind not in "fiub":
-        raise MediaError(f"{what}: unsupported sample type {a.dtype}")
-    if a.ndim == 1:
-        a = a[None, :]
-    elif a.ndim == 2:
-        if a.shape[0] > a.shape[1]:
-            a = a.T  # (T, C) -> (C, T)
-        if a.shape[0] > _MAX_CHANNELS:
-            raise MediaError(
-                f"{what}: shape {tuple(np.shape(audio))} has no channel axis (<= {_MAX_CHANNELS})"
-            )
-    else:
-        raise MediaError(f"{what}: expected shape (T,), (T, C) or (C, T), got {a.shape}")
-    if a.shape[1] == 0:
-        raise MediaError(f"{what}: no samples")
-    if a.dtype.kind == "b":
-        a = a.astype(np.float32)
-    elif a.dtype == np.uint8:
-        a = (a.astype(np.float32) - 128.0) / 128.0
-    elif a.dtype.kind in "iu":
-        a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise MediaError(f"{what}: contains NaN or infinite samples")
-    return a
-
-
 _SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}  # integer sample formats -> [-1, 1)
 
 
@@ -448,7 +375,7 @@ def read_audio(path: PathLike, sr: int | None = None) -> tuple[np.ndarray, int]:
     is zero-padded at the front) and encoder padding past the track's declared end is trimmed.
     """
     if sr is not None:
-        sr = _check_rate(sr, "target sample rate")
+        sr = check_sample_rate(sr, "target sample rate")
     p = _check_input(path)
     container = _open(p)
     try:
@@ -498,7 +425,7 @@ def read_audio(path: PathLike, sr: int | None = None) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# writing (implemented in avatar3d.io._encode, imported lazily)
+# writing (implemented in avatar3d.io._encode)
 
 
 def write_video(
@@ -522,8 +449,6 @@ def write_video(
     The file is written to a hidden temp sibling and renamed into place; on any error (also
     KeyboardInterrupt) the temp file is removed and an existing ``path`` is left untouched.
     """
-    from avatar3d.io._encode import encode_video
-
     return encode_video(Path(path), frames, fps, audio, audio_sr, crf=crf, preset=preset)
 
 
@@ -533,8 +458,6 @@ def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path
     ``array``: (H, W) or (H, W, 1|3|4) uint8 (RGB order), bool (-> 0/255) or float in [0, 1].
     JPEG drops alpha. Returns the path.
     """
-    from avatar3d.io._encode import encode_image
-
     return encode_image(Path(path), array, quality=quality)
 
 
@@ -544,8 +467,6 @@ def write_audio(path: PathLike, wave: np.ndarray, sr: int) -> Path:
     ``wave``: (T,), (T, C) or (C, T) float in [-1, 1] (clipped) or integer samples; mono or stereo
     is kept, more channels are averaged to mono. Returns the path.
     """
-    from avatar3d.io._encode import encode_audio
-
     return encode_audio(Path(path), wave, sr)
 
 
@@ -560,8 +481,6 @@ def read_image(path: PathLike, mode: str | None = "RGB") -> np.ndarray:
     ((H, W) for grey/palette-free single channel, (H, W, 3) or (H, W, 4) otherwise). 16-bit
     images are scaled to 8 bits.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if mode not in (None, "RGB", "RGBA", "L"):
         raise ValueError(f"mode must be 'RGB', 'RGBA', 'L' or None, got {mode!r}")
     p = _check_input(path)

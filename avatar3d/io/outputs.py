@@ -85,7 +85,9 @@ def check_output(
         raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
-        raise OutputError(f"output {str(path)!r} is not a usable {'directory' if kind == 'dir' else 'file'} name")
+        raise OutputError(
+            f"output {str(path)!r} is not a usable {'directory' if kind == 'dir' else 'file'} name"
+        )
     target = p.expanduser().resolve()
     for inp in inputs:
         if inp is None:

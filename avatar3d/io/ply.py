@@ -40,7 +40,7 @@ def write_gaussian_ply(
     data[:, 10 + N_REST : 13 + N_REST] = np.log(np.maximum(scales, 1e-10))
     q = np.asarray(quats, np.float64)
     data[:, 13 + N_REST : 17 + N_REST] = q / np.linalg.norm(q, axis=1, keepdims=True)
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
     header += "".join(f"property float {f}\n" for f in FIELDS) + "end_header\n"
     path = Path(path)
     with atomic_file(path) as tmp:

@@ -1,6 +1,6 @@
 """Invisible provenance watermark on rendered video: a label saying "made by avatar3d", not a lock.
 
-Scheme (docs/provenance.md; measured rates in docs/results/watermark.md):
+Scheme (docs/provenance.md; why its strength and threshold: docs/design/watermark.md):
 
 * **Payload**, 64 bits: a 32-bit avatar id, a 16-bit library version (major 4 bits, minor 6, patch
   6) and a CRC-16/CCITT (``binascii.crc_hqx``, init 0xFFFF) of those 48 bits, sent MSB first.
@@ -12,7 +12,7 @@ Scheme (docs/provenance.md; measured rates in docs/results/watermark.md):
 * **Embedding**: the tile is repeated over the frame (period 128 px, x k from k * 1024 px) and
   added to R, G and B alike (luma only), weighted towards flat areas, minus the frame's own
   projections on the patterns (informed embedding), and scaled so every frame's mean squared
-  change is fixed: PSNR ~45.3 dB against the unmarked frame. The same mark is in every frame.
+  change is fixed (``TARGET_MSE``). The same mark is in every frame.
 * **Detection** (blind, over the whole video): per frame the luma residual (minus a 4 px blur)
   divided by its local contrast is summed over frames; candidate tile periods come from the
   whitened autocorrelation of that sum and from priors (64/128/256 px), so a crop is a shift and a
@@ -32,14 +32,17 @@ import binascii
 import hashlib
 import itertools
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from avatar3d.errors import Avatar3DError
+from avatar3d.io.media import iter_frames, probe_video
 
 __all__ = ["Z_THRESHOLD", "Detection", "Payload", "avatar_id_from_file", "detect", "embed", "embed_frames"]
 
@@ -51,9 +54,9 @@ SYNC_BINS = 0.35  # fraction of the band's frequency bins given to the sync patt
 BAND = (2.0, 8.0)  # cycles per tile kept in the patterns (wavelengths 16..64 px)
 HOST_REJECTION = 0.9  # share of the picture's own pattern projections cancelled at embedding
 HOST_ITERATIONS = 2  # measure-and-correct rounds of that cancellation per frame
-TARGET_MSE = 1.80  # mean squared change per frame before rounding (uint8 rounding adds ~0.08): ~45.3 dB
+TARGET_MSE = 1.80  # mean squared change per frame (uint8 levels²) before rounding
 CHASE_BITS = 5  # 32 tries: a damaged payload passes the CRC-16 by chance with p ~ 32 / 65536
-Z_THRESHOLD = 7.0  # detection threshold on the score, from its null distribution (docs/results/watermark.md)
+Z_THRESHOLD = 7.0  # detection threshold on the score, from its null distribution (docs/design/watermark.md)
 MAX_FRAMES = 300  # frames read by detect (spread over the video)
 _PERIODS = (24.0, 320.0)  # tile periods searched by detect, pixels
 
@@ -116,8 +119,6 @@ def avatar_id_from_file(path: str | os.PathLike[str]) -> int:
 
 def new_avatar_id() -> int:
     """A random non-zero 32-bit avatar id (0 means "unknown avatar")."""
-    import secrets
-
     return secrets.randbelow(2**32 - 1) + 1
 
 
@@ -185,8 +186,6 @@ def _period(h: int, w: int) -> int:
 
 def _tiled(t: np.ndarray, h: int, w: int) -> np.ndarray:
     """(h, w) float32: a (TILE, TILE) tile resized to the frame's period and repeated over it."""
-    import cv2
-
     per = _period(h, w)
     if per != TILE:
         t = cv2.resize(t, (per, per), interpolation=cv2.INTER_AREA if per < TILE else cv2.INTER_CUBIC)
@@ -208,8 +207,6 @@ def _luma(frame: np.ndarray) -> np.ndarray:
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """(H, W) float32 Gaussian blur; wide ones are computed at a reduced size (same result, faster)."""
-    import cv2
-
     f = int(sigma // 3)
     h, w = x.shape
     if f < 2 or min(h, w) < 8 * f:
@@ -223,7 +220,7 @@ def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def embed(frame: np.ndarray, payload: Payload, index: int = 0, *, key: int = KEY) -> np.ndarray:
-    """Mark one RGB frame: (H, W, 3) uint8 -> (H, W, 3) uint8, PSNR ~45.3 dB against the input.
+    """Mark one RGB frame: (H, W, 3) uint8 -> (H, W, 3) uint8 with a fixed mean squared change.
 
     ``index`` is the frame's position in the video; this scheme puts the same mark in every frame
     (the detector sums over frames), so it does not change the result. Cost: a few blurs per frame
@@ -264,8 +261,6 @@ def _reject_host(marked: np.ndarray, tile: np.ndarray, bits: tuple[int, ...], ke
     sync and bit patterns exactly as the detector does, at full and at half size, and take
     ``HOST_REJECTION`` of their deviation from the intended coefficients (what the picture and the
     detector's nonlinearity add) off the tile. Returns the corrected (TILE, TILE) tile."""
-    import cv2
-
     h, w = marked.shape[:2]
     per = float(_period(h, w))
     pats = _patterns(key)
@@ -357,8 +352,6 @@ def _autocorr(acc: np.ndarray) -> np.ndarray:
     """(H, W) circular autocorrelation of the windowed sum after spectral whitening (the power
     spectrum over its local average): a periodic mark's spectral lines stand out of the content's
     smooth spectrum, so the lags of the tile lattice peak. Normalised to 1 at lag 0."""
-    import cv2
-
     h, w = acc.shape
     win = np.outer(np.hanning(h), np.hanning(w))
     x = (acc - acc.mean()) * win
@@ -414,8 +407,6 @@ def _period_pairs(acc: np.ndarray) -> list[tuple[float, float]]:
 
 def _fold(acc: np.ndarray, px: float, py: float) -> np.ndarray:
     """Resample the sum so the period (px, py) becomes TILE and fold it onto one (TILE, TILE) tile."""
-    import cv2
-
     sx, sy = TILE / px, TILE / py
     src = acc.astype(np.float32)
     if min(sx, sy) < 1.0:  # shrinking: blur first so the resampling does not alias
@@ -466,8 +457,9 @@ def detect_frames(frames: Iterable[np.ndarray], *, key: int = KEY) -> Detection:
     return detect_sum(acc, n, key=key)
 
 
-def detect_sum(acc: np.ndarray, n: int, *, key: int = KEY,
-               pairs: list[tuple[float, float]] | None = None) -> Detection:
+def detect_sum(
+    acc: np.ndarray, n: int, *, key: int = KEY, pairs: list[tuple[float, float]] | None = None
+) -> Detection:
     """Detection from the summed residual of ``n`` frames (``pairs``: candidate periods, if known)."""
     h, w = acc.shape
     if min(h, w) < 2 * _PERIODS[0] / 0.6:
@@ -490,29 +482,31 @@ def _period_from_scaled(p: float) -> float:
     return float(TILE * max(1, round(p / TILE)))
 
 
-def detect(source: str | os.PathLike[str] | Iterable[np.ndarray], *, key: int = KEY,
-           max_frames: int = MAX_FRAMES) -> Detection:
+def detect(
+    source: str | os.PathLike[str] | Iterable[np.ndarray], *, key: int = KEY, max_frames: int = MAX_FRAMES
+) -> Detection:
     """Look for the mark in a video file (or an iterable of RGB frames).
 
     At most ``max_frames`` frames are read, spread evenly over the video. Raises MediaError on an
     unreadable file and WatermarkError on frames too small to carry the mark.
     """
     if isinstance(source, (str, os.PathLike)):
-        from avatar3d.io.media import iter_frames, probe_video
-
         info = probe_video(source)
         stride = max(1, -(-info.n_frames // max_frames))
         return detect_frames(iter_frames(Path(source), stride=stride), key=key)
     return detect_frames(source, key=key)
 
 
-def attack_frames(frames: Iterable[np.ndarray], *, scale: float = 1.0, crop: float = 0.0,
-                  offset: tuple[float, float] = (0.37, 0.61)) -> Iterable[np.ndarray]:
+def attack_frames(
+    frames: Iterable[np.ndarray],
+    *,
+    scale: float = 1.0,
+    crop: float = 0.0,
+    offset: tuple[float, float] = (0.37, 0.61),
+) -> Iterable[np.ndarray]:
     """The edits the mark must survive, for robustness checks: keep ``1 - crop`` of the width and
     height (the removed margin split ``offset`` : ``1 - offset`` before/after, x then y), then
     resize by ``scale`` (INTER_AREA when shrinking). Yields (H', W', 3) uint8 frames."""
-    import cv2
-
     for f in frames:
         h, w = f.shape[:2]
         if crop > 0:

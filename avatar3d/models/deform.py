@@ -83,11 +83,13 @@ class DeformationField(nn.Module):
         self.pe_freqs = pe_freqs
         self.extent = extent
         self.max_offset = max_offset
-        self.encoding = encoding if encoding is not None else SpatialEncoding("frequency", pe_freqs=pe_freqs, pe_scale=extent)
-        d_in = self.encoding.out_dim
-        self.spatial = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        self.encoding = (
+            encoding
+            if encoding is not None
+            else SpatialEncoding("frequency", pe_freqs=pe_freqs, pe_scale=extent)
         )
+        d_in = self.encoding.out_dim
+        self.spatial = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.audio_att = nn.Linear(hidden, audio_dim)
         self.eye_att = nn.Linear(hidden, eye_dim)
         self.head = nn.Sequential(

@@ -104,7 +104,8 @@ class _GridLookup(torch.autograd.Function):
     Indices and weights are built as (level, corner, point) so every pass is a long contiguous
     row; the forward is then one fused gather + weighted sum (``embedding_bag`` with per-corner
     weights, one bag per level and point), the backward scatters ``weight * grad`` per feature plane
-    with ``index_add_`` (embedding_bag's own backward sorts the indices: several times slower on CPU).
+    with ``index_add_`` (embedding_bag's own backward sorts the indices, which is slow on CPU;
+    docs/design/cpu-preset.md).
     """
 
     @staticmethod
@@ -125,7 +126,9 @@ class _GridLookup(torch.autograd.Function):
             mode="sum",
         )  # (L*N, F)
         need_x = ctx.needs_input_grad[0]
-        ctx.save_for_backward(idx, w, torch.stack(frac) if need_x else None, params if need_x else None, scales)
+        ctx.save_for_backward(
+            idx, w, torch.stack(frac) if need_x else None, params if need_x else None, scales
+        )
         ctx.features, ctx.n_params = features, params.shape[0]
         return out.view(L, N, features).transpose(0, 1).reshape(N, L * features)
 
@@ -218,7 +221,9 @@ class HashGridEncoding(nn.Module):
         self.n_dims, self.levels, self.features = n_dims, levels, features
         self.log2_table, self.base_res, self.max_res = log2_table, base_res, max_res
         self.per_level_scale = float(np.exp(np.log(max_res / base_res) / max(1, levels - 1)))
-        scales, res, sizes, offsets, dense = grid_layout(n_dims, levels, log2_table, base_res, self.per_level_scale)
+        scales, res, sizes, offsets, dense = grid_layout(
+            n_dims, levels, log2_table, base_res, self.per_level_scale
+        )
         # dense levels are the coarse ones: a prefix, since resolution grows with the level
         self.n_dense = int(dense.sum())
         assert dense[: self.n_dense].all()
@@ -268,7 +273,14 @@ class HashGridEncoding(nn.Module):
 
     def _torch_forward(self, x: Tensor) -> Tensor:
         return hash_grid_lookup(
-            x, self.params, self.features, self.scales.to(x.dtype), self.res, self.sizes, self.offsets, self.n_dense
+            x,
+            self.params,
+            self.features,
+            self.scales.to(x.dtype),
+            self.res,
+            self.sizes,
+            self.offsets,
+            self.n_dense,
         )
 
     def forward(self, x: Tensor) -> Tensor:  # x: (N, D) in [0, 1]
@@ -286,8 +298,8 @@ class SpatialEncoding(nn.Module):
     ``kind``: "hashgrid" (3D grid), "triplane" (three 2D grids) or "frequency". Grid encodings map the
     cube ``[-bound, bound]^3`` to [0, 1]^3 (outside it the features are those of the nearest face) and
     append ``smooth_freqs`` octaves of the sin/cos encoding: a smooth description of where a point is
-    from the first step on (a fresh table is ~0 everywhere), which the grid then sharpens. On the CPU
-    budget this hybrid beat both the grid alone and the sin/cos encoding alone.
+    from the first step on (a fresh table is ~0 everywhere), which the grid then sharpens. Why the
+    hybrid: docs/design/cpu-preset.md.
     """
 
     def __init__(

@@ -39,9 +39,7 @@ JAW_LANDMARKS = (14, 17, 200, 152)
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
 
 
-def _logit(x: Tensor) -> Tensor:
-    x = x.clamp(1e-4, 1 - 1e-4)
-    return torch.log(x / (1 - x))
+LOGIT_EPS = 1e-4  # initial opacities and colours are clamped to [eps, 1 - eps] before the logit
 
 
 def _encoding(cfg: ModelConfig, kind: str, mouth: bool) -> SpatialEncoding:
@@ -100,7 +98,9 @@ class GaussianAvatar(nn.Module):
         # audio (+ blink) -> the capture's expression coefficients; the landmark motion they imply
         # is carried to the Gaussians by inverse-distance weights (an explicit, mesh-like prior)
         self.expr_dim = n_expr
-        self.expr_head = nn.Sequential(nn.Linear(cfg.audio_dim + 1, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, n_expr))
+        self.expr_head = nn.Sequential(
+            nn.Linear(cfg.audio_dim + 1, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, n_expr)
+        )
         self.register_buffer("landmarks", torch.zeros(478, 3))  # canonical landmarks, head space
         self.register_buffer("expr_basis", torch.zeros(n_expr, 478, 3))
         self.register_buffer("expr_mean", torch.zeros(478, 3))
@@ -112,7 +112,12 @@ class GaussianAvatar(nn.Module):
         """(Re)create the face and mouth deformation fields with spatial encoding ``kind``."""
         cfg = self.cfg
         self.deform = DeformationField(
-            self.code_dim, 1, cfg.hidden, cfg.pe_freqs, max_offset=cfg.max_offset, encoding=_encoding(cfg, kind, False)
+            self.code_dim,
+            1,
+            cfg.hidden,
+            cfg.pe_freqs,
+            max_offset=cfg.max_offset,
+            encoding=_encoding(cfg, kind, False),
         )
         self.mouth_deform = DeformationField(
             self.code_dim,
@@ -158,8 +163,8 @@ class GaussianAvatar(nn.Module):
             m.means.copy_(init["means"])
             m.log_scales.copy_(torch.log(init["scales"].clamp(min=1e-6)))
             m.quats.copy_(init["quats"])
-            m.opacity_logits.copy_(_logit(init["opacities"]))
-            m.color_logits.copy_(_logit(init["colors"]))
+            m.opacity_logits.copy_(torch.logit(init["opacities"], eps=LOGIT_EPS))
+            m.color_logits.copy_(torch.logit(init["colors"], eps=LOGIT_EPS))
             m.group.copy_(init["group"])
             torso = m.group == TORSO
             if torso.any():
@@ -224,7 +229,9 @@ class GaussianAvatar(nn.Module):
             lo, hi = float(xs[0]), float(xs[-1])
 
             def side(p: Tensor) -> tuple[Tensor, Tensor]:
-                mid = torch.as_tensor(np.interp(p[:, 0].cpu().numpy(), xs, ys), dtype=p.dtype, device=p.device)
+                mid = torch.as_tensor(
+                    np.interp(p[:, 0].cpu().numpy(), xs, ys), dtype=p.dtype, device=p.device
+                )
                 near = (p[:, 0] > lo) & (p[:, 0] < hi) & (p[:, 1] > mid - 0.03) & (p[:, 1] < mid + 0.05)
                 return near, p[:, 1] > mid
 
@@ -242,7 +249,9 @@ class GaussianAvatar(nn.Module):
             depth = (p[:, 2] - lm[list(JAW_LANDMARKS[:2]), 2].mean()).clamp(0.0, 0.04)
             soft = 0.001 + 0.2 * depth  # metres: 1 mm at the lips' depth, ~7 mm at the back wall
             f = torch.sigmoid((p[:, 1] - mid) / soft)
-            jaw = torch.as_tensor(JAW_LANDMARKS, device=x.device)[torch.arange(k, device=x.device) % len(JAW_LANDMARKS)]
+            jaw = torch.as_tensor(JAW_LANDMARKS, device=x.device)[
+                torch.arange(k, device=x.device) % len(JAW_LANDMARKS)
+            ]
             ik = ik.clone()
             w = w.clone()
             ik[mo] = jaw[None, : ik.shape[1]].expand(int(mo.sum()), -1)
@@ -296,7 +305,9 @@ class GaussianAvatar(nn.Module):
             if expression is None:
                 expression = self.predict_expression(audio, eye)
             mi_all = torch.nonzero(moving).squeeze(1)
-            means = means.index_add(0, mi_all, self.expression_offsets(means[mi_all], expression, self.group[mi_all]))
+            means = means.index_add(
+                0, mi_all, self.expression_offsets(means[mi_all], expression, self.group[mi_all])
+            )
         if use_deform:
             d_pos = torch.zeros_like(means)
             d_rot = torch.zeros_like(quats)
@@ -353,8 +364,17 @@ class GaussianAvatar(nn.Module):
     ) -> RenderOutput:
         """Rasterise posed Gaussians and composite them over ``background``."""
         out = rasterize(
-            gs["means"], gs["quats"], gs["scales"], gs["opacities"], gs["colors"],
-            viewmats, Ks, width, height, None, backend=backend,
+            gs["means"],
+            gs["quats"],
+            gs["scales"],
+            gs["opacities"],
+            gs["colors"],
+            viewmats,
+            Ks,
+            width,
+            height,
+            None,
+            backend=backend,
         )
         if background is not None:
             bg = background if background.ndim == 4 else background[:, None, None, :]

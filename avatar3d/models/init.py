@@ -9,6 +9,7 @@ frame. Colours are sampled from that frame where the point is visible.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,9 +17,21 @@ from torch import Tensor
 
 from ..core.geometry import quats_from_normals
 from ..core.groups import HEAD, MOUTH, TORSO
-from ..core.topology import CHIN, FOREHEAD, eye_loops, face_oval_loop, face_triangles, inner_lip_loop
+from ..core.topology import (
+    CHIN,
+    FOREHEAD,
+    INNER_LIP_PAIRS,
+    LEFT_CHEEK_OVAL,
+    RIGHT_CHEEK_OVAL,
+    eye_loops,
+    face_oval_loop,
+    face_triangles,
+    inner_lip_loop,
+)
 
-LEFT_CHEEK, RIGHT_CHEEK = 234, 454
+EYE_BEHIND_LID_M = 0.0015  # the eye surface's rim behind the lid margin's mean depth
+EYE_BULGE_M = 0.002  # ... and how far its centre bulges forward, like a cornea
+EYE_MAX_ROUNDS = 50  # rejection-sampling rounds per eye opening
 
 
 def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -28,7 +41,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
     Without them, what the frames show through the openings is learnt by Gaussians at the back of
     the head, which a turned camera then sees in the wrong place."""
-    from matplotlib.path import Path as MplPath
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
 
     pts = []
     for k, ring in enumerate(eye_loops()):
@@ -39,7 +52,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         poly = MplPath(c[:, :2])
         lo, hi = c[:, :2].min(0), c[:, :2].max(0)
         got = np.zeros((0, 2))
-        for _ in range(50):  # rejection sampling; a collapsed contour (no area) ends the loop
+        for _ in range(EYE_MAX_ROUNDS):  # rejection sampling; a collapsed contour (no area) ends the loop
             if len(got) >= m:
                 break
             cand = lo + rng.random((4 * m + 16, 2)) * (hi - lo)
@@ -49,7 +62,7 @@ def eye_points(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         xy = got[:m]
         ctr = c[:, :2].mean(0)
         r2 = (((xy - ctr) / np.maximum((hi - lo) / 2, 1e-6)) ** 2).sum(1).clip(0, 1)
-        z = c[:, 2].mean() + 0.0015 - 0.002 * (1 - r2)
+        z = c[:, 2].mean() + EYE_BEHIND_LID_M - EYE_BULGE_M * (1 - r2)
         pts.append(np.concatenate([xy, z[:, None]], 1))
     p = np.concatenate(pts) if pts else np.zeros((0, 3))
     return p, np.tile([0.0, 0.0, -1.0], (len(p), 1))
@@ -62,12 +75,12 @@ def mouth_midline(landmarks) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The mouth slit of (478, 3) head-space landmarks (array or tensor) as a polyline: x (K,) increasing
     and y (K,) of the midpoints of the inner-lip pairs and the inner mouth corners; (None, None) when the
     landmarks are degenerate (all equal, e.g. an untrained model's zero buffer)."""
-    from ..core.topology import INNER_LIP_PAIRS
-
     lm = landmarks.detach().cpu().numpy() if hasattr(landmarks, "detach") else np.asarray(landmarks)
     lm = lm.astype(np.float64)
     pairs = np.array(INNER_LIP_PAIRS)
-    pts = np.concatenate([0.5 * (lm[pairs[:, 0], :2] + lm[pairs[:, 1], :2]), lm[list(INNER_MOUTH_CORNERS), :2]])
+    pts = np.concatenate(
+        [0.5 * (lm[pairs[:, 0], :2] + lm[pairs[:, 1], :2]), lm[list(INNER_MOUTH_CORNERS), :2]]
+    )
     order = np.argsort(pts[:, 0])
     xs, ys = pts[order, 0], pts[order, 1]
     if not np.all(np.diff(xs) > 1e-6):
@@ -276,6 +289,17 @@ def torso_relief(
 
 TEETH_COLOUR = (0.80, 0.77, 0.72)
 CAVITY_COLOUR = (0.30, 0.10, 0.10)
+UPPER_TEETH_SHARE, LOWER_TEETH_SHARE = 0.28, 0.22  # of the mouth budget; the rest: cavity and tongue
+MOUTH_SPAN = 0.85  # the interior's width, in inner-lip widths
+TOOTH_HEIGHT = 0.18  # the upper teeth's height, in inner-lip widths
+LOWER_TOOTH_HEIGHT = 0.8  # the lower teeth's height, in upper-tooth heights
+TEETH_OFF_SLIT_M = 0.0015  # each row of teeth starts this far above / below the mouth slit
+CAVITY_HEIGHT = 0.6  # the cavity's height, in inner-lip widths
+CAVITY_ABOVE_SLIT = 0.45  # the share of the cavity's height above the slit
+TEETH_DEPTH_M = (0.004, 0.004)  # teeth: (start, range) of depth behind the inner lips' mean
+CAVITY_DEPTH_M = (0.009, 0.02)  # cavity and tongue: (start, range) of depth behind the inner lips
+CAVITY_SIZE = 0.6  # cavity Gaussian size in inner-lip widths, for a budget of 4 (shrinks as 1/sqrt(n))
+TEETH_SIZE = 0.9  # tooth Gaussian size, in cavity Gaussian sizes
 
 
 def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,148 +311,235 @@ def mouth_interior(can: np.ndarray, n: int, rng) -> tuple[np.ndarray, np.ndarray
     lip_w = lips[:, 0].max() - lips[:, 0].min()
     mc = lips.mean(0)
     xs, ys = mouth_midline(can)
-    n_up, n_low = int(0.28 * n), int(0.22 * n)
+    n_up, n_low = int(UPPER_TEETH_SHARE * n), int(LOWER_TEETH_SHARE * n)
     n_cav = n - n_up - n_low
     u = rng.random((n, 3))
-    x = mc[0] + (u[:, 0] - 0.5) * 0.85 * lip_w
+    x = mc[0] + (u[:, 0] - 0.5) * MOUTH_SPAN * lip_w
     mid = np.interp(x, xs, ys) if xs is not None else np.full(n, mc[1])
-    h = 0.18 * lip_w  # tooth height
+    h = TOOTH_HEIGHT * lip_w
     y = np.concatenate(
         [
-            mid[:n_up] - 0.0015 - u[:n_up, 1] * h,  # upper teeth, above the slit
-            mid[n_up : n_up + n_low] + 0.0015 + u[n_up : n_up + n_low, 1] * 0.8 * h,  # lower teeth
-            mid[n_up + n_low :] + (u[n_up + n_low :, 1] - 0.45) * 0.6 * lip_w,  # cavity and tongue
+            mid[:n_up] - TEETH_OFF_SLIT_M - u[:n_up, 1] * h,  # upper teeth, above the slit
+            mid[n_up : n_up + n_low] + TEETH_OFF_SLIT_M + u[n_up : n_up + n_low, 1] * LOWER_TOOTH_HEIGHT * h,
+            mid[n_up + n_low :] + (u[n_up + n_low :, 1] - CAVITY_ABOVE_SLIT) * CAVITY_HEIGHT * lip_w,
         ]
     )
-    z = mc[2] + np.concatenate([0.004 + u[: n_up + n_low, 2] * 0.004, 0.009 + u[n_up + n_low :, 2] * 0.02])
+    (t0, dt), (c0, dc) = TEETH_DEPTH_M, CAVITY_DEPTH_M
+    z = mc[2] + np.concatenate([t0 + u[: n_up + n_low, 2] * dt, c0 + u[n_up + n_low :, 2] * dc])
     col = np.concatenate([np.tile(TEETH_COLOUR, (n_up + n_low, 1)), np.tile(CAVITY_COLOUR, (n_cav, 1))])
-    s_cav = 0.6 * lip_w / np.sqrt(max(n, 4) / 4)
+    s_cav = CAVITY_SIZE * lip_w / np.sqrt(max(n, 4) / 4)
     # teeth overlap each other several times over (a closed, light surface; sparse ones look speckled)
-    size = np.concatenate([np.full(n_up + n_low, 0.9 * s_cav), np.full(n_cav, s_cav)])
+    size = np.concatenate([np.full(n_up + n_low, TEETH_SIZE * s_cav), np.full(n_cav, s_cav)])
     return np.stack([x, y, z], 1), col, size
 
 
-def initial_gaussians(inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, seed: int = 0) -> dict[str, Tensor]:
+# ---- the initial Gaussian set: budgets, shapes and sizes (head-space metres unless noted)
+FACE_SHARE = 0.55  # fraction of the head budget sampled on the face mesh
+EYE_SHARE = 0.02  # fraction of the head budget filling the eye openings (the rest: the head shell)
+SHELL_HALF_WIDTH = 0.56  # default shell x radius, in face widths (face-oval x extent)
+SHELL_HALF_HEIGHT = 0.72  # default shell y radius, in forehead-to-chin heights
+SHELL_HALF_DEPTH = 0.72  # default shell z radius, in face widths
+SHELL_CENTRE_DOWN = 0.42  # shell centre below the forehead, in forehead-to-chin heights
+SHELL_CENTRE_BACK = 0.55  # shell centre behind the cheeks' depth, in shell z radii
+SHELL_OVERSAMPLE = 3  # shell directions drawn per kept shell point (the face and jaw cut-outs drop some)
+SHELL_FACE_CLEARANCE_M = 0.015  # no shell inside the face oval less than this behind its deepest point
+SHELL_BELOW_CHIN_M = 0.01  # no shell below this much above the chin
+ELLIPSOID_AREA_P = 1.6  # exponent of Thomsen's approximation of an ellipsoid's surface area
+SHELL_FACING_COS = 0.2  # a shell point's colour is seen when its normal faces the camera by this cosine
+MASK_ON = 0.5  # person-mask value above which a pixel is the person
+MIN_SEEN_SHELL = 10  # fewer shell points seen than this: the hair colour is the default
+DEFAULT_HAIR_COLOUR = (0.25, 0.2, 0.15)  # RGB in [0, 1]
+TORSO_ABOVE_CHIN = 0.15  # torso pixels start this far above the chin, in forehead-to-chin pixel heights
+TORSO_BEHIND_HEAD_M = 0.05  # torso plane depth behind the head origin's camera depth
+DEFAULT_TORSO_SIZE_M = 0.01  # torso Gaussian size when the frame shows no torso
+FLATNESS = 0.3  # scale along the normal relative to the tangential scale
+SIZE_FACTOR = 0.8  # every initial scale times this (neighbouring Gaussians overlap less)
+COLOUR_RANGE = (0.02, 0.98)  # initial colours clipped here (their logits stay finite)
+INITIAL_OPACITY = 0.9
+
+_FACING_CAMERA = (0.0, 0.0, -1.0)  # the unit normal facing the frontal camera (head space)
+
+
+class _Part(NamedTuple):
+    """One part of the initial set: points (N, 3), unit normals (N, 3), colours (N, 3) in [0, 1] and
+    sizes (N,) in metres."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    colors: np.ndarray
+    sizes: np.ndarray
+
+
+class _Samples(NamedTuple):
+    """Points (N, 3) with unit normals (N, 3) and one size (metres) for all of them."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    size: float
+
+
+def _face_toward_camera(can: np.ndarray) -> np.ndarray:
+    """The face mesh's triangles (F, 3), each ordered so its normal points to the frontal camera (-z)."""
+    faces = face_triangles()
+    a, b, c = can[faces[:, 0]], can[faces[:, 1]], can[faces[:, 2]]
+    flip = np.cross(b - a, c - a)[:, 2] > 0
+    faces = faces.copy()
+    faces[flip] = faces[flip][:, [0, 2, 1]]
+    return faces
+
+
+def _face_samples(can: np.ndarray, n_face: int, n_eye: int, rng) -> _Samples:
+    """``n_face`` points on the face mesh, then ``n_eye`` filling the eye openings; the size is the
+    face mesh's mean sample spacing."""
+    p_face, n_face_nrm, face_area = _sample_triangles(can[:468], _face_toward_camera(can), n_face, rng)
+    s_face = np.sqrt(face_area / n_face)
+    p_eye, n_eye_nrm = eye_points(can, n_eye, rng)
+    return _Samples(np.concatenate([p_face, p_eye]), np.concatenate([n_face_nrm, n_eye_nrm]), s_face)
+
+
+def _default_shell(can: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """The default head ellipsoid's centre (3,) and radii (ax, ay, az) from the face's proportions."""
+    oval = can[face_oval_loop()]
+    width = oval[:, 0].max() - oval[:, 0].min()
+    top, chin = can[FOREHEAD, 1], can[CHIN, 1]
+    ax = SHELL_HALF_WIDTH * width
+    ay = SHELL_HALF_HEIGHT * (chin - top)
+    az = SHELL_HALF_DEPTH * width
+    cheeks_z = can[[RIGHT_CHEEK_OVAL, LEFT_CHEEK_OVAL], 2].mean()
+    ctr = np.array(
+        [oval[:, 0].mean(), top + SHELL_CENTRE_DOWN * (chin - top), cheeks_z + SHELL_CENTRE_BACK * az]
+    )
+    return ctr, ax, ay, az
+
+
+def _shell_samples(can: np.ndarray, inp: InitInputs, n_shell: int, rng) -> _Samples:
+    """Up to ``n_shell`` points on the silhouette-fitted head shell, outside the face and above the jaw;
+    the size is the shell's mean sample spacing."""
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
+
+    oval = can[face_oval_loop()]
+    ctr, ax, ay, az = _default_shell(can)
+    d = rng.normal(size=(n_shell * SHELL_OVERSAMPLE, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    fit = fit_shell_to_silhouette(ctr, ax, ay, inp.mask, inp.viewmat, inp.K, az=az)
+    p_shell, n_shell_nrm = fit.points(d)
+    inside_oval = MplPath(oval[:, :2]).contains_points(p_shell[:, :2])
+    keep = ~(inside_oval & (p_shell[:, 2] < oval[:, 2].max() + SHELL_FACE_CLEARANCE_M))
+    keep &= p_shell[:, 1] < can[CHIN, 1] - SHELL_BELOW_CHIN_M  # no shell below the jaw line
+    p_shell, n_shell_nrm = p_shell[keep][:n_shell], n_shell_nrm[keep][:n_shell]
+    p = ELLIPSOID_AREA_P
+    shell_area = 4 * np.pi * ((ax * ay) ** p + (ax * az) ** p + (ay * az) ** p) ** (1 / p) / 3
+    fx, fz = 0.5 * (fit.left.mean() + fit.right.mean()), fit.depth.mean()
+    shell_area *= (fx * fz + fx * fit.top + fz * fit.top) / 3  # the silhouette fit's change of area
+    return _Samples(p_shell, n_shell_nrm, np.sqrt(shell_area / max(len(p_shell), 1)))
+
+
+def _face_colours(face: _Samples, inp: InitInputs) -> np.ndarray:
+    """Reference-frame colours (N, 3) of the face points; those facing away take the seen ones' median."""
+    uv_f, pc_f = _project(face.points, inp.viewmat, inp.K)
+    ncam = face.normals @ inp.viewmat[:3, :3].T
+    vis_f = (ncam * pc_f).sum(1) < 0
+    col_face = _sample(inp.image, uv_f)
+    if vis_f.any() and (~vis_f).any():
+        col_face[~vis_f] = np.median(col_face[vis_f], axis=0)
+    return col_face
+
+
+def _shell_colours(shell: _Samples, inp: InitInputs) -> np.ndarray:
+    """Reference-frame colours (N, 3) of the shell points seen on the person; the rest take the hair
+    colour (the seen ones' median, or a default brown when too few are seen)."""
+    uv_s, pc_s = _project(shell.points, inp.viewmat, inp.K)
+    ncam_s = shell.normals @ inp.viewmat[:3, :3].T
+    facing = (ncam_s * pc_s).sum(1) < -SHELL_FACING_COS * np.linalg.norm(pc_s, axis=1)
+    vis_s = facing & (_sample(inp.mask, uv_s)[:, 0] > MASK_ON)
+    col_shell = _sample(inp.image, uv_s)
+    seen = vis_s.sum() > MIN_SEEN_SHELL
+    hair = np.median(col_shell[vis_s], axis=0) if seen else np.array(DEFAULT_HAIR_COLOUR)
+    col_shell[~vis_s] = hair
+    return col_shell
+
+
+def _torso_pixels(can: np.ndarray, inp: InitInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Person-mask pixels (u, v) below the chin and outside the face, the face oval in pixels (K, 2) and
+    the chin's pixel (2,)."""
+    from matplotlib.path import Path as MplPath  # only here: keeps matplotlib out of `import avatar3d`
+
+    chin_uv, _ = _project(can[[CHIN]], inp.viewmat, inp.K)
+    forehead_v = _project(can[[FOREHEAD]], inp.viewmat, inp.K)[0][0, 1]
+    vv, uu = np.nonzero(inp.mask > MASK_ON)
+    sel = vv > chin_uv[0, 1] - TORSO_ABOVE_CHIN * (chin_uv[0, 1] - forehead_v)
+    oval_uv, _ = _project(can[face_oval_loop()], inp.viewmat, inp.K)
+    in_face = MplPath(oval_uv).contains_points(np.stack([uu, vv], 1) + 0.5)
+    sel &= ~in_face
+    return uu[sel], vv[sel], oval_uv, chin_uv[0]
+
+
+def _torso_part(can: np.ndarray, inp: InitInputs, n_torso: int, rng) -> _Part:
+    """The torso: ``n_torso`` person-mask pixels below the chin lifted onto a plane behind the neck,
+    with the depth relief of :func:`torso_relief`; coloured from the reference frame."""
+    uu, vv, oval_uv, chin_uv = _torso_pixels(can, inp)
+    if len(uu) == 0 or n_torso == 0:
+        empty = np.zeros((0, 3))
+        return _Part(empty, empty, empty, np.full(0, DEFAULT_TORSO_SIZE_M))
+    pick = rng.choice(len(uu), size=n_torso, replace=len(uu) < n_torso)
+    pix = np.stack([uu[pick], vv[pick]], 1) + rng.random((n_torso, 2))
+    depth = inp.viewmat[:3, 3][2] + TORSO_BEHIND_HEAD_M
+    face_half = 0.5 * float(np.ptp(oval_uv[:, 0]))
+    dz, n_cam = torso_relief(inp.mask, pix, face_half, depth / inp.K[0, 0], axis_u=float(chin_uv[0]))
+    ray = np.concatenate([(pix - inp.K[:2, 2]) / np.diag(inp.K)[:2], np.ones((n_torso, 1))], 1)
+    pc = ray * (depth + dz)[:, None]
+    inv = np.linalg.inv(inp.viewmat)
+    p_torso = pc @ inv[:3, :3].T + inv[:3, 3]
+    s_torso = np.sqrt(len(uu) / n_torso) * depth / inp.K[0, 0]
+    return _Part(p_torso, n_cam @ inv[:3, :3].T, _sample(inp.image, pix), np.full(n_torso, s_torso))
+
+
+def _as_gaussians(head: _Part, mouth: _Part, torso: _Part) -> dict[str, Tensor]:
+    """The parts as the float32 tensors of :func:`initial_gaussians` (group ids HEAD, MOUTH, TORSO)."""
+    parts = (head, mouth, torso)
+    means = np.concatenate([p.points for p in parts])
+    normals = np.concatenate([p.normals for p in parts])
+    sz = np.concatenate([p.sizes for p in parts])
+    scales = np.stack([sz, sz, sz * FLATNESS], 1) * SIZE_FACTOR
+    colors = np.concatenate([p.colors for p in parts]).clip(*COLOUR_RANGE)
+    group = np.concatenate([np.full(len(p.points), gid) for p, gid in zip(parts, (HEAD, MOUTH, TORSO))])
+
+    def f32(x):
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    return {
+        "means": f32(means),
+        "quats": quats_from_normals(f32(normals)),
+        "scales": f32(scales),
+        "opacities": torch.full((len(means),), INITIAL_OPACITY),
+        "colors": f32(colors),
+        "group": torch.as_tensor(group, dtype=torch.int64),
+    }
+
+
+def initial_gaussians(
+    inp: InitInputs, n_head: int, n_mouth: int, n_torso: int, seed: int = 0
+) -> dict[str, Tensor]:
     """Build the initial Gaussian set.
+
+    Stages (in the order they draw from the seeded generator): the face mesh and eye openings, the
+    silhouette-fitted head shell, the mouth interior, the torso relief; then colours from the
+    reference frame. See docs/design/initialisation.md for why each part starts where it does.
 
     Returns a dict of float32 tensors: means (N, 3), quats (N, 4), scales (N, 3), opacities (N,),
     colors (N, 3) in [0, 1], and group (N,) int64 (HEAD, MOUTH or TORSO).
     """
     rng = np.random.default_rng(seed)
     can = np.asarray(inp.canonical, dtype=np.float64)
-    faces = face_triangles()
-    # orient triangles so normals point towards the frontal camera (-z)
-    a, b, c = can[faces[:, 0]], can[faces[:, 1]], can[faces[:, 2]]
-    flip = np.cross(b - a, c - a)[:, 2] > 0
-    faces = faces.copy()
-    faces[flip] = faces[flip][:, [0, 2, 1]]
-
-    n_face = int(n_head * 0.55)
-    n_eye = int(n_head * 0.02)
-    n_shell = n_head - n_face - n_eye
-    p_face, n_face_nrm, face_area = _sample_triangles(can[:468], faces, n_face, rng)
-    s_face = np.sqrt(face_area / n_face)
-    p_eye, n_eye_nrm = eye_points(can, n_eye, rng)
-    p_face = np.concatenate([p_face, p_eye])
-    n_face_nrm = np.concatenate([n_face_nrm, n_eye_nrm])
-
-    # head shell: an ellipsoid closing the head behind and above the face
-    oval = can[face_oval_loop()]
-    width = oval[:, 0].max() - oval[:, 0].min()
-    top, chin = can[FOREHEAD, 1], can[CHIN, 1]
-    ax = 0.56 * width
-    ay = 0.72 * (chin - top)
-    az = 0.72 * width
-    ctr = np.array([oval[:, 0].mean(), top + 0.42 * (chin - top), can[[LEFT_CHEEK, RIGHT_CHEEK], 2].mean() + 0.55 * az])
-    m = n_shell * 3
-    d = rng.normal(size=(m, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    fit = fit_shell_to_silhouette(ctr, ax, ay, inp.mask, inp.viewmat, inp.K, az=az)
-    p_shell, n_shell_nrm = fit.points(d)
-    from matplotlib.path import Path as MplPath
-
-    inside_oval = MplPath(oval[:, :2]).contains_points(p_shell[:, :2])
-    keep = ~(inside_oval & (p_shell[:, 2] < oval[:, 2].max() + 0.015))
-    keep &= p_shell[:, 1] < chin - 0.01  # no shell below the jaw line
-    p_shell, n_shell_nrm = p_shell[keep][:n_shell], n_shell_nrm[keep][:n_shell]
-    shell_area = 4 * np.pi * ((ax * ay) ** 1.6 + (ax * az) ** 1.6 + (ay * az) ** 1.6) ** (1 / 1.6) / 3
-    fx, fz = 0.5 * (fit.left.mean() + fit.right.mean()), fit.depth.mean()
-    shell_area *= (fx * fz + fx * fit.top + fz * fit.top) / 3  # the silhouette fit's change of area
-    s_shell = np.sqrt(shell_area / max(len(p_shell), 1))
-
+    n_face, n_eye = int(n_head * FACE_SHARE), int(n_head * EYE_SHARE)
+    face = _face_samples(can, n_face, n_eye, rng)
+    shell = _shell_samples(can, inp, n_head - n_face - n_eye, rng)
     p_mouth, col_mouth, s_mouth = mouth_interior(can, n_mouth, rng)
-    n_mouth_nrm = np.tile([0.0, 0.0, -1.0], (n_mouth, 1))
-
-    # colours from the reference frame
-    uv_f, pc_f = _project(p_face, inp.viewmat, inp.K)
-    ncam = n_face_nrm @ inp.viewmat[:3, :3].T
-    vis_f = (ncam * pc_f).sum(1) < 0
-    col_face = _sample(inp.image, uv_f)
-    if vis_f.any() and (~vis_f).any():
-        col_face[~vis_f] = np.median(col_face[vis_f], axis=0)
-    uv_s, pc_s = _project(p_shell, inp.viewmat, inp.K)
-    ncam_s = n_shell_nrm @ inp.viewmat[:3, :3].T
-    vis_s = ((ncam_s * pc_s).sum(1) < -0.2 * np.linalg.norm(pc_s, axis=1)) & (_sample(inp.mask, uv_s)[:, 0] > 0.5)
-    col_shell = _sample(inp.image, uv_s)
-    hair = np.median(col_shell[vis_s], axis=0) if vis_s.sum() > 10 else np.array([0.25, 0.2, 0.15])
-    col_shell[~vis_s] = hair
-
-    # torso: person-mask pixels below the chin, lifted onto a plane at neck depth
-    H, W = inp.mask.shape
-    chin_uv, chin_c = _project(can[[CHIN]], inp.viewmat, inp.K)
-    origin_c = inp.viewmat[:3, 3]
-    vv, uu = np.nonzero(inp.mask > 0.5)
-    sel = vv > chin_uv[0, 1] - 0.15 * (chin_uv[0, 1] - _project(can[[FOREHEAD]], inp.viewmat, inp.K)[0][0, 1])
-    # exclude the face itself
-    oval_uv, _ = _project(oval, inp.viewmat, inp.K)
-    in_face = MplPath(oval_uv).contains_points(np.stack([uu, vv], 1) + 0.5)
-    sel &= ~in_face
-    uu, vv = uu[sel], vv[sel]
-    if len(uu) == 0 or n_torso == 0:
-        p_torso = np.zeros((0, 3))
-        col_torso = np.zeros((0, 3))
-        s_torso = 0.01
-    else:
-        pick = rng.choice(len(uu), size=n_torso, replace=len(uu) < n_torso)
-        pix = np.stack([uu[pick], vv[pick]], 1) + rng.random((n_torso, 2))
-        depth = origin_c[2] + 0.05
-        face_half = 0.5 * float(np.ptp(oval_uv[:, 0]))
-        dz, n_cam = torso_relief(inp.mask, pix, face_half, depth / inp.K[0, 0], axis_u=float(chin_uv[0, 0]))
-        ray = np.concatenate([(pix - inp.K[:2, 2]) / np.diag(inp.K)[:2], np.ones((n_torso, 1))], 1)
-        pc = ray * (depth + dz)[:, None]
-        inv = np.linalg.inv(inp.viewmat)
-        p_torso = pc @ inv[:3, :3].T + inv[:3, 3]
-        n_torso_nrm = n_cam @ inv[:3, :3].T
-        col_torso = _sample(inp.image, pix)
-        s_torso = np.sqrt(len(uu) / n_torso) * depth / inp.K[0, 0]
-    if len(p_torso) == 0:
-        n_torso_nrm = np.zeros((0, 3))
-
-    means = np.concatenate([p_face, p_shell, p_mouth, p_torso])
-    normals = np.concatenate([n_face_nrm, n_shell_nrm, n_mouth_nrm, n_torso_nrm])
-    sz = np.concatenate(
-        [
-            np.full(len(p_face), s_face),
-            np.full(len(p_shell), s_shell),
-            s_mouth,
-            np.full(len(p_torso), s_torso),
-        ]
+    mouth = _Part(p_mouth, np.tile(_FACING_CAMERA, (n_mouth, 1)), col_mouth, s_mouth)
+    head = _Part(
+        np.concatenate([face.points, shell.points]),
+        np.concatenate([face.normals, shell.normals]),
+        np.concatenate([_face_colours(face, inp), _shell_colours(shell, inp)]),
+        np.concatenate([np.full(len(face.points), face.size), np.full(len(shell.points), shell.size)]),
     )
-    scales = np.stack([sz, sz, sz * 0.3], 1) * 0.8
-    colors = np.concatenate([col_face, col_shell, col_mouth, col_torso]).clip(0.02, 0.98)
-    group = np.concatenate(
-        [
-            np.full(len(p_face) + len(p_shell), HEAD),
-            np.full(len(p_mouth), MOUTH),
-            np.full(len(p_torso), TORSO),
-        ]
-    )
-    f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-    return {
-        "means": f32(means),
-        "quats": quats_from_normals(f32(normals)),
-        "scales": f32(scales),
-        "opacities": torch.full((len(means),), 0.9),
-        "colors": f32(colors),
-        "group": torch.as_tensor(group, dtype=torch.int64),
-    }
+    return _as_gaussians(head, mouth, _torso_part(can, inp, n_torso, rng))

@@ -145,7 +145,9 @@ def fit_viseme_map(
     Y = np.asarray(expression, np.float64)
     L = np.asarray(landmarks3d, np.float64)
     if X.ndim != 2 or X.shape[1] != N_VISEME_FEATURES or len(X) != len(Y) or len(L) != len(Y):
-        raise ValueError(f"features (T, {N_VISEME_FEATURES}), expression (T, E) and landmarks (T, 478, 3) must agree")
+        raise ValueError(
+            f"features (T, {N_VISEME_FEATURES}), expression (T, E) and landmarks (T, 478, 3) must agree"
+        )
     T = len(X)
     ok = np.ones(T, bool) if valid is None else np.asarray(valid, bool).copy()
     ok &= np.isfinite(Y).all(1) & np.isfinite(L).all((1, 2))
@@ -159,16 +161,12 @@ def fit_viseme_map(
     E = Y.shape[1]
     P = np.concatenate([P15, np.zeros((2, E))])
     lam = np.concatenate(
-        [prior_strength * np.array([PRIOR_WEIGHT.get(v, 1.0) for v in VISEME_NAMES]), np.full(2, extra_strength)]
+        [
+            prior_strength * np.array([PRIOR_WEIGHT.get(v, 1.0) for v in VISEME_NAMES]),
+            np.full(2, extra_strength),
+        ]
     )
-    best = None
-    for lag in lags:
-        Xj = Xall[np.clip(np.arange(T) + lag, 0, T - 1)][ok]
-        M = ridge_towards(Xj, Y, P, lam)
-        err = float(((Xj @ M - Y) ** 2).mean())
-        if best is None or err < best[0]:
-            best = (err, lag, M)
-    err, lag, M = best
+    err, lag, M = _best_lag(Xall, Y, P, lam, lags, ok)
     fit = VisemeFit(M, lag)
     # the fitted lip gap, linear in the expression: gap ≈ g0 + expression @ dg (regressed on the frames)
     dg = _affine(gap[:, None], Y)[1:, 0]  # (E,)
@@ -192,10 +190,26 @@ def fit_viseme_map(
         "lip_gap_std_real": std_real,
         "lip_gap_std_fit": std_fit * gain,
         "frames_per_viseme": {v: round(float(c), 1) for v, c in zip(VISEME_NAMES, counts)},
-        "gap_p5": info["gap_p5"],
-        "gap_p95": info["gap_p95"],
+        **{k: info[k] for k in ("gap_p5", "gap_p95")},
     }
     return fit
+
+
+def _best_lag(
+    X: np.ndarray, Y: np.ndarray, P: np.ndarray, lam: np.ndarray, lags: tuple[int, ...], ok: np.ndarray
+) -> tuple[float, int, np.ndarray]:
+    """(mean squared residual, lag, map (K, E)) of the lag whose ridge fit has the lowest residual.
+    X (T, K) all frames (shifted by the lag, clamped at the clip's ends), Y (T_ok, E) the valid
+    frames' expression, ``ok`` (T,) which frames are valid."""
+    T = len(X)
+    best = None
+    for lag in lags:
+        Xj = X[np.clip(np.arange(T) + lag, 0, T - 1)][ok]
+        M = ridge_towards(Xj, Y, P, lam)
+        err = float(((Xj @ M - Y) ** 2).mean())
+        if best is None or err < best[0]:
+            best = (err, lag, M)
+    return best
 
 
 __all__ = [

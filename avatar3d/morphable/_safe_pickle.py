@@ -132,7 +132,9 @@ def _sparse_to_dense(obj: _SparseStandIn, where: str) -> np.ndarray:
     try:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] > MAX_DENSE_ELEMENTS:
-            raise FormatError(f"{where}: a {shape} sparse matrix is too large to make dense; refusing to load")
+            raise FormatError(
+                f"{where}: a {shape} sparse matrix is too large to make dense; refusing to load"
+            )
         out = np.zeros(shape, dtype=np.float64)
         data = np.asarray(st["data"], dtype=np.float64)
         if obj.fmt == "coo":

@@ -25,8 +25,9 @@ import roma
 import torch
 from torch import Tensor
 
+from ..core.geometry import pseudo_huber
 from .base import N_MEDIAPIPE, MorphableModel, as_tensor
-from .lbs import rotate, rotvec_to_matrix
+from .lbs import rotate
 
 
 @dataclass
@@ -154,13 +155,7 @@ def _interpolate_rotations(R: Tensor, ok: Tensor) -> Tensor:
     prv, nxt, a = _bracket(ok)
     R0, R1 = R.index_select(0, prv), R.index_select(0, nxt)
     rel = roma.rotmat_to_rotvec(R1 @ R0.transpose(1, 2))  # [T, 3]
-    return rotvec_to_matrix(rel * a.to(R.dtype)[:, None]) @ R0
-
-
-def _pseudo_huber(r2: Tensor, delta: float | None) -> Tensor:
-    if delta is None:
-        return r2
-    return 2 * delta**2 * (torch.sqrt(1 + r2 / delta**2) - 1)
+    return roma.rotvec_to_rotmat(rel * a.to(R.dtype)[:, None]) @ R0
 
 
 def _lbfgs(params: list[Tensor], closure, iters: int, history: list[float]) -> None:
@@ -187,6 +182,10 @@ def _lbfgs(params: list[Tensor], closure, iters: int, history: list[float]) -> N
         history.append(float(closure()))
 
 
+MIN_DEPTH_M = 1e-3  # metres: start depths are clamped here before their log is taken
+MIN_FACE_SIZE_PX = 1.0  # pixels: floor of a frame's face size (the loss's unit)
+
+
 def fit_landmarks(
     model: MorphableModel,
     landmarks2d: Tensor | np.ndarray,  # [T, 478, 2]
@@ -209,11 +208,41 @@ def fit_landmarks(
         :class:`FitResult`.
     """
     cfg = config or FitConfig()
+    obs = _observe(model, landmarks2d, K, valid, landmark_weights)
+    problem = _LandmarkProblem(model, cfg, obs)
+    history: list[float] = []
+    rigid = [problem.u["omega"], problem.u["ab"], problem.u["log_z"]]
+    per_frame = [problem.u["expression"]] + [problem.u[f"pose.{k}"] for k in model.fit_pose_keys]
+    per_frame += [problem.u[f"controls.{k}"] for k in model.fit_controls]
+    shared = [problem.u["shape"]] if cfg.optimize_shape and model.n_shape else []
+    _lbfgs(rigid, problem.loss, cfg.rigid_iters, history)
+    _lbfgs(rigid + per_frame + shared, problem.loss, cfg.joint_iters, history)
+    if cfg.optimize_focal:
+        _lbfgs(rigid + per_frame + shared + [problem.u["log_f"]], problem.loss, cfg.focal_iters, history)
+    with torch.no_grad():
+        return _result(model, problem, obs, history)
+
+
+@dataclass
+class _Observed:
+    """The landmarks the fit sees: ``x`` (T, L, 2) pixels (0 where missing), ``ok`` (T, L) detected,
+    ``w`` (T, L) weights, ``frame_ok`` (T,) frames with any landmark, ``size`` (T,) each frame's face
+    size in pixels (interpolated where missing), ``K0`` (3, 3)."""
+
+    x: Tensor
+    ok: Tensor
+    w: Tensor
+    frame_ok: Tensor
+    size: Tensor
+    K0: Tensor
+
+
+def _observe(model: MorphableModel, landmarks2d, K, valid, landmark_weights) -> _Observed:
+    """Check and select the model's landmarks; raises ValueError on bad shapes, K or no landmarks."""
     dt, dev = model.dtype, model.device
     lm = as_tensor(landmarks2d, dtype=dt, device=dev)
     if lm.ndim != 3 or lm.shape[1:] != (N_MEDIAPIPE, 2):
         raise ValueError(f"landmarks2d must have shape (T, 478, 2), got {tuple(lm.shape)}")
-    T = lm.shape[0]
     K0 = as_tensor(K, dtype=dt, device=dev)
     if K0.shape != (3, 3) or not bool(torch.isfinite(K0).all()) or K0[0, 0] <= 0 or K0[1, 1] <= 0:
         raise ValueError(f"K must be a (3, 3) intrinsics matrix with positive focal, got {K0.tolist()}")
@@ -233,78 +262,90 @@ def fit_landmarks(
     n_pts = w.sum(1).clamp_min(1)  # [T]
     centre = (w[..., None] * x).sum(1) / n_pts[:, None]
     size = ((w * (x - centre[:, None]).pow(2).sum(-1)).sum(1) / n_pts).sqrt()  # [T] face size, px
-    size = _interpolate(size, frame_ok).clamp_min(1.0)
+    size = _interpolate(size, frame_ok).clamp_min(MIN_FACE_SIZE_PX)
+    return _Observed(x, ok, w, frame_ok, size, K0)
 
-    with torch.no_grad():
-        X0, sens = _sensitivities(model)
-        R0, t0 = _rigid_init(X0, x, w, K0)
-        R0, t0 = _interpolate_rotations(R0, frame_ok), _interpolate(t0, frame_ok)
-    radius = float((X0 - X0.mean(0)).pow(2).sum(1).mean().sqrt())  # face size in model units
-    L_ref = float(w.sum(1).max())
-    zeros = functools.partial(torch.zeros, dtype=dt, device=dev)
 
-    # Jacobi preconditioning: each optimised variable is the parameter divided by a scale that makes
-    # the loss's curvature about equal for all of them (else L-BFGS crawls: a radian of rotation moves
-    # landmarks ~100x more than a unit of an expression coefficient).
-    def scale(group: str, weight: float, shared: bool = False) -> Tensor:
-        h = sens[group] + weight * cfg.sigma**2  # curvature relative to 1 / sigma^2
-        return (L_ref / (h * (T if shared else 1))).sqrt()
+class _LandmarkProblem:
+    """The fit's variables ``u`` (preconditioned: each parameter divided by a scale ``sc``), the
+    parameters they stand for (:meth:`params`) and the loss of the module docstring (:meth:`loss`)."""
 
-    tz = t0[:, 2].clamp_min(1e-3)
-    sc = {
-        "ab": (radius / tz)[:, None],
-        "shape": scale("shape", cfg.w_shape, shared=True),
-        "expression": scale("expression", cfg.w_expression),
-    }
-    sc.update({f"pose.{k}": scale(f"pose.{k}", cfg.w_pose) for k in model.fit_pose_keys})
-    sc.update({f"controls.{k}": scale(f"controls.{k}", cfg.w_controls) for k in model.fit_controls})
-    ab0, log_z0 = t0[:, :2] / tz[:, None], tz.log()
-    u = {
-        "omega": zeros(T, 3),
-        "ab": zeros(T, 2),
-        "log_z": zeros(T),
-        "log_f": zeros(()),
-        "shape": zeros(model.n_shape),
-        "expression": zeros(T, model.n_expression),
-    }
-    u.update({f"pose.{k}": zeros(T, model.pose_dims[k]) for k in model.fit_pose_keys})
-    u.update({f"controls.{k}": zeros(T) for k in model.fit_controls})
-    u = {k: v.requires_grad_(True) for k, v in u.items()}
-    delta = None if cfg.robust_scale is None else cfg.robust_scale * cfg.sigma
+    def __init__(self, model: MorphableModel, cfg: FitConfig, obs: _Observed) -> None:
+        dt, dev = model.dtype, model.device
+        T = obs.x.shape[0]
+        self.model, self.cfg, self.obs, self.T = model, cfg, obs, T
+        with torch.no_grad():
+            X0, sens = _sensitivities(model)
+            R0, t0 = _rigid_init(X0, obs.x, obs.w, obs.K0)
+            self.R0, t0 = _interpolate_rotations(R0, obs.frame_ok), _interpolate(t0, obs.frame_ok)
+        self.radius = float((X0 - X0.mean(0)).pow(2).sum(1).mean().sqrt())  # face size in model units
+        L_ref = float(obs.w.sum(1).max())
+        zeros = functools.partial(torch.zeros, dtype=dt, device=dev)
 
-    def params() -> dict:
+        # Jacobi preconditioning: each optimised variable is the parameter divided by a scale that
+        # makes the loss's curvature about equal for all of them (else L-BFGS crawls: a radian of
+        # rotation moves landmarks far more than a unit of an expression coefficient).
+        def scale(group: str, weight: float, shared: bool = False) -> Tensor:
+            h = sens[group] + weight * cfg.sigma**2  # curvature relative to 1 / sigma^2
+            return (L_ref / (h * (T if shared else 1))).sqrt()
+
+        tz = t0[:, 2].clamp_min(MIN_DEPTH_M)
+        self.sc = {
+            "ab": (self.radius / tz)[:, None],
+            "shape": scale("shape", cfg.w_shape, shared=True),
+            "expression": scale("expression", cfg.w_expression),
+        }
+        self.sc.update({f"pose.{k}": scale(f"pose.{k}", cfg.w_pose) for k in model.fit_pose_keys})
+        self.sc.update({f"controls.{k}": scale(f"controls.{k}", cfg.w_controls) for k in model.fit_controls})
+        self.ab0, self.log_z0 = t0[:, :2] / tz[:, None], tz.log()
+        u = {
+            "omega": zeros(T, 3),
+            "ab": zeros(T, 2),
+            "log_z": zeros(T),
+            "log_f": zeros(()),
+            "shape": zeros(model.n_shape),
+            "expression": zeros(T, model.n_expression),
+        }
+        u.update({f"pose.{k}": zeros(T, model.pose_dims[k]) for k in model.fit_pose_keys})
+        u.update({f"controls.{k}": zeros(T) for k in model.fit_controls})
+        self.u = {k: v.requires_grad_(True) for k, v in u.items()}
+        self.delta = None if cfg.robust_scale is None else cfg.robust_scale * cfg.sigma
+        self.pair_ok = (obs.frame_ok[1:] & obs.frame_ok[:-1]).to(dt)  # smoothness between observed frames
+
+    def params(self) -> dict:
+        u, sc, model = self.u, self.sc, self.model
         out = {
             "shape": u["shape"] * sc["shape"],
             "expression": u["expression"] * sc["expression"],
             "pose": {k: u[f"pose.{k}"] * sc[f"pose.{k}"] for k in model.fit_pose_keys},
             "controls": {k: u[f"controls.{k}"] * sc[f"controls.{k}"] for k in model.fit_controls},
         }
-        out["R"] = rotvec_to_matrix(u["omega"]) @ R0
-        z = (log_z0 + u["log_z"]).exp()
-        out["t"] = torch.cat([(ab0 + u["ab"] * sc["ab"]) * z[:, None], z[:, None]], dim=1)
+        out["R"] = roma.rotvec_to_rotmat(u["omega"]) @ self.R0
+        z = (self.log_z0 + u["log_z"]).exp()
+        out["t"] = torch.cat([(self.ab0 + u["ab"] * sc["ab"]) * z[:, None], z[:, None]], dim=1)
+        K0 = self.obs.K0
         Kf = K0.clone()
         Kf[0, 0], Kf[1, 1] = K0[0, 0] * u["log_f"].exp(), K0[1, 1] * u["log_f"].exp()
         out["K"] = Kf
         return out
 
-    def predict(p: dict) -> Tensor:
-        Xh = model.landmark_positions(
-            p["shape"].expand(T, -1), p["expression"], p["pose"], None, p["controls"]
+    def predict(self, p: dict) -> Tensor:
+        Xh = self.model.landmark_positions(
+            p["shape"].expand(self.T, -1), p["expression"], p["pose"], None, p["controls"]
         )  # [T, L, 3]
         return project(rotate(Xh, p["R"]) + p["t"][:, None], p["K"])
 
-    pair_ok = (frame_ok[1:] & frame_ok[:-1]).to(dt)  # [T-1] smoothness only between observed frames
-
-    def diff2(v: Tensor) -> Tensor:
+    def _diff2(self, v: Tensor) -> Tensor:
         if v.shape[0] < 2:
             return v.new_zeros(())
-        return (pair_ok * (v[1:] - v[:-1]).pow(2).reshape(v.shape[0] - 1, -1).sum(1)).sum()
+        return (self.pair_ok * (v[1:] - v[:-1]).pow(2).reshape(v.shape[0] - 1, -1).sum(1)).sum()
 
-    def loss() -> Tensor:
-        p = params()
-        r2 = ((predict(p) - x) / size[:, None, None]).pow(2).sum(-1)  # [T, L] in face sizes^2
-        data = (w * _pseudo_huber(r2, delta)).sum() / cfg.sigma**2
-        prior = T * (cfg.w_shape * p["shape"].pow(2).sum() + cfg.w_focal * u["log_f"].pow(2))
+    def loss(self) -> Tensor:
+        cfg, obs, T, diff2 = self.cfg, self.obs, self.T, self._diff2
+        p = self.params()
+        r2 = ((self.predict(p) - obs.x) / obs.size[:, None, None]).pow(2).sum(-1)  # [T, L] face sizes^2
+        data = (obs.w * pseudo_huber(r2, self.delta)).sum() / cfg.sigma**2
+        prior = T * (cfg.w_shape * p["shape"].pow(2).sum() + cfg.w_focal * self.u["log_f"].pow(2))
         prior = prior + cfg.w_expression * p["expression"].pow(2).sum()
         smooth = cfg.w_smooth * diff2(p["expression"])
         for v in p["pose"].values():
@@ -313,46 +354,32 @@ def fit_landmarks(
         for v in p["controls"].values():
             prior = prior + cfg.w_controls * v.pow(2).sum()
             smooth = smooth + cfg.w_smooth * diff2(v)
-        smooth = smooth + cfg.w_smooth_rigid * (diff2(p["R"].reshape(T, 9)) + diff2(p["t"] / radius))
+        smooth = smooth + cfg.w_smooth_rigid * (diff2(p["R"].reshape(T, 9)) + diff2(p["t"] / self.radius))
         return (data + prior + smooth) / T
 
-    history: list[float] = []
-    rigid = [u["omega"], u["ab"], u["log_z"]]
-    per_frame = [u["expression"]] + [u[f"pose.{k}"] for k in model.fit_pose_keys]
-    per_frame += [u[f"controls.{k}"] for k in model.fit_controls]
-    shared = [u["shape"]] if cfg.optimize_shape and model.n_shape else []
-    _lbfgs(rigid, loss, cfg.rigid_iters, history)
-    _lbfgs(rigid + per_frame + shared, loss, cfg.joint_iters, history)
-    if cfg.optimize_focal:
-        _lbfgs(rigid + per_frame + shared + [u["log_f"]], loss, cfg.focal_iters, history)
 
-    with torch.no_grad():
-        p = params()
-        if not bool(frame_ok.all()):  # frames without landmarks: interpolate their neighbours
-            p["R"] = _interpolate_rotations(p["R"], frame_ok)
-            for key in ("t", "expression"):
-                p[key] = _interpolate(p[key], frame_ok)
-            for group in ("pose", "controls"):
-                p[group] = {k: _interpolate(v, frame_ok) for k, v in p[group].items()}
-        err = (predict(p) - x).norm(dim=-1)  # [T, L] pixels
-        okf = ok.to(dt)
-        per = (err * okf).sum(1) / okf.sum(1).clamp_min(1)
-        per = torch.where(okf.sum(1) > 0, per, torch.full_like(per, float("nan")))
-        if not all(bool(torch.isfinite(v).all()) for v in (p["R"], p["t"], p["expression"], p["shape"])):
-            raise FloatingPointError("landmark fit diverged (non-finite parameters); check K and landmarks")
-        semantic = model.semantic_values(p["expression"], p["pose"], p["controls"])
-        return FitResult(
-            p["R"],
-            p["t"],
-            p["shape"],
-            p["expression"],
-            p["pose"],
-            p["controls"],
-            semantic,
-            p["K"],
-            per,
-            history,
-        )
+def _result(
+    model: MorphableModel, problem: _LandmarkProblem, obs: _Observed, history: list[float]
+) -> FitResult:
+    """The fitted parameters, interpolated over frames without landmarks, and the per-frame error."""
+    p = problem.params()
+    frame_ok = obs.frame_ok
+    if not bool(frame_ok.all()):  # frames without landmarks: interpolate their neighbours
+        p["R"] = _interpolate_rotations(p["R"], frame_ok)
+        for key in ("t", "expression"):
+            p[key] = _interpolate(p[key], frame_ok)
+        for group in ("pose", "controls"):
+            p[group] = {k: _interpolate(v, frame_ok) for k, v in p[group].items()}
+    err = (problem.predict(p) - obs.x).norm(dim=-1)  # [T, L] pixels
+    okf = obs.ok.to(model.dtype)
+    per = (err * okf).sum(1) / okf.sum(1).clamp_min(1)
+    per = torch.where(okf.sum(1) > 0, per, torch.full_like(per, float("nan")))
+    if not all(bool(torch.isfinite(v).all()) for v in (p["R"], p["t"], p["expression"], p["shape"])):
+        raise FloatingPointError("landmark fit diverged (non-finite parameters); check K and landmarks")
+    semantic = model.semantic_values(p["expression"], p["pose"], p["controls"])
+    return FitResult(
+        p["R"], p["t"], p["shape"], p["expression"], p["pose"], p["controls"], semantic, p["K"], per, history
+    )
 
 
 def _sensitivities(model: MorphableModel, eps: float = 1e-3) -> tuple[Tensor, dict[str, Tensor]]:

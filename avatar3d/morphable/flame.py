@@ -44,7 +44,15 @@ from torch import Tensor
 
 from ..errors import FormatError
 from ._safe_pickle import load_pickle
-from .base import ControlDict, LandmarkEmbedding, MorphableModel, PoseDict, as_tensor, barycentric_points
+from .base import (
+    N_MEDIAPIPE,
+    ControlDict,
+    LandmarkEmbedding,
+    MorphableModel,
+    PoseDict,
+    as_tensor,
+    barycentric_points,
+)
 from .lbs import lbs, parents_from_kintree
 
 FLAME_PATH_ENV = "AVATAR3D_FLAME_PATH"
@@ -52,6 +60,15 @@ FLAME_LANDMARKS_ENV = "AVATAR3D_FLAME_LANDMARKS"
 N_JOINTS = 5  # global, neck, jaw, left eye, right eye
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 LANDMARK_KEYS = ("lmk_face_idx", "lmk_b_coords", "landmark_indices")
+FLAME_MISSING = (
+    f"no FLAME file given: pass a path or set {FLAME_PATH_ENV} (FLAME needs registration at "
+    "flame.is.tue.mpg.de; avatar3d's open model needs no file)"
+)
+EMBEDDING_MISSING = f"no landmark embedding given: pass a path or set {FLAME_LANDMARKS_ENV}"
+FLAME_COMPONENTS = 400  # shapedirs components of FLAME 2020 and 2023 ...
+FLAME_SHAPE_COMPONENTS = 300  # ... of which identity (the other 100: expression)
+WEIGHT_SUM_TOLERANCE = 1e-3  # skinning weights' rows must sum to 1 within this
+BARY_TOLERANCE = 1e-3  # barycentric coordinates: rows sum to 1, none below minus this
 _TO_HEAD = np.array([1.0, -1.0, -1.0])  # FLAME frame (y up, z to viewer) <-> head space (OpenCV)
 
 
@@ -139,19 +156,10 @@ def load_flame_data(path: str | Path | None = None, shape_components: int | None
     Raises:
         FormatError: one line naming the file and the missing key / wrong shape / bad value.
     """
-    if path is None:
-        env = os.environ.get(FLAME_PATH_ENV)
-        if not env:
-            raise FormatError(
-                f"no FLAME file given: pass a path or set {FLAME_PATH_ENV} (FLAME needs registration at "
-                "flame.is.tue.mpg.de; avatar3d's open model needs no file)"
-            )
-        path = env
-    path = Path(path)
+    path = Path(_path_or_env(path, FLAME_PATH_ENV, FLAME_MISSING))
     d = read_arrays(path)
     for key in REQUIRED_KEYS:
         _get(d, key, path)  # report the first missing key before any shape complaint
-
     v_template = _float(_get(d, "v_template", path), "v_template", path)
     _check_shape(v_template, "v_template", (None, 3), path)
     V = v_template.shape[0]
@@ -160,45 +168,16 @@ def load_flame_data(path: str | Path | None = None, shape_components: int | None
     faces = _index(faces, "f", V, path)
     shapedirs = _float(_get(d, "shapedirs", path), "shapedirs", path)
     _check_shape(shapedirs, "shapedirs", (V, 3, None), path)
-    kintree = _get(d, "kintree_table", path)
-    _check_shape(kintree, "kintree_table", (2, N_JOINTS), path)
-    try:
-        parents = parents_from_kintree(kintree)
-    except ValueError as e:
-        raise FormatError(f"{path}: bad 'kintree_table': {e}") from None
-    posedirs = _float(_get(d, "posedirs", path), "posedirs", path)
-    _check_shape(posedirs, "posedirs", (V, 3, 9 * (N_JOINTS - 1)), path)
-    J_regressor = _float(_get(d, "J_regressor", path), "J_regressor", path)
-    _check_shape(J_regressor, "J_regressor", (N_JOINTS, V), path)
-    weights = _float(_get(d, "weights", path), "weights", path)
-    _check_shape(weights, "weights", (V, N_JOINTS), path)
-    if np.abs(weights.sum(axis=1) - 1.0).max() > 1e-3:
+    parents = _parents(d, path)
+    posedirs = _checked_float(d, "posedirs", (V, 3, 9 * (N_JOINTS - 1)), path)
+    J_regressor = _checked_float(d, "J_regressor", (N_JOINTS, V), path)
+    weights = _checked_float(d, "weights", (V, N_JOINTS), path)
+    if np.abs(weights.sum(axis=1) - 1.0).max() > WEIGHT_SUM_TOLERANCE:
         raise FormatError(
             f"{path}: 'weights' rows must sum to 1 (worst row sums to "
             f"{weights.sum(axis=1)[np.abs(weights.sum(axis=1) - 1).argmax()]:.4f})"
         )
-
-    K = shapedirs.shape[2]
-    if shape_components is None and "n_shape" in d:
-        shape_components = int(np.asarray(d["n_shape"]).reshape(-1)[0])
-    if shape_components is None:
-        if K != 400:
-            raise FormatError(
-                f"{path}: 'shapedirs' has {K} components; cannot tell identity from expression "
-                "(pass shape_components= or store a scalar 'n_shape' in the file)"
-            )
-        shape_components = 300
-    if not 0 <= shape_components <= K:
-        raise FormatError(f"{path}: n_shape={shape_components} is outside [0, {K}] for 'shapedirs'")
-
-    eyelids = None
-    if "l_eyelid" in d or "r_eyelid" in d:
-        lids = []
-        for key in ("l_eyelid", "r_eyelid"):
-            arr = _float(_get(d, key, path), key, path)
-            _check_shape(arr, key, (V, 3), path)
-            lids.append(arr)
-        eyelids = np.stack(lids)
+    n_shape = _shape_components(d, shapedirs.shape[2], shape_components, path)
     return FlameData(
         v_template,
         faces,
@@ -207,10 +186,59 @@ def load_flame_data(path: str | Path | None = None, shape_components: int | None
         J_regressor,
         weights,
         parents,
-        int(shape_components),
-        eyelids,
+        n_shape,
+        _eyelids(d, V, path),
         str(path),
     )
+
+
+def _path_or_env(path: str | Path | None, env: str, missing: str) -> str | Path:
+    """``path``, else the environment variable ``env``; FormatError ``missing`` when neither is set."""
+    if path is not None:
+        return path
+    value = os.environ.get(env)
+    if not value:
+        raise FormatError(missing)
+    return value
+
+
+def _checked_float(d: dict, key: str, expected: tuple, path: Path) -> np.ndarray:
+    arr = _float(_get(d, key, path), key, path)
+    _check_shape(arr, key, expected, path)
+    return arr
+
+
+def _parents(d: dict, path: Path) -> np.ndarray:
+    kintree = _get(d, "kintree_table", path)
+    _check_shape(kintree, "kintree_table", (2, N_JOINTS), path)
+    try:
+        return parents_from_kintree(kintree)
+    except ValueError as e:
+        raise FormatError(f"{path}: bad 'kintree_table': {e}") from None
+
+
+def _shape_components(d: dict, K: int, shape_components: int | None, path: Path) -> int:
+    """How many of the K ``shapedirs`` components are identity: given, else the file's ``n_shape``,
+    else FLAME's split when K is FLAME's."""
+    if shape_components is None and "n_shape" in d:
+        shape_components = int(np.asarray(d["n_shape"]).reshape(-1)[0])
+    if shape_components is None:
+        if K != FLAME_COMPONENTS:
+            raise FormatError(
+                f"{path}: 'shapedirs' has {K} components; cannot tell identity from expression "
+                "(pass shape_components= or store a scalar 'n_shape' in the file)"
+            )
+        shape_components = FLAME_SHAPE_COMPONENTS
+    if not 0 <= shape_components <= K:
+        raise FormatError(f"{path}: n_shape={shape_components} is outside [0, {K}] for 'shapedirs'")
+    return int(shape_components)
+
+
+def _eyelids(d: dict, V: int, path: Path) -> np.ndarray | None:
+    """(2, V, 3) eyelid blendshapes (left, right) when the file has them, else None."""
+    if "l_eyelid" not in d and "r_eyelid" not in d:
+        return None
+    return np.stack([_checked_float(d, key, (V, 3), path) for key in ("l_eyelid", "r_eyelid")])
 
 
 def load_landmark_embedding(path: str | Path | None, n_faces: int) -> LandmarkEmbedding:
@@ -220,12 +248,7 @@ def load_landmark_embedding(path: str | Path | None, n_faces: int) -> LandmarkEm
         path: ``.npz`` or pickle; ``None`` reads ``$AVATAR3D_FLAME_LANDMARKS``.
         n_faces: the model's triangle count (indices are checked against it).
     """
-    if path is None:
-        env = os.environ.get(FLAME_LANDMARKS_ENV)
-        if not env:
-            raise FormatError(f"no landmark embedding given: pass a path or set {FLAME_LANDMARKS_ENV}")
-        path = env
-    path = Path(path)
+    path = Path(_path_or_env(path, FLAME_LANDMARKS_ENV, EMBEDDING_MISSING))
     d = read_arrays(path)
     for key in LANDMARK_KEYS:
         _get(d, key, path)
@@ -237,11 +260,11 @@ def load_landmark_embedding(path: str | Path | None, n_faces: int) -> LandmarkEm
     face_idx = _index(face_idx, "lmk_face_idx", n_faces, path)
     bary = _float(_get(d, "lmk_b_coords", path), "lmk_b_coords", path)
     _check_shape(bary, "lmk_b_coords", (L, 3), path)
-    if np.abs(bary.sum(axis=1) - 1).max() > 1e-3 or bary.min() < -1e-3:
+    if np.abs(bary.sum(axis=1) - 1).max() > BARY_TOLERANCE or bary.min() < -BARY_TOLERANCE:
         raise FormatError(f"{path}: 'lmk_b_coords' rows must be barycentric (non-negative, summing to 1)")
     idx = _get(d, "landmark_indices", path)
     _check_shape(idx, "landmark_indices", (L,), path)
-    idx = _index(idx, "landmark_indices", 478, path)
+    idx = _index(idx, "landmark_indices", N_MEDIAPIPE, path)
     if len(np.unique(idx)) != L:
         raise FormatError(f"{path}: 'landmark_indices' contains repeated MediaPipe indices")
     return LandmarkEmbedding(torch.as_tensor(face_idx), torch.as_tensor(bary), torch.as_tensor(idx))

@@ -19,11 +19,6 @@ import torch
 from torch import Tensor
 
 
-def rotvec_to_matrix(rotvec: Tensor) -> Tensor:
-    """Axis-angle (..., 3) -> rotation matrices (..., 3, 3); differentiable at zero."""
-    return roma.rotvec_to_rotmat(rotvec)
-
-
 def rotate(points: Tensor, R: Tensor) -> Tensor:
     """``points @ R^T`` for points (B, N, 3) and R (B, 3, 3), elementwise (tiny batched GEMMs are slow
     on CPU)."""
@@ -173,7 +168,7 @@ def lbs(
     """
     v_shaped = v_template + blend_shapes(coeffs, shapedirs)  # [B, V, 3]
     joints = joint_template + blend_shapes(coeffs, joint_shapedirs)  # [B, J, 3]
-    rotmats = rotvec_to_matrix(rotvecs)  # [B, J, 3, 3]
+    rotmats = roma.rotvec_to_rotmat(rotvecs)  # [B, J, 3, 3]
     v_posed = v_shaped + torch.einsum("bp,vcp->bvc", pose_features(rotmats), posedirs)
     posed_joints, A = rigid_transforms(rotmats, joints, parents)
     return skin(v_posed, A, weights), posed_joints

@@ -52,21 +52,38 @@ from typing import ClassVar
 import numpy as np
 import roma
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..core.topology import face_triangles
+from ..core.topology import (
+    LEFT_EYE_CORNERS,
+    LEFT_EYELID_PAIRS,
+    RIGHT_EYE_CORNERS,
+    RIGHT_EYELID_PAIRS,
+    eye_loops,
+    face_triangles,
+    inner_lip_loop,
+    outer_lip_loop,
+)
 from ..errors import FormatError
 from .base import N_MEDIAPIPE, ControlDict, LandmarkEmbedding, MorphableModel, PoseDict, as_tensor
 from .head import boundary_loops, extend_to_head  # noqa: F401  (extend_to_head: re-exported)
-from .lbs import rotate, rotvec_to_matrix
+from .lbs import rotate
 
 FORMAT_VERSION = 1
 N_MESH = 468
 LIP_PAIRS = ((13, 14), (82, 87), (312, 317))  # inner lip: upper, lower
-EYE_PAIRS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))  # lid: upper, lower
+EYE_PAIRS = RIGHT_EYELID_PAIRS + LEFT_EYELID_PAIRS  # lid: upper, lower
 IRIS_FANS = ((468, (469, 470, 471, 472)), (473, (474, 475, 476, 477)))
 JAW_UNIT = 0.01  # metres of inner-lip opening per unit of jaw_open
 ORIENTATION_ORDER = (10, 234, 152, 454)  # forehead, image-left cheek, chin, image-right cheek
+SUBNASALE, UPPER_INNER_LIP = 2, 13  # the jaw_open region ramps from the nose base to the upper lip
+BLINK_OUTER_EYE_WIDTHS = 0.9  # the blink region ends this many eye widths from the eye's centre ...
+BLINK_RAMP_EYE_WIDTHS = 0.35  # ... ramping up over this many eye widths inwards
+LIP_CLOSED_QUANTILE = 0.05  # the clip's closed-mouth inner-lip gap
+EYE_OPEN_QUANTILE = 0.5  # the clip's usual eyelid gap
+CAUCHY_SCALE = 2.5  # x the median per-frame residual: the frame weights' Cauchy scale
 
 
 # ---------------------------------------------------------------------------------------- topology
@@ -144,11 +161,9 @@ def eye_gap(points: Tensor) -> Tensor:
 
 def _stable_weights(shape: Tensor) -> Tensor:
     """(478,) weights for rigid alignment: points above the mouth, minus eyes and irises."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
-    moving = set(itertools.chain(*fmc.FACEMESH_LIPS, *fmc.FACEMESH_LEFT_EYE, *fmc.FACEMESH_RIGHT_EYE))
+    moving = set(itertools.chain(inner_lip_loop().tolist(), outer_lip_loop().tolist(), *eye_loops()))
     moving |= set(range(N_MESH, N_MEDIAPIPE))
-    w = (shape[:, 1] < shape[13, 1]).to(shape.dtype)  # y down: above the upper inner lip
+    w = (shape[:, 1] < shape[UPPER_INNER_LIP, 1]).to(shape.dtype)  # y down: above the upper inner lip
     w[list(moving)] = 0
     return w
 
@@ -226,7 +241,7 @@ class OpenFaceModel(MorphableModel):
             if controls and name in controls:
                 v = v + controls[name][:, None, None] * self.control_basis[k]
         if pose and "global" in pose:
-            v = rotate(v, rotvec_to_matrix(pose["global"]))
+            v = rotate(v, roma.rotvec_to_rotmat(pose["global"]))
         if translation is not None:
             v = v + translation[:, None, :]
         return v.expand(B, -1, -1) if v.shape[0] != B else v
@@ -298,8 +313,8 @@ class OpenFaceModel(MorphableModel):
             X = _align_frames(X)
 
         lip, eye = lip_gap(X), eye_gap(X)  # [T]
-        lip_closed = torch.quantile(lip, 0.05)
-        eye_open = torch.quantile(eye, 0.5)
+        lip_closed = torch.quantile(lip, LIP_CLOSED_QUANTILE)
+        eye_open = torch.quantile(eye, EYE_OPEN_QUANTILE)
         m_jaw, m_blink = _region_masks(X.median(dim=0).values)  # [478] each
         Y = X.reshape(T, -1)  # [T, 1434]
         D = torch.stack([torch.ones_like(lip), lip - lip_closed, eye - eye_open], dim=1)  # [T, 3]
@@ -315,7 +330,7 @@ class OpenFaceModel(MorphableModel):
             template = (w[:, None, None] * Z).sum(0) / w.sum()
             resid = (Z - template).reshape(T, -1)  # [T, 1434]
             r = resid.pow(2).mean(1).sqrt()  # [T] per-frame RMS
-            c = 2.5 * r.median().clamp_min(1e-12)
+            c = CAUCHY_SCALE * r.median().clamp_min(1e-12)
             w = 1.0 / (1.0 + (r / c).pow(2))  # Cauchy weights: tracking failures fade out
         jaw_dir = jaw_per_m.reshape(-1) * JAW_UNIT  # displacement per 1 cm of lip opening
         blink_dir = -eye_per_m.reshape(-1) * eye_open  # displacement from open (0) to closed (1)
@@ -381,16 +396,11 @@ class OpenFaceModel(MorphableModel):
 
     def save(self, path: str | Path) -> None:
         """Write a ``.safetensors`` file."""
-        from safetensors.torch import save_file
-
         save_file(self.state_dict(), str(path))
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> OpenFaceModel:
         """Read a file written by :meth:`save` (safetensors: no code runs on load)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_file():
             raise FormatError(f"{path}: file not found")
@@ -408,17 +418,17 @@ def _region_masks(shape: Tensor) -> tuple[Tensor, Tensor]:
     Jaw: below the nose base (landmark 2), ramping to 1 at the upper inner lip (13). Blink: within
     0.55..0.9 eye widths of each eye's contour centre (eyelids and irises, not brows or cheeks).
     """
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
     y = shape[:, 1]  # y down
-    m_jaw = ((y - y[2]) / (y[13] - y[2]).clamp_min(1e-6)).clamp(0, 1)
+    m_jaw = ((y - y[SUBNASALE]) / (y[UPPER_INNER_LIP] - y[SUBNASALE]).clamp_min(1e-6)).clamp(0, 1)
     m_blink = torch.zeros_like(y)
-    for contour, (a, b) in ((fmc.FACEMESH_RIGHT_EYE, (33, 133)), (fmc.FACEMESH_LEFT_EYE, (362, 263))):
-        idx = sorted(set(itertools.chain(*contour)))
+    left, right = eye_loops()
+    for contour, (a, b) in ((right, RIGHT_EYE_CORNERS), (left, LEFT_EYE_CORNERS[::-1])):
+        idx = sorted(int(i) for i in contour)
         centre = shape[idx].mean(0)
         width = (shape[a] - shape[b]).norm()
         d = (shape - centre).norm(dim=1)
-        m_blink = torch.maximum(m_blink, ((0.9 * width - d) / (0.35 * width)).clamp(0, 1))
+        ramp = ((BLINK_OUTER_EYE_WIDTHS * width - d) / (BLINK_RAMP_EYE_WIDTHS * width)).clamp(0, 1)
+        m_blink = torch.maximum(m_blink, ramp)
     return m_jaw, m_blink
 
 

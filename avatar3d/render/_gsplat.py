@@ -54,9 +54,23 @@ def rasterize_gsplat(
 
     D = colors.shape[-1]
     render, alphas, _meta = rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, radius_clip=0.0,
-        tile_size=TILE_SIZE, packed=False, render_mode="RGB+ED", rasterize_mode="classic",
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=NEAR_PLANE,
+        far_plane=FAR_PLANE,
+        eps2d=EPS2D,
+        radius_clip=0.0,
+        tile_size=TILE_SIZE,
+        packed=False,
+        render_mode="RGB+ED",
+        rasterize_mode="classic",
         backgrounds=backgrounds,
     )
     return RenderOutput(render[..., :D], alphas, render[..., D:])

@@ -16,6 +16,8 @@ at ``(j + 0.5, i + 0.5)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,8 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
         (..., 3, 3)
     """
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    # the rotation matrix row by row
+    # fmt: off
     return torch.stack(
         [
             1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
@@ -52,6 +56,7 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
         ],
         dim=-1,
     ).reshape(quats.shape[:-1] + (3, 3))
+    # fmt: on
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -186,6 +191,94 @@ def isect_tiles(
     return flatten_ids, tile_offsets.reshape(C, th, tw)
 
 
+class _Splats(NamedTuple):
+    """The projected Gaussians of all C cameras, flattened to C*N rows: means2d (C*N, 2), conics
+    (C*N, 3), colors (C*N, D), opacities (C*N,), depths (C*N,)."""
+
+    means2d: Tensor
+    conics: Tensor
+    colors: Tensor
+    opacities: Tensor
+    depths: Tensor
+
+
+class _TileChunk(NamedTuple):
+    """Composited pixels of a chunk of T tiles (P = tile_size² pixels each): colour (T, P, D), depth
+    (T, P), final transmittance (T, P), flat pixel index (T, P) into C*H*W, and whether the pixel lies
+    inside the image (T, P) (edge tiles overhang it)."""
+
+    colors: Tensor
+    depths: Tensor
+    transmittance: Tensor
+    pixels: Tensor
+    inside: Tensor
+
+
+def _tile_chunks(counts: Tensor, tile_pixels: int, chunk_elems: int) -> Iterator[Tensor]:
+    """Non-empty tile ids in chunks: tiles sorted by intersection count, a chunk grown while its padded
+    size (tiles x pixels x the chunk's largest count) stays within ``chunk_elems``."""
+    busy = torch.nonzero(counts > 0).squeeze(1)
+    if busy.numel() == 0:
+        return
+    order = busy[torch.argsort(counts[busy])]
+    cnt_sorted = counts[order].tolist()
+    i = 0
+    while i < len(order):
+        j = i + 1
+        # grow the chunk while the padded size stays in budget (counts are ascending)
+        while j < len(order) and (j + 1 - i) * tile_pixels * cnt_sorted[j] <= chunk_elems:
+            j += 1
+        yield order[i:j]
+        i = j
+
+
+def _composite_tiles(
+    tiles: Tensor,  # (T,) global tile ids (camera-major, then row-major)
+    offs: Tensor,  # (C*th*tw,) each tile's start in flatten_ids
+    counts: Tensor,  # (C*th*tw,) each tile's number of intersections
+    flatten_ids: Tensor,  # (M,)
+    splats: _Splats,
+    grid: tuple[int, int, int, int, int],  # (th, tw, tile_size, width, height)
+) -> _TileChunk:
+    """Front-to-back compositing of every pixel of ``tiles``, padded to the chunk's largest count."""
+    th, tw, tile_size, width, height = grid
+    dev, dt = splats.means2d.device, splats.means2d.dtype
+    ly, lx = torch.meshgrid(
+        torch.arange(tile_size, device=dev), torch.arange(tile_size, device=dev), indexing="ij"
+    )
+    ly, lx = ly.reshape(-1), lx.reshape(-1)
+    kmax = int(counts[tiles].max())
+    k_ar = torch.arange(kmax, device=dev)
+    idx = offs[tiles, None] + k_ar[None, :]
+    pad = k_ar[None, :] >= counts[tiles, None]
+    idx = torch.where(pad, torch.zeros_like(idx), idx)
+    g = flatten_ids[idx]  # (T, K) into C*N
+    cam = tiles // (th * tw)
+    t_in = tiles % (th * tw)
+    px = (t_in % tw)[:, None] * tile_size + lx[None, :]  # (T, P)
+    py = (t_in // tw)[:, None] * tile_size + ly[None, :]
+    m2d = splats.means2d[g]  # (T, K, 2)
+    con = splats.conics[g]
+    dx = m2d[:, None, :, 0] - (px[:, :, None].to(dt) + 0.5)  # (T, P, K)
+    dy = m2d[:, None, :, 1] - (py[:, :, None].to(dt) + 0.5)
+    sigma = 0.5 * (con[:, None, :, 0] * dx * dx + con[:, None, :, 2] * dy * dy) + con[:, None, :, 1] * dx * dy
+    alpha = torch.clamp(splats.opacities[g][:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
+    ok = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & ~pad[:, None, :]
+    alpha = torch.where(ok, alpha, torch.zeros_like(alpha))
+    one_m = 1.0 - alpha
+    T_incl = torch.cumprod(one_m, dim=-1)
+    contrib = (T_incl > TRANSMITTANCE_THRESHOLD).detach()
+    T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
+    w = torch.where(contrib, alpha * T_excl, torch.zeros_like(alpha))  # (T, P, K)
+    return _TileChunk(
+        colors=torch.einsum("tpk,tkd->tpd", w, splats.colors[g]),
+        depths=torch.einsum("tpk,tk->tp", w, splats.depths[g]),
+        transmittance=torch.prod(torch.where(contrib, one_m, torch.ones_like(one_m)), dim=-1),
+        pixels=(cam[:, None] * height + py) * width + px,
+        inside=(px < width) & (py < height),
+    )
+
+
 def rasterize_to_pixels(
     means2d: Tensor,  # (C, N, 2)
     conics: Tensor,  # (C, N, 3)
@@ -202,6 +295,9 @@ def rasterize_to_pixels(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Front-to-back compositing of the sorted intersections.
 
+    Tiles are composited in chunks of similar intersection counts (:func:`_tile_chunks`,
+    :func:`_composite_tiles`), then every pixel inside the image is scattered into the output.
+
     Returns:
         colors: (C, H, W, D) sum_i c_i a_i T_i + T_final * background
         alphas: (C, H, W, 1) 1 - T_final
@@ -210,79 +306,32 @@ def rasterize_to_pixels(
     C, N, D = colors.shape
     dev, dt = means2d.device, means2d.dtype
     th, tw = tile_offsets.shape[1:]
-    n_tiles = C * th * tw
     M = flatten_ids.numel()
     offs = tile_offsets.reshape(-1)
     ends = torch.cat([offs[1:], torch.tensor([M], device=dev, dtype=offs.dtype)])
     counts = ends - offs
-
-    flat_m2d = means2d.reshape(-1, 2)
-    flat_con = conics.reshape(-1, 3)
-    flat_col = colors.reshape(-1, D)
-    flat_op = opacities.reshape(-1)
-    flat_dep = depths.reshape(-1)
-
-    P = tile_size * tile_size
-    ly, lx = torch.meshgrid(
-        torch.arange(tile_size, device=dev), torch.arange(tile_size, device=dev), indexing="ij"
+    splats = _Splats(
+        means2d.reshape(-1, 2),
+        conics.reshape(-1, 3),
+        colors.reshape(-1, D),
+        opacities.reshape(-1),
+        depths.reshape(-1),
     )
-    ly, lx = ly.reshape(-1), lx.reshape(-1)
-
-    out_col, out_T, out_dep, out_pix = [], [], [], []
-    busy = torch.nonzero(counts > 0).squeeze(1)
-    if busy.numel() > 0:
-        order = busy[torch.argsort(counts[busy])]
-        cnt_sorted = counts[order].tolist()
-        i = 0
-        while i < len(order):
-            kmax = cnt_sorted[i]
-            j = i + 1
-            # grow the chunk while the padded size stays in budget (counts are ascending)
-            while j < len(order) and (j + 1 - i) * P * cnt_sorted[j] <= chunk_elems:
-                j += 1
-            kmax = cnt_sorted[j - 1]
-            tiles = order[i:j]
-            k_ar = torch.arange(kmax, device=dev)
-            idx = offs[tiles, None] + k_ar[None, :]
-            pad = k_ar[None, :] >= counts[tiles, None]
-            idx = torch.where(pad, torch.zeros_like(idx), idx)
-            g = flatten_ids[idx]  # (T, K) into C*N
-            cam = tiles // (th * tw)
-            t_in = tiles % (th * tw)
-            px = (t_in % tw)[:, None] * tile_size + lx[None, :]  # (T, P)
-            py = (t_in // tw)[:, None] * tile_size + ly[None, :]
-            m2d = flat_m2d[g]  # (T, K, 2)
-            con = flat_con[g]
-            dx = m2d[:, None, :, 0] - (px[:, :, None].to(dt) + 0.5)  # (T, P, K)
-            dy = m2d[:, None, :, 1] - (py[:, :, None].to(dt) + 0.5)
-            sigma = (
-                0.5 * (con[:, None, :, 0] * dx * dx + con[:, None, :, 2] * dy * dy)
-                + con[:, None, :, 1] * dx * dy
-            )
-            alpha = torch.clamp(flat_op[g][:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
-            ok = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & ~pad[:, None, :]
-            alpha = torch.where(ok, alpha, torch.zeros_like(alpha))
-            one_m = 1.0 - alpha
-            T_incl = torch.cumprod(one_m, dim=-1)
-            contrib = (T_incl > TRANSMITTANCE_THRESHOLD).detach()
-            T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
-            w = torch.where(contrib, alpha * T_excl, torch.zeros_like(alpha))  # (T, P, K)
-            out_col.append(torch.einsum("tpk,tkd->tpd", w, flat_col[g]))
-            out_dep.append(torch.einsum("tpk,tk->tp", w, flat_dep[g]))
-            out_T.append(torch.prod(torch.where(contrib, one_m, torch.ones_like(one_m)), dim=-1))
-            out_pix.append(((cam[:, None] * height + py) * width + px, (px < width) & (py < height)))
-            i = j
+    grid = (th, tw, tile_size, width, height)
+    chunks = [
+        _composite_tiles(tiles, offs, counts, flatten_ids, splats, grid)
+        for tiles in _tile_chunks(counts, tile_size * tile_size, chunk_elems)
+    ]
 
     img_col = torch.zeros(C * height * width, D, device=dev, dtype=dt)
     img_T = torch.ones(C * height * width, device=dev, dtype=dt)
     img_dep = torch.zeros(C * height * width, device=dev, dtype=dt)
-    if out_col:
-        pix = torch.cat([p.reshape(-1) for p, _ in out_pix])
-        inb = torch.cat([m.reshape(-1) for _, m in out_pix])
-        pix = pix[inb]
-        img_col = img_col.index_copy(0, pix, torch.cat([o.reshape(-1, D) for o in out_col])[inb])
-        img_T = img_T.index_copy(0, pix, torch.cat([o.reshape(-1) for o in out_T])[inb])
-        img_dep = img_dep.index_copy(0, pix, torch.cat([o.reshape(-1) for o in out_dep])[inb])
+    if chunks:
+        inb = torch.cat([c.inside.reshape(-1) for c in chunks])
+        pix = torch.cat([c.pixels.reshape(-1) for c in chunks])[inb]
+        img_col = img_col.index_copy(0, pix, torch.cat([c.colors.reshape(-1, D) for c in chunks])[inb])
+        img_T = img_T.index_copy(0, pix, torch.cat([c.transmittance.reshape(-1) for c in chunks])[inb])
+        img_dep = img_dep.index_copy(0, pix, torch.cat([c.depths.reshape(-1) for c in chunks])[inb])
     img_col = img_col.reshape(C, height, width, D)
     img_T = img_T.reshape(C, height, width, 1)
     img_dep = img_dep.reshape(C, height, width, 1)

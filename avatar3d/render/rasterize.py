@@ -61,4 +61,5 @@ def rasterize(
     fn = select_backend(backend, means.device)
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
 
+
 __all__ = ["RenderOutput", "check_cameras", "rasterize", "rasterize_torch"]

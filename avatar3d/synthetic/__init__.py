@@ -5,6 +5,9 @@ photo bundled with scikit-image); nothing is downloaded.
 - :class:`SyntheticSubject` — 3D Gaussians with ``jaw_open``, ``blink`` and head-pose controls.
 - :func:`synth_speech`, :func:`mouth_from_audio` — speech-like audio and the audio -> jaw map.
 - :func:`make_talking_video` -> :class:`SyntheticTruth`; :func:`render_truth_view`.
+- :mod:`.capture_truth`: how far a capture of the subject is from its ground truth (not imported
+  here: it needs the capture package).
+- :mod:`.flame_file`: a FLAME-layout head model of the subject for the capture's FLAME path.
 """
 
 from .speech import VOICES, Voice, mouth_from_audio, synth_speech
@@ -30,8 +33,8 @@ __all__ = [
     "DEFAULT_BACKGROUND",
     "DEFAULT_N_GAUSSIANS",
     "LABEL_HEAD",
-    "PART_NAMES",
     "LABEL_TORSO",
+    "PART_NAMES",
     "VOICES",
     "SyntheticSubject",
     "SyntheticTruth",

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import roma
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
@@ -192,20 +193,12 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ rotations
-def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """(3, 3) rotation of ``angle`` radians about the unit ``axis`` (right-handed)."""
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * (K @ K)
-
-
 def euler_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Head rotation in head space (radians): yaw about -y (turn towards the frontal image's
-    right for positive yaw), pitch about x (nod down for positive pitch), roll about z."""
-    Ry = axis_angle_matrix(np.array([0.0, -1.0, 0.0]), yaw)
-    Rx = axis_angle_matrix(np.array([1.0, 0.0, 0.0]), pitch)
-    Rz = axis_angle_matrix(np.array([0.0, 0.0, 1.0]), roll)
-    return Ry @ Rx @ Rz
+    """(3, 3) float64 head rotation in head space (radians): yaw about -y (turn towards the frontal
+    image's right for positive yaw), pitch about x (nod down for positive pitch), roll about z,
+    composed as ``R_yaw @ R_pitch @ R_roll`` (intrinsic Y-X-Z Euler angles; yaw negated for -y)."""
+    angles = torch.tensor([-yaw, pitch, roll], dtype=torch.float64)
+    return roma.euler_to_rotmat("YXZ", angles).numpy()
 
 
 def rotate_about_x_batch(

@@ -75,6 +75,47 @@ def head_shape(lm: np.ndarray) -> HeadShape:
     return HeadShape(centre, axes, hair_bottom)
 
 
+OVAL_BLEND_RAD = 0.12  # angular width of each face-oval point's pull on the shell's radius
+OVAL_REACH_RAD = 0.42  # the pull fades with this angular distance from the nearest oval point
+FACE_HOLE_SHRINK = 0.94  # the face hole is the oval shrunk by this factor (the shell tucks under)
+FACE_HOLE_FRONT_M = 0.02  # only triangles this far in front of the skull centre can be in the hole
+
+
+def _meet_face_oval(dirs: np.ndarray, oval: np.ndarray, c: np.ndarray, ax: np.ndarray) -> tuple:
+    """Radial correction (nv, nu) that makes the ellipsoid (centre ``c``, semi-axes ``ax``) meet the
+    face-oval points ``oval`` (K, 3) and decays away from them, and each direction's angle (nv, nu)
+    to the nearest oval point (radians)."""
+    o = oval - c
+    r_o = np.linalg.norm(o, axis=1)
+    d_o = o / r_o[:, None]
+    r_eo = 1.0 / np.sqrt(((d_o / ax) ** 2).sum(-1))
+    delta = r_o - r_eo
+    cosang = np.clip(dirs @ d_o.T, -1, 1)
+    ang = np.arccos(cosang)  # (nv, nu, K)
+    w = np.exp(-((ang / OVAL_BLEND_RAD) ** 2)) + 1e-12
+    corr = (w * delta).sum(-1) / w.sum(-1)
+    a_min = ang.min(-1)
+    corr *= np.exp(-((a_min / OVAL_REACH_RAD) ** 2))
+    return corr, a_min
+
+
+def _cut_face_hole(verts: np.ndarray, tris: np.ndarray, oval: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``tris`` without those in front of the centre ``c`` whose gnomonic projection around it falls
+    inside the (slightly shrunk) face oval ``oval`` (K, 3)."""
+
+    def proj(p: np.ndarray) -> np.ndarray:
+        d = p - c
+        return d[:, :2] / np.maximum(-d[:, 2:3], 1e-6)
+
+    oval_poly = proj(oval)
+    oval_poly = oval_poly.mean(0) + FACE_HOLE_SHRINK * (oval_poly - oval_poly.mean(0))
+    tc = verts[tris].mean(1)
+    in_front = (tc - c)[:, 2] < -FACE_HOLE_FRONT_M
+    inside = np.zeros(len(tris), bool)
+    inside[in_front] = points_in_polygon(proj(tc[in_front]), oval_poly)
+    return tris[~inside]
+
+
 def build_head(
     lm: np.ndarray, oval: list[int], skin: np.ndarray, hair: np.ndarray, rng: np.random.Generator
 ) -> PartMesh:
@@ -92,18 +133,7 @@ def build_head(
     dirs = np.stack([np.sin(T) * np.sin(Pm), -np.cos(T), -np.sin(T) * np.cos(Pm)], -1)
     r_e = 1.0 / np.sqrt(((dirs / ax) ** 2).sum(-1))
 
-    # Radial correction that makes the shell meet the face oval and decays away from it.
-    o = lm[oval] - c
-    r_o = np.linalg.norm(o, axis=1)
-    d_o = o / r_o[:, None]
-    r_eo = 1.0 / np.sqrt(((d_o / ax) ** 2).sum(-1))
-    delta = r_o - r_eo
-    cosang = np.clip(dirs @ d_o.T, -1, 1)
-    ang = np.arccos(cosang)  # (nv, nu, K)
-    w = np.exp(-((ang / 0.12) ** 2)) + 1e-12
-    corr = (w * delta).sum(-1) / w.sum(-1)
-    a_min = ang.min(-1)
-    corr *= np.exp(-((a_min / 0.42) ** 2))
+    corr, a_min = _meet_face_oval(dirs, lm[oval], c, ax)
     r = r_e + corr
     pts = c + dirs * r[..., None]
 
@@ -134,18 +164,7 @@ def build_head(
     tris = np.concatenate([tris, cap_tris])
     tris = orient_outward(verts, tris, c)
 
-    # Cut the face hole: gnomonic projection around the centre; drop triangles inside the oval.
-    def proj(p: np.ndarray) -> np.ndarray:
-        d = p - c
-        return d[:, :2] / np.maximum(-d[:, 2:3], 1e-6)
-
-    oval_poly = proj(lm[oval])
-    oval_poly = oval_poly.mean(0) + 0.94 * (oval_poly - oval_poly.mean(0))
-    tc = verts[tris].mean(1)
-    in_front = (tc - c)[:, 2] < -0.02
-    inside = np.zeros(len(tris), bool)
-    inside[in_front] = points_in_polygon(proj(tc[in_front]), oval_poly)
-    tris = tris[~inside]
+    tris = _cut_face_hole(verts, tris, lm[oval], c)
 
     # Colours: hair with strand-like streaks (noise stretched along the meridians), skin below.
     u = np.r_[(Pm / (2 * np.pi)).ravel(), 0.0]

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar3d.core.topology import RIGID_INDICES
+from ..capture.face_model import neutral_landmarks
+from ..core.geometry import similarity_fit
+from ..core.topology import RIGID_INDICES
 
 
 def angle_deg(R: np.ndarray) -> np.ndarray:
@@ -43,18 +45,6 @@ def project_so3(M: np.ndarray) -> np.ndarray:
     U, _, Vt = np.linalg.svd(M)
     D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
     return U @ D @ Vt
-
-
-def similarity(X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama: (s, A, b) minimising ``sum |Y - (s A X + b)|²``. X, Y: (N, 3)."""
-    mx, my = X.mean(0), Y.mean(0)
-    Xc, Yc = X - mx, Y - my
-    U, S, Vt = np.linalg.svd(Yc.T @ Xc / len(X))
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    A = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (Xc**2).sum(1).mean())
-    return s, A, my - s * A @ mx
 
 
 def evaluate_capture(cap, truth) -> dict:
@@ -72,7 +62,7 @@ def evaluate_capture(cap, truth) -> dict:
     t_cap = np.asarray(cap.translation, np.float64)[ok]
 
     rest = np.asarray(subj.canonical_landmarks, np.float64)
-    s, A, b = similarity(np.asarray(cap.canonical_landmarks, np.float64), rest)
+    s, A, b = similarity_fit(np.asarray(cap.canonical_landmarks, np.float64), rest)
     resid = rest - (s * np.asarray(cap.canonical_landmarks, np.float64) @ A.T + b)
     head_w = float(rest[:, 0].max() - rest[:, 0].min())
 
@@ -84,7 +74,7 @@ def evaluate_capture(cap, truth) -> dict:
     rot_err_fit = angle_deg((R_cap @ C) @ np.swapaxes(R_true, -1, -2))
     # diagnostic: head frames aligned on the rigid landmarks only (no mouth, eyelids or brows)
     rig = np.array(RIGID_INDICES)
-    _, A_rig, _ = similarity(np.asarray(cap.canonical_landmarks, np.float64)[rig], rest[rig])
+    _, A_rig, _ = similarity_fit(np.asarray(cap.canonical_landmarks, np.float64)[rig], rest[rig])
     rot_err_rig = angle_deg(R_cap @ A_rig.T @ np.swapaxes(R_true, -1, -2))
     rel_cap = R_cap @ np.swapaxes(R_cap[:1], -1, -2)
     rel_true = R_true @ np.swapaxes(R_true[:1], -1, -2)
@@ -143,8 +133,6 @@ def evaluate_face_fit(
     observed2d: (T, 478, 2) the capture's detections; common: MediaPipe indices for the shared
     reprojection figure (default: the model's own landmarks).
     """
-    from avatar3d.capture.face_model import neutral_landmarks
-
     px = 512.0 / size
     idx = fit.landmark_indices
     ok = valid & (frame_indices < truth.n_frames)
@@ -155,7 +143,7 @@ def evaluate_face_fit(
     R_true = np.stack([truth.head_pose_in_camera(int(i))[0] for i in frame_indices[ok]])
     R_fit = fit.result.rotation.numpy().astype(np.float64)[ok]
     rest = np.asarray(truth.subject.canonical_landmarks, np.float64)[idx]
-    _, A, _ = similarity(neutral_landmarks(fit).astype(np.float64), rest)
+    _, A, _ = similarity_fit(neutral_landmarks(fit).astype(np.float64), rest)
     rot = angle_deg(R_fit @ A.T @ np.swapaxes(R_true, -1, -2))
     C = project_so3(np.einsum("kji,kjl->il", R_fit, R_true))
     rot_fit = angle_deg((R_fit @ C) @ np.swapaxes(R_true, -1, -2))

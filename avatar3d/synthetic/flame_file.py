@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from ..core.topology import face_oval_loop
+from ..morphable.open_model import mediapipe_faces
 
 N_SHAPE, N_SMOOTH, N_EXPR = 60, 20, 14
 MOUTH_CORNERS = (61, 291)
@@ -50,7 +54,11 @@ def _smooth_fields(pts: np.ndarray, n: int, rng: np.random.Generator, amp: float
 
 
 def _remove_similarity(pts: np.ndarray, fields: np.ndarray) -> np.ndarray:
-    """fields (V, 3, n) minus their best-fit linearised similarity motion ``t + s·c + w × c``."""
+    """fields (V, 3, n) minus their best-fit linearised similarity motion ``t + s·c + w × c``.
+
+    A linear least-squares projection of displacement fields onto the seven infinitesimal similarity
+    motions, not a registration of two point sets, so :func:`avatar3d.core.geometry.similarity_fit`
+    (Umeyama) does not apply: it would remove a finite rotation and change the basis."""
     c = pts - pts.mean(0)
     cross = np.stack([np.cross(np.eye(3)[k], c) for k in range(3)], -1)  # (V, 3, 3): e_k × c
     A = np.concatenate([np.tile(np.eye(3), (len(c), 1, 1)), c[:, :, None], cross], -1).reshape(-1, 7)
@@ -96,117 +104,134 @@ def _octahedron(centre: np.ndarray, radius: float, offset: int) -> tuple[np.ndar
     return v, f + offset
 
 
-def make_synthetic_flame(base: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
-    """FLAME-layout arrays and a MediaPipe landmark embedding over a generic head built from
-    ``base`` (478, 3) rest landmarks in head space (see the module docstring).
+JOINTS = ("global", "neck", "jaw", "left_eye", "right_eye")  # FLAME's joint order
+EYEBALL_BEHIND_IRIS_M = 0.012  # eyeball centre behind the iris landmark
+EYEBALL_RADIUS_M = 0.011
+NECK_BEHIND_CHEEKS_M = 0.03  # neck block centre behind the face oval's median depth, at chin height
+NECK_RADIUS_M = 0.02
+IDENTITY_SMOOTH_RMS_M = 0.003  # RMS of each smooth identity field
+IDENTITY_BUMP_PEAK_M = 0.0015  # peak of each localised identity bump
+EXPRESSION_SMOOTH_RMS_M = 0.001  # RMS of each smooth expression field
+N_LOCAL_EXPR = 8  # localised expression patterns (:func:`_local_modes`), before the smooth ones
+JAW_RAMP_START_M = -0.004  # the jaw weight starts this far below the mouth corners (y down: above)
+JAW_RAMP_LENGTH_M = 0.016  # ... and reaches 1 this much further down
+INNER_MOUTH_CORNERS = (78, 308)
+JAW_HINGE_BAND_M = 0.012  # face-oval points within this height of the mouth corners carry the hinge
+POSE_CORRECTIVE_RMS_M = 0.001  # RMS of each jaw pose-corrective field
+LID_CLOSED_AT = 0.15  # a closed lid meets on the line this fraction of the way from lower to upper lid
+LOWER_LID_SHARE = 0.1  # the lower lid's share of the way to that line
+NOSE_RIDGE = (1, 2, 4, 5, 6, 168, 197, 195, 98, 327)  # embedded besides the feature contours
 
-    Returns ``(arrays, embedding)``: ``arrays`` has FLAME's keys (``J_regressor`` dense) plus
-    ``n_shape`` and ``l_eyelid``/``r_eyelid``, ready for ``np.savez``; ``embedding`` has
-    ``lmk_face_idx``, ``lmk_b_coords`` and ``landmark_indices``.
-    """
-    from mediapipe.python.solutions import face_mesh_connections as fmc
 
-    from avatar3d.morphable.open_model import mediapipe_faces
+class _MeanHead(NamedTuple):
+    """The generic head's vertices (V, 3) in head space and triangles (F, 3): the 478 face points, then
+    six eyeball vertices per eye (``eyes``: side -> their indices) and six neck-block vertices (``neck``)."""
 
-    rng = np.random.default_rng(seed)
-    base = np.asarray(base, np.float64)
-    n_face = len(base)  # 478
-    faces = [mediapipe_faces(with_iris=True)]
-    # eyeballs behind the irises, and a neck block behind and below the chin
-    extra = []
-    eye_verts = {}
-    off = n_face
+    verts: np.ndarray
+    faces: np.ndarray
+    eyes: dict[str, np.ndarray]
+    neck: np.ndarray
+
+
+def _mean_head(base: np.ndarray, oval: list[int]) -> _MeanHead:
+    """The face points plus an octahedral eyeball behind each iris and a neck block behind the chin."""
+    faces, extra, eyes = [mediapipe_faces(with_iris=True)], [], {}
+    off = len(base)
     for side, iris in IRIS.items():
-        v, f = _octahedron(base[iris] + np.array([0.0, 0.0, 0.012]), 0.011, off)
-        eye_verts[side] = np.arange(off, off + 6)
+        v, f = _octahedron(base[iris] + np.array([0.0, 0.0, EYEBALL_BEHIND_IRIS_M]), EYEBALL_RADIUS_M, off)
+        eyes[side] = np.arange(off, off + 6)
         extra.append(v)
         faces.append(f)
         off += 6
-    oval = sorted(set(itertools.chain(*fmc.FACEMESH_FACE_OVAL)))
     chin = max(oval, key=lambda i: base[i, 1])
     cheek_z = float(np.median(base[oval, 2]))
-    v, f = _octahedron(np.array([0.0, base[chin, 1], cheek_z + 0.03]), 0.02, off)
-    neck_verts = np.arange(off, off + 6)
+    v, f = _octahedron(np.array([0.0, base[chin, 1], cheek_z + NECK_BEHIND_CHEEKS_M]), NECK_RADIUS_M, off)
     extra.append(v)
     faces.append(f)
-    mean_head = np.concatenate([base, *extra])
-    V = len(mean_head)
-    f_all = np.concatenate(faces)
+    return _MeanHead(np.concatenate([base, *extra]), np.concatenate(faces), eyes, np.arange(off, off + 6))
 
-    # identity: smooth fields; the mean head is the subject moved by a random identity
-    shape_dirs = np.concatenate(
+
+def _identity_basis(head: _MeanHead, n_face: int, rng: np.random.Generator) -> np.ndarray:
+    """(V, 3, N_SHAPE) identity components: smooth fields, then localised bumps on the face points."""
+    on_face = (np.arange(len(head.verts)) < n_face)[:, None, None]
+    return np.concatenate(
         [
-            _smooth_fields(mean_head, N_SMOOTH, rng, 0.003),
-            _local_bumps(mean_head, N_SHAPE - N_SMOOTH, rng, 0.0015) * (np.arange(V) < n_face)[:, None, None],
+            _smooth_fields(head.verts, N_SMOOTH, rng, IDENTITY_SMOOTH_RMS_M),
+            _local_bumps(head.verts, N_SHAPE - N_SMOOTH, rng, IDENTITY_BUMP_PEAK_M) * on_face,
         ],
         axis=2,
-    )  # (V, 3, S)
-    beta0 = rng.normal(size=N_SHAPE)
-    v_template = mean_head - shape_dirs @ beta0
-    # expression: local patterns (face points only) + small smooth fields
-    local = np.zeros((8, V, 3))
-    local[:, :n_face] = _local_modes(base)
-    smooth = _smooth_fields(mean_head, N_EXPR - 8, rng, 0.001)
-    smooth[n_face:] = 0
-    expr_dirs = np.concatenate([local.transpose(1, 2, 0), smooth], axis=2)  # (V, 3, E)
+    )
 
-    # skinning: jaw ramp below the mouth corners, eyes rigid on their eyeballs, the rest on the neck
-    y = base[:, 1]
+
+def _expression_basis(base: np.ndarray, head: _MeanHead, rng: np.random.Generator) -> np.ndarray:
+    """(V, 3, N_EXPR) expression components: localised patterns, then small smooth fields (face only)."""
+    n_face, V = len(base), len(head.verts)
+    local = np.zeros((N_LOCAL_EXPR, V, 3))
+    local[:, :n_face] = _local_modes(base)
+    smooth = _smooth_fields(head.verts, N_EXPR - N_LOCAL_EXPR, rng, EXPRESSION_SMOOTH_RMS_M)
+    smooth[n_face:] = 0
+    return np.concatenate([local.transpose(1, 2, 0), smooth], axis=2)
+
+
+def _skinning_weights(base: np.ndarray, head: _MeanHead) -> np.ndarray:
+    """(V, 5) skinning weights over :data:`JOINTS`: a jaw ramp below the mouth corners (lower lip 1,
+    upper lip 0), the rest of the face on the neck, eyes rigid on their eyeballs, the neck block global."""
+    n_face = len(base)
     y_mc = float(base[list(MOUTH_CORNERS), 1].mean())
-    w_jaw = np.clip((y - y_mc + 0.004) / 0.016, 0.0, 1.0)
+    w_jaw = np.clip((base[:, 1] - y_mc - JAW_RAMP_START_M) / JAW_RAMP_LENGTH_M, 0.0, 1.0)
     w_jaw[list(LOWER_LIP)] = 1.0
     w_jaw[list(UPPER_LIP)] = 0.0
-    w_jaw[list(MOUTH_CORNERS) + [78, 308]] = 0.5
+    w_jaw[list(MOUTH_CORNERS) + list(INNER_MOUTH_CORNERS)] = 0.5
     w_jaw[468:] = 0.0
-    weights = np.zeros((V, 5))
+    weights = np.zeros((len(head.verts), len(JOINTS)))
     weights[:n_face, 2] = w_jaw
     weights[:n_face, 1] = 1.0 - w_jaw
     for j, side in ((3, "left"), (4, "right")):
         ring = list(range(IRIS[side], IRIS[side] + 5))
         weights[ring] = 0.0
         weights[ring, j] = 1.0
-        weights[eye_verts[side]] = 0.0
-        weights[eye_verts[side], j] = 1.0
-    weights[neck_verts] = 0.0
-    weights[neck_verts, 0] = 1.0
+        weights[head.eyes[side]] = 0.0
+        weights[head.eyes[side], j] = 1.0
+    weights[head.neck] = 0.0
+    weights[head.neck, 0] = 1.0
+    return weights
 
-    # joints: neck block (global, neck), the face oval at mouth height (jaw hinge), eyeballs
-    J = np.zeros((5, V))
-    J[0, neck_verts] = 1.0 / 6
-    J[1, neck_verts] = 1.0 / 6
-    near = [i for i in oval if abs(base[i, 1] - y_mc) < 0.012]
+
+def _joint_regressor(base: np.ndarray, head: _MeanHead, oval: list[int]) -> np.ndarray:
+    """(5, V) joint regressor: the neck block's centroid (global, neck), the two outermost face-oval
+    points on each side at mouth height (jaw hinge), the eyeballs' centroids."""
+    J = np.zeros((len(JOINTS), len(head.verts)))
+    J[0, head.neck] = 1.0 / 6
+    J[1, head.neck] = 1.0 / 6
+    y_mc = float(base[list(MOUTH_CORNERS), 1].mean())
+    near = [i for i in oval if abs(base[i, 1] - y_mc) < JAW_HINGE_BAND_M]
     hinge = sorted(near, key=lambda i: base[i, 0])
-    hinge = hinge[:2] + hinge[-2:]  # the two outermost on each side
+    hinge = hinge[:2] + hinge[-2:]
     J[2, hinge] = 1.0 / len(hinge)
-    J[3, eye_verts["left"]] = 1.0 / 6
-    J[4, eye_verts["right"]] = 1.0 / 6
+    J[3, head.eyes["left"]] = 1.0 / 6
+    J[4, head.eyes["right"]] = 1.0 / 6
+    return J
 
-    posedirs = np.zeros((V, 3, 36))
-    jaw_block = _smooth_fields(mean_head, 9, rng, 0.001) * weights[:, 2, None, None]
-    posedirs[:, :, 9:18] = jaw_block  # joint 2 (jaw) is block 1 (the root has none)
 
+def _eyelid_blendshapes(base: np.ndarray, n_verts: int) -> dict[str, np.ndarray]:
+    """FLAME's ``l_eyelid`` / ``r_eyelid`` (V, 3) offsets (head space): the lids meet on a line near
+    the lower lid."""
     lids = {}
     for key, (upper, lower) in EYELIDS.items():
-        d = np.zeros((V, 3))
+        d = np.zeros((n_verts, 3))
         for u, low in zip(upper, lower):
-            line = base[low] + 0.15 * (base[u] - base[low])
+            line = base[low] + LID_CLOSED_AT * (base[u] - base[low])
             d[u] = line - base[u]
-            d[low] = 0.1 * (line - base[low])
+            d[low] = LOWER_LID_SHARE * (line - base[low])
         lids[key] = d
+    return lids
 
-    arrays = {
-        "v_template": v_template * TO_FLAME,
-        "f": f_all.astype(np.uint32),
-        "shapedirs": np.concatenate([shape_dirs, expr_dirs], axis=2) * TO_FLAME[None, :, None],
-        "posedirs": posedirs * TO_FLAME[None, :, None],
-        "J_regressor": J,
-        "weights": weights,
-        "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.uint32),
-        "n_shape": np.int64(N_SHAPE),
-        **{k: v * TO_FLAME for k, v in lids.items()},
-    }
 
-    # embedding: lips, eyes, brows, oval, nose ridge, irises -- each landmark on one of its triangles
+def _landmark_embedding(faces: np.ndarray) -> dict[str, np.ndarray]:
+    """Lips, eyes, brows, face oval, nose ridge and irises, each landmark on one of its triangles."""
+    # mediapipe is a hard dependency, but importing it costs most of a second: only when needed
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
     groups = (
         fmc.FACEMESH_LIPS,
         fmc.FACEMESH_LEFT_EYE,
@@ -216,15 +241,48 @@ def make_synthetic_flame(base: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
         fmc.FACEMESH_FACE_OVAL,
     )
     idx = set(itertools.chain.from_iterable(itertools.chain(*g) for g in groups))
-    idx |= {1, 2, 4, 5, 6, 168, 197, 195, 98, 327} | set(range(468, 478))
+    idx |= set(NOSE_RIDGE) | set(range(468, 478))
     landmark_indices = np.array(sorted(idx), np.int64)
     face_idx = np.zeros(len(landmark_indices), np.int64)
     bary = np.zeros((len(landmark_indices), 3))
     for k, vtx in enumerate(landmark_indices):
-        fi, ci = np.argwhere(f_all == vtx)[0]
+        fi, ci = np.argwhere(faces == vtx)[0]
         face_idx[k], bary[k, ci] = fi, 1.0
-    embedding = {"lmk_face_idx": face_idx, "lmk_b_coords": bary, "landmark_indices": landmark_indices}
-    return arrays, embedding
+    return {"lmk_face_idx": face_idx, "lmk_b_coords": bary, "landmark_indices": landmark_indices}
+
+
+def make_synthetic_flame(base: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
+    """FLAME-layout arrays and a MediaPipe landmark embedding over a generic head built from
+    ``base`` (478, 3) rest landmarks in head space (see the module docstring).
+
+    Returns ``(arrays, embedding)``: ``arrays`` has FLAME's keys (``J_regressor`` dense) plus
+    ``n_shape`` and ``l_eyelid``/``r_eyelid``, ready for ``np.savez``; ``embedding`` has
+    ``lmk_face_idx``, ``lmk_b_coords`` and ``landmark_indices``.
+    """
+    rng = np.random.default_rng(seed)
+    base = np.asarray(base, np.float64)
+    oval = sorted(face_oval_loop().tolist())
+    head = _mean_head(base, oval)
+    # identity: the mean head is the subject moved by a random identity, which a fit has to find
+    shape_dirs = _identity_basis(head, len(base), rng)  # (V, 3, S)
+    v_template = head.verts - shape_dirs @ rng.normal(size=N_SHAPE)
+    expr_dirs = _expression_basis(base, head, rng)  # (V, 3, E)
+    weights = _skinning_weights(base, head)
+    posedirs = np.zeros((len(head.verts), 3, 36))
+    jaw_block = _smooth_fields(head.verts, 9, rng, POSE_CORRECTIVE_RMS_M) * weights[:, 2, None, None]
+    posedirs[:, :, 9:18] = jaw_block  # joint 2 (jaw) is block 1 (the root has none)
+    arrays = {
+        "v_template": v_template * TO_FLAME,
+        "f": head.faces.astype(np.uint32),
+        "shapedirs": np.concatenate([shape_dirs, expr_dirs], axis=2) * TO_FLAME[None, :, None],
+        "posedirs": posedirs * TO_FLAME[None, :, None],
+        "J_regressor": _joint_regressor(base, head, oval),
+        "weights": weights,
+        "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.uint32),
+        "n_shape": np.int64(N_SHAPE),
+        **{k: v * TO_FLAME for k, v in _eyelid_blendshapes(base, len(head.verts)).items()},
+    }
+    return arrays, _landmark_embedding(head.faces)
 
 
 def write_synthetic_flame(root: Path, base: np.ndarray, seed: int = 0) -> tuple[Path, Path]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from ..core.constants import SAMPLE_RATE
+
 __all__ = ["VOICES", "Voice", "mouth_from_audio", "synth_speech"]
 
 
@@ -188,7 +190,7 @@ def _noise_bank(sr: int) -> list[np.ndarray]:
 
 
 def synth_speech(
-    seconds: float, sr: int = 16000, seed: int = 0, voice: Voice | str | None = "default"
+    seconds: float, sr: int = SAMPLE_RATE, seed: int = 0, voice: Voice | str | None = "default"
 ) -> np.ndarray:
     """A deterministic speech-like waveform.
 

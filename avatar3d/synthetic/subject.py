@@ -9,9 +9,9 @@ discs. Controls: ``jaw_open`` and ``blink`` in [0, 1] and a rigid head pose abou
 Head pose convention: a head-space point ``x`` is placed in the world at
 ``R @ (x - neck_pivot) + neck_pivot + t``. The torso never moves; the neck blends between the two.
 
-Size: the default ~6k Gaussians are placed where a 256 px portrait needs them (dense around the eyes,
-brows, nose and lips; large soft discs on hair, neck and suit), so the PyTorch reference rasteriser
-renders a frame in ~0.45 s of one CPU core (the compiled CPU kernels: ~0.04 s). Pass a larger
+Size: the default 6,000 Gaussians are placed where a 256 px portrait needs them (dense around the
+eyes, brows, nose and lips; large soft discs on hair, neck and suit), a budget the PyTorch reference
+rasteriser renders quickly on one CPU core (docs/design/synthetic-subject.md). Pass a larger
 ``n_gaussians`` for sharper ground truth at higher resolutions.
 """
 
@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+import roma
 import torch
 from torch import Tensor
 
@@ -64,6 +66,7 @@ _SPACING = {
 
 def _feature_landmarks() -> list[int]:
     """Landmarks on the lips, eyes, brows and nose outlines."""
+    # mediapipe is a hard dependency, but importing it costs most of a second: only when needed
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     feats: set[int] = set()
@@ -82,6 +85,7 @@ def _feature_landmarks() -> list[int]:
 
 def _plain_skin_landmarks() -> list[int]:
     """Face landmarks away from the features and the rim: their photo colour is plain skin."""
+    # mediapipe: imported only when needed (see _feature_landmarks)
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     rim = {v for e in fmc.FACEMESH_FACE_OVAL for v in e}
@@ -127,22 +131,116 @@ def _as_tensor(x, dtype=torch.float32) -> Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype)
 
 
-def _rodrigues(rotvec: Tensor) -> Tensor:
-    """(N, 3) axis-angle vectors -> (N, 3, 3) rotation matrices."""
-    theta = rotvec.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    k = rotvec / theta
-    K = torch.zeros(rotvec.shape[0], 3, 3, dtype=rotvec.dtype)
-    K[:, 0, 1], K[:, 0, 2], K[:, 1, 0] = -k[:, 2], k[:, 1], k[:, 2]
-    K[:, 1, 2], K[:, 2, 0], K[:, 2, 1] = -k[:, 0], -k[:, 1], k[:, 0]
-    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    return torch.eye(3, dtype=rotvec.dtype)[None] + s * K + (1 - c) * (K @ K)
+NECK_COLLAR_COLOUR = (0.05, 0.05, 0.06)  # RGB of the dark turtleneck at the neck's base
+MIN_FACE_SAMPLES = 50  # Gaussians per face-mesh class at least (tiny budgets)
+MIN_PART_SAMPLES = 30  # Gaussians per procedural part at least
+RIM_TINT = 0.6  # how far the lower face rim's photo colour is pulled towards the shaded skin
+RIM_SKIN_SHADE = 0.9  # the skin colour's brightness at the rim
 
 
-def _log_rotation(R: np.ndarray) -> np.ndarray:
-    """Axis-angle vector of a rotation matrix."""
-    from scipy.spatial.transform import Rotation
+def _part_specs(lm: np.ndarray, scan: FaceScan, palette: tuple, rng: np.random.Generator) -> list[_PartSpec]:
+    """Every procedural part (mouth interior, hair, neck, torso) with its spacing and weights."""
+    skin, hair, suit = palette
+    neck_mesh, neck_follow = build_neck(lm, skin, np.array(NECK_COLLAR_COLOUR))
+    specs = [
+        _PartSpec(name, pm, _SPACING["teeth" if name.startswith("teeth") else "mouth"], 1.0, jaw)
+        for name, pm, jaw in build_mouth(lm)
+    ]
+    specs += [
+        _PartSpec("hair", build_head(lm, scan.oval, skin, hair, rng), _SPACING["hair"], 1.0, 0.0),
+        _PartSpec("neck", neck_mesh, _SPACING["neck"], neck_follow, 0.0),
+        _PartSpec("torso", build_torso(lm, suit, rng), _SPACING["torso"], 0.0, 0.0),
+    ]
+    return specs
 
-    return Rotation.from_matrix(R).as_rotvec()
+
+class _Budget(NamedTuple):
+    """How the Gaussian budget is shared: the face's rest triangle areas (F,), its two density classes
+    ((triangle mask, spacing multiplier): near the features, elsewhere) and the squared sample spacing
+    (m²) on the plain face, from which every part's spacing follows."""
+
+    tri_area: np.ndarray
+    classes: list[tuple[np.ndarray, float]]
+    spacing2: float
+
+
+def _share_budget(rig: FaceRig, specs: list[_PartSpec], n_gaussians: int) -> _Budget:
+    """Share ``n_gaussians`` over the face and the parts by area and per-part spacing multiplier."""
+    tri_area = triangle_areas(rig.verts, rig.tris)
+    detail = _detail_triangles(rig)
+    classes = [(detail, _SPACING["face_detail"]), (~detail, _SPACING["face"])]
+    weighted = sum(float(tri_area[m].sum()) / k**2 for m, k in classes)
+    weighted += sum(sp.area / sp.spacing**2 for sp in specs)
+    return _Budget(tri_area, classes, weighted / n_gaussians)
+
+
+class _FaceSamples(NamedTuple):
+    """Gaussians bound to the deforming face mesh: triangle (N,), barycentrics (N, 3), rest sigma (N,)
+    metres, colour (N, 3) and part index (N,)."""
+
+    tri: np.ndarray
+    bary: np.ndarray
+    sigma: np.ndarray
+    colors: np.ndarray
+    part: np.ndarray
+
+
+def _sample_face(
+    rig: FaceRig, scan: FaceScan, skin: np.ndarray, budget: _Budget, rng: np.random.Generator
+) -> _FaceSamples:
+    """Face and eye Gaussians on the mesh (denser around the features), coloured from the photo with
+    the lower rim tinted towards the skin."""
+    m_tri, m_bary, m_sigma = [], [], []
+    for mask, mult in budget.classes:
+        idx = np.nonzero(mask)[0]
+        n = max(int(budget.tri_area[idx].sum() / (budget.spacing2 * mult**2)), MIN_FACE_SAMPLES)
+        ms = sample_mesh(rig.verts, rig.tris[idx], n, rng)
+        m_tri.append(idx[ms.tri])
+        m_bary.append(ms.bary)
+        m_sigma.append(np.full(len(ms.tri), SIGMA_PER_SPACING * ms.spacing))
+    tri_m, bary_m = np.concatenate(m_tri), np.concatenate(m_bary)
+    uv = np.einsum("nk,nkd->nd", bary_m, rig.uv[rig.tris[tri_m]])
+    rim = np.einsum("nk,nk->n", bary_m, rig.rim_w[rig.tris[tri_m]])[:, None]
+    colors = (1 - RIM_TINT * rim) * bilinear(scan.photo, uv) + RIM_TINT * rim * (RIM_SKIN_SHADE * skin)
+    part = np.where(rig.tri_part[tri_m] == 1, PART_NAMES.index("eyes"), PART_NAMES.index("face"))
+    return _FaceSamples(tri_m, bary_m, np.concatenate(m_sigma), colors, part)
+
+
+class _FreeSamples(NamedTuple):
+    """Fixed discs on the procedural parts: means (N, 3), normals (N, 3), sigma (N,) metres, colours
+    (N, 3), jaw weight (N,), head weight (N,) and part index (N,)."""
+
+    means: np.ndarray
+    normals: np.ndarray
+    sigma: np.ndarray
+    colors: np.ndarray
+    jaw: np.ndarray
+    head_w: np.ndarray
+    part: np.ndarray
+
+
+def _sample_parts(specs: list[_PartSpec], spacing2: float, rng: np.random.Generator) -> _FreeSamples:
+    """Discs on every procedural part, each with its part's jaw weight and interpolated head weight."""
+    out: list[list[np.ndarray]] = [[] for _ in _FreeSamples._fields]
+    for sp in specs:
+        n = max(int(sp.area / (spacing2 * sp.spacing**2)), MIN_PART_SAMPLES)
+        s = sample_mesh(sp.mesh.verts, sp.mesh.tris, n, rng)
+        corners = sp.mesh.tris[s.tri]
+        follow = np.broadcast_to(np.asarray(sp.follow, float), (len(sp.mesh.verts),))
+        for acc, x in zip(
+            out,
+            (
+                s.points,
+                s.normals,
+                np.full(len(s.tri), SIGMA_PER_SPACING_PARTS * s.spacing),
+                np.einsum("nk,nkd->nd", s.bary, sp.mesh.colors[corners]),
+                np.full(len(s.tri), sp.jaw),
+                np.einsum("nk,nk->n", s.bary, follow[corners]),
+                np.full(len(s.tri), PART_NAMES.index(sp.name)),
+            ),
+        ):
+            acc.append(x)
+    return _FreeSamples(*(np.concatenate(acc) for acc in out))
 
 
 class SyntheticSubject:
@@ -171,78 +269,35 @@ class SyntheticSubject:
         scan = scan_photo()
         rig = build_face_rig(scan)
         self._rig = rig
-        lm = rig.landmarks
-        self.canonical_landmarks = lm.copy()
+        self.canonical_landmarks = rig.landmarks.copy()
         self.jaw_pivot = rig.jaw_pivot.copy()
         self.neck_pivot = rig.neck_pivot.copy()
-
         skin, hair, suit = _palette(scan)
         self.skin_color, self.hair_color, self.suit_color = skin, hair, suit
 
-        # ---- build every part, then share the budget by area and a per-part spacing multiplier
-        neck_mesh, neck_follow = build_neck(lm, skin, np.array([0.05, 0.05, 0.06]))
-        specs = [
-            _PartSpec(name, pm, _SPACING["teeth" if name.startswith("teeth") else "mouth"], 1.0, jaw)
-            for name, pm, jaw in build_mouth(lm)
-        ]
-        specs += [
-            _PartSpec("hair", build_head(lm, scan.oval, skin, hair, rng), _SPACING["hair"], 1.0, 0.0),
-            _PartSpec("neck", neck_mesh, _SPACING["neck"], neck_follow, 0.0),
-            _PartSpec("torso", build_torso(lm, suit, rng), _SPACING["torso"], 0.0, 0.0),
-        ]
-        tri_area = triangle_areas(rig.verts, rig.tris)
-        detail = _detail_triangles(rig)
-        classes = [(detail, _SPACING["face_detail"]), (~detail, _SPACING["face"])]
-        weighted = sum(float(tri_area[m].sum()) / k**2 for m, k in classes)
-        weighted += sum(sp.area / sp.spacing**2 for sp in specs)
-        base2 = weighted / n_gaussians  # squared sample spacing on the plain face
+        specs = _part_specs(rig.landmarks, scan, (skin, hair, suit), rng)
+        budget = _share_budget(rig, specs, n_gaussians)
+        face = _sample_face(rig, scan, skin, budget, rng)
+        free = _sample_parts(specs, budget.spacing2, rng)
 
-        # ---- face + eyes: Gaussians bound to the deforming mesh (denser around the features)
-        m_tri, m_bary, m_sigma = [], [], []
-        for mask, mult in classes:
-            idx = np.nonzero(mask)[0]
-            n = max(int(tri_area[idx].sum() / (base2 * mult**2)), 50)
-            ms = sample_mesh(rig.verts, rig.tris[idx], n, rng)
-            m_tri.append(idx[ms.tri])
-            m_bary.append(ms.bary)
-            m_sigma.append(np.full(len(ms.tri), SIGMA_PER_SPACING * ms.spacing))
-        tri_m, bary_m = np.concatenate(m_tri), np.concatenate(m_bary)
-        uv = np.einsum("nk,nkd->nd", bary_m, rig.uv[rig.tris[tri_m]])
-        rim = np.einsum("nk,nk->n", bary_m, rig.rim_w[rig.tris[tri_m]])[:, None]
-        mesh_colors = (1 - 0.6 * rim) * bilinear(scan.photo, uv) + 0.6 * rim * (0.9 * skin)
-        self._m_tri = torch.as_tensor(tri_m)
-        self._m_bary = _as_tensor(bary_m)
-        self._m_sigma = _as_tensor(np.concatenate(m_sigma))
+        self._m_tri = torch.as_tensor(face.tri)
+        self._m_bary = _as_tensor(face.bary)
+        self._m_sigma = _as_tensor(face.sigma)
         self._V_rest = _as_tensor(rig.verts)
         self._V_blink = _as_tensor(rig.blink_d)
         self._V_jaw = _as_tensor(rig.jaw_w)
         self._tris = torch.as_tensor(rig.tris)
-        self._tri_area_rest = _as_tensor(tri_area)
-        mesh_part = np.where(rig.tri_part[tri_m] == 1, PART_NAMES.index("eyes"), PART_NAMES.index("face"))
-
-        # ---- procedural parts: fixed discs with a jaw weight and a head weight
-        means, normals, sigmas, colors, jaw_w, head_w, parts = [], [], [], [], [], [], []
-        for sp in specs:
-            s = sample_mesh(sp.mesh.verts, sp.mesh.tris, max(int(sp.area / (base2 * sp.spacing**2)), 30), rng)
-            corners = sp.mesh.tris[s.tri]
-            means.append(s.points)
-            normals.append(s.normals)
-            sigmas.append(np.full(len(s.tri), SIGMA_PER_SPACING_PARTS * s.spacing))
-            colors.append(np.einsum("nk,nkd->nd", s.bary, sp.mesh.colors[corners]))
-            jaw_w.append(np.full(len(s.tri), sp.jaw))
-            follow = np.broadcast_to(np.asarray(sp.follow, float), (len(sp.mesh.verts),))
-            head_w.append(np.einsum("nk,nk->n", s.bary, follow[corners]))
-            parts.append(np.full(len(s.tri), PART_NAMES.index(sp.name)))
-        self._f_means = _as_tensor(np.concatenate(means))
-        self._f_normals = _as_tensor(np.concatenate(normals))
-        self._f_sigma = _as_tensor(np.concatenate(sigmas))
-        self._f_jaw = _as_tensor(np.concatenate(jaw_w))
-        n_m = len(tri_m)
+        self._tri_area_rest = _as_tensor(budget.tri_area)
+        self._f_means = _as_tensor(free.means)
+        self._f_normals = _as_tensor(free.normals)
+        self._f_sigma = _as_tensor(free.sigma)
+        self._f_jaw = _as_tensor(free.jaw)
+        n_m = len(face.tri)
         self.n = n_m + len(self._f_means)
-        self._colors = _as_tensor(np.clip(np.concatenate([mesh_colors, *colors]), 0.0, 1.0))
-        self.head_weight = _as_tensor(np.r_[np.ones(n_m), np.concatenate(head_w)])
+        self._colors = _as_tensor(np.clip(np.concatenate([face.colors, free.colors]), 0.0, 1.0))
+        self.head_weight = _as_tensor(np.r_[np.ones(n_m), free.head_w])
         self.labels = torch.where(self.head_weight > 0.5, LABEL_HEAD, LABEL_TORSO).to(torch.int64)
-        self.part = torch.as_tensor(np.r_[mesh_part, np.concatenate(parts)]).to(torch.int64)
+        self.part = torch.as_tensor(np.r_[face.part, free.part]).to(torch.int64)
         self._opacities = torch.full((self.n,), OPACITY)
 
     # ------------------------------------------------------------------------------ posing
@@ -335,7 +390,8 @@ class SyntheticSubject:
         out_n[full] = normals[full] @ Rf.T
         part = (w > 0) & ~full
         if part.any():
-            Rw = _rodrigues(_as_tensor(_log_rotation(R))[None] * w[part, None])
+            rotvec = roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64))
+            Rw = roma.rotvec_to_rotmat(_as_tensor(rotvec)[None] * w[part, None])
             out_m[part] = torch.einsum("nij,nj->ni", Rw, means[part] - p) + p + w[part, None] * tf
             out_n[part] = torch.einsum("nij,nj->ni", Rw, normals[part])
         return out_m, out_n
@@ -398,8 +454,8 @@ def render_gaussians(
     With ``normals`` (outward, from :meth:`SyntheticSubject.posed`), discs facing away from a camera
     are skipped for that camera (each camera is then rendered on its own, so an image never
     depends on which other cameras share the call). They sit behind the nearly opaque front
-    surface: the image changes by about 0.002 on average, and the reference rasteriser runs ~1.5x
-    fewer Gaussian/tile pairs.
+    surface, so the image barely changes and the rasteriser has fewer Gaussian/tile pairs to
+    composite (docs/design/synthetic-subject.md).
     """
     cams = list(cameras)
     bg = _as_tensor(background).reshape(1, 3)

@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..core.camera import Camera
+from ..core.constants import SAMPLE_RATE
 from ..errors import FormatError
+from ..io.atomic import atomic_file
+from ..io.media import write_video
 from ._geometry import euler_matrix
 from .speech import mouth_from_audio, synth_speech
 from .subject import DEFAULT_BACKGROUND, DEFAULT_N_GAUSSIANS, SyntheticSubject
@@ -77,8 +81,6 @@ class SyntheticTruth:
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` (the camera as its K / world_to_camera / size), atomically: an
         interrupted save leaves no partial file. ``path`` without the ``.npz`` suffix gets it."""
-        from ..io.atomic import atomic_file
-
         p = Path(path)
         p = p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
         with atomic_file(p, suffix=".npz") as tmp:
@@ -226,6 +228,77 @@ def render_truth_view(
     return img[0] if isinstance(camera, Camera) else img
 
 
+def _check_video_args(
+    seconds: float, fps: float, size: int, fov_degrees: float, max_yaw_degrees: float
+) -> None:
+    """Raise ValueError on a duration, rate, frame size, field of view or head turn out of range."""
+    if not (np.isfinite(seconds) and seconds > 0) or not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"seconds and fps must be positive, got {seconds} and {fps}")
+    if size < 32 or size > 4096:
+        raise ValueError(f"frame size must be within 32..4096 px, got {size}")
+    if not (np.isfinite(fov_degrees) and 5.0 <= fov_degrees <= 120.0):
+        raise ValueError(f"fov_degrees must be within 5..120, got {fov_degrees}")
+    if not (np.isfinite(max_yaw_degrees) and 0.0 <= max_yaw_degrees <= 60.0):
+        raise ValueError(f"max_yaw_degrees must be within 0..60, got {max_yaw_degrees}")
+
+
+class _Tracks(NamedTuple):
+    """Per-frame controls of a clip: jaw (T,), head rotation (T, 3, 3), head translation (T, 3) metres
+    and blink (T,)."""
+
+    jaw: np.ndarray
+    head_R: np.ndarray
+    head_t: np.ndarray
+    blink: np.ndarray
+
+
+def _talking_tracks(
+    wave: np.ndarray,
+    sr: int,
+    fps: float,
+    n_frames: int,
+    seed: int,
+    head_motion: bool,
+    blink: bool,
+    max_yaw_degrees: float,
+) -> _Tracks:
+    """The jaw from the audio, head motion (still without ``head_motion``) and blinks (none without
+    ``blink``) for ``n_frames`` frames."""
+    jaw = mouth_from_audio(wave, sr, fps, n_frames).astype(np.float64)
+    if head_motion:
+        R, t = head_motion_track(n_frames, fps, seed, jaw, max_yaw_degrees)
+    else:
+        R, t = np.tile(np.eye(3), (n_frames, 1, 1)), np.zeros((n_frames, 3))
+    blinks = blink_track(n_frames, fps, seed) if blink else np.zeros(n_frames)
+    return _Tracks(jaw, R, t, blinks)
+
+
+def _render_frames(
+    truth: SyntheticTruth,
+    subject: SyntheticSubject,
+    backend: str,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[np.ndarray]:
+    """The clip's frames as (H, W, 3) uint8, rendered as they are consumed; the render time is kept
+    in ``truth.meta["render_seconds"]``."""
+    t0 = time.perf_counter()
+    n_frames = truth.n_frames
+    for i in range(n_frames):
+        img = subject.render(
+            truth.camera,
+            truth.jaw_open[i],
+            truth.blink[i],
+            truth.head_R[i],
+            truth.head_t[i],
+            background=DEFAULT_BACKGROUND,
+            backend=backend,
+        )
+        yield _to_uint8(img[0])
+        if progress is not None:
+            progress(i + 1, n_frames)
+    truth.meta["render_seconds"] = round(time.perf_counter() - t0, 3)
+
+
 def make_talking_video(
     path: str | Path,
     seconds: float = 8.0,
@@ -238,7 +311,7 @@ def make_talking_video(
     subject_seed: int = 0,
     n_gaussians: int = DEFAULT_N_GAUSSIANS,
     voice: str = "default",
-    sr: int = 16000,
+    sr: int = SAMPLE_RATE,
     backend: str = "auto",
     fov_degrees: float = 18.0,
     max_yaw_degrees: float = 15.0,
@@ -260,32 +333,17 @@ def make_talking_video(
         max_yaw_degrees: the widest head turn (with ``head_motion``), reached once in the clip.
         progress: called as ``progress(done, total)`` after each frame.
     """
-    from ..io.media import write_video
-
-    if not (np.isfinite(seconds) and seconds > 0) or not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f"seconds and fps must be positive, got {seconds} and {fps}")
-    if size < 32 or size > 4096:
-        raise ValueError(f"frame size must be within 32..4096 px, got {size}")
-    if not (np.isfinite(fov_degrees) and 5.0 <= fov_degrees <= 120.0):
-        raise ValueError(f"fov_degrees must be within 5..120, got {fov_degrees}")
-    if not (np.isfinite(max_yaw_degrees) and 0.0 <= max_yaw_degrees <= 60.0):
-        raise ValueError(f"max_yaw_degrees must be within 0..60, got {max_yaw_degrees}")
+    _check_video_args(seconds, fps, size, fov_degrees, max_yaw_degrees)
     subject = get_subject(subject_seed, n_gaussians)
     wave = synth_speech(seconds, sr=sr, seed=seed, voice=voice)
     n_frames = max(math.floor(seconds * fps + 1e-6), 1)
-    jaw = mouth_from_audio(wave, sr, fps, n_frames).astype(np.float64)
-    if head_motion:
-        R, t = head_motion_track(n_frames, fps, seed, jaw, max_yaw_degrees)
-    else:
-        R, t = np.tile(np.eye(3), (n_frames, 1, 1)), np.zeros((n_frames, 3))
-    blinks = blink_track(n_frames, fps, seed) if blink else np.zeros(n_frames)
-    camera = subject.portrait_camera(size, fov_degrees=fov_degrees)
+    tracks = _talking_tracks(wave, sr, fps, n_frames, seed, head_motion, blink, max_yaw_degrees)
     truth = SyntheticTruth(
-        camera,
-        R,
-        t,
-        jaw,
-        blinks,
+        subject.portrait_camera(size, fov_degrees=fov_degrees),
+        tracks.head_R,
+        tracks.head_t,
+        tracks.jaw,
+        tracks.blink,
         wave,
         sr,
         float(fps),
@@ -301,17 +359,5 @@ def make_talking_video(
             "max_yaw_degrees": max_yaw_degrees,
         },
     )
-
-    def frames() -> Iterator[np.ndarray]:
-        t0 = time.perf_counter()
-        for i in range(n_frames):
-            img = subject.render(
-                camera, jaw[i], blinks[i], R[i], t[i], background=DEFAULT_BACKGROUND, backend=backend
-            )
-            yield _to_uint8(img[0])
-            if progress is not None:
-                progress(i + 1, n_frames)
-        truth.meta["render_seconds"] = round(time.perf_counter() - t0, 3)
-
-    write_video(path, frames(), fps, audio=wave, audio_sr=sr)
+    write_video(path, _render_frames(truth, subject, backend, progress), fps, audio=wave, audio_sr=sr)
     return truth

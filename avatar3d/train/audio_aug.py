@@ -9,9 +9,8 @@ timbre. Each training window is therefore randomly re-voiced in the normalised l
 * one masked band of mel bins (SpecAugment-style frequency masking),
 * a little Gaussian noise.
 
-Timing is never changed, so the mouth targets stay aligned. Measured on ``talk_de`` (455 training
-frames; BENCHMARKS.md "Avatar quality"): the sync confidence of mouth opening predicted from *another
-speaker's* speech rose from 0.03 to 0.17 against a shuffled-audio baseline of 0.05.
+Timing is never changed, so the mouth targets stay aligned. Why re-voicing, and why the branch is
+then frozen: docs/design/audio-branch.md.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..models.deform import gather_windows
 
 
 def augment_mel(
@@ -59,16 +60,18 @@ def augment_mel(
     return out + noise * rndn(*out.shape)
 
 
-def audio_targets_loss(model, data, idx: Tensor, augment: bool, generator: torch.Generator | None = None) -> Tensor:
+def audio_targets_loss(
+    model, data, idx: Tensor, augment: bool, generator: torch.Generator | None = None
+) -> Tensor:
     """Auxiliary loss: audio codes of frames ``idx`` must predict the tracked mouth opening and the
     capture's expression coefficients (with the tracked blink as the eye input). With the speech front
     end the expression is the (fixed) viseme map's plus the bounded residual, which alone learns here."""
-    from ..models.deform import gather_windows
-
     win = gather_windows(data.features, idx, model.cfg.smooth_window)  # (B, S, W, M [+ V])
     if augment:
         V = model.n_visemes  # the speech front end's channels are not mel bins: left as they are
-        win = torch.cat([augment_mel(win[..., : win.shape[-1] - V], generator), win[..., win.shape[-1] - V :]], -1)
+        win = torch.cat(
+            [augment_mel(win[..., : win.shape[-1] - V], generator), win[..., win.shape[-1] - V :]], -1
+        )
     code = model.audio(win)
     mouth = torch.sigmoid(model.read_mouth(code))
     expr = model.predict_expression(code, data.blink[idx][:, None])
@@ -78,8 +81,6 @@ def audio_targets_loss(model, data, idx: Tensor, augment: bool, generator: torch
 @torch.no_grad()
 def heldout_mouth_correlation(model, data) -> float | None:
     """Pearson correlation of the mouth opening read from held-out audio with the tracked one."""
-    from ..models.deform import gather_windows
-
     idx = torch.as_tensor(data.test_idx)
     if len(idx) < 3:
         return None
@@ -105,7 +106,9 @@ def audio_branch_parameters(model) -> list:
     )
 
 
-def pretrain_audio(model, data, steps: int, batch: int, lr: float, seed: int, augment: bool, progress=None) -> dict:
+def pretrain_audio(
+    model, data, steps: int, batch: int, lr: float, seed: int, augment: bool, progress=None
+) -> dict:
     """Pre-train the audio encoder, temporal smoother, mouth read-out and expression head on the
     auxiliary targets alone (no rendering: cheap), before the avatar is rendered at all.
 
@@ -121,7 +124,7 @@ def pretrain_audio(model, data, steps: int, batch: int, lr: float, seed: int, au
     it = rng_steps if progress is None else progress(rng_steps, "audio pre-training")
     running = None
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: one thread is ~20x faster than two contending ones on a busy box
+    torch.set_num_threads(1)  # small ops: threads would only contend (docs/design/cpu-preset.md)
     try:
         for _ in it:
             idx = torch.as_tensor(rng.choice(data.train_idx, size=int(batch), p=p))
@@ -133,4 +136,8 @@ def pretrain_audio(model, data, steps: int, batch: int, lr: float, seed: int, au
             running = lv if running is None else 0.98 * running + 0.02 * lv
     finally:
         torch.set_num_threads(threads)
-    return {"steps": int(steps), "loss": running, "heldout_mouth_corr": heldout_mouth_correlation(model, data)}
+    return {
+        "steps": int(steps),
+        "loss": running,
+        "heldout_mouth_corr": heldout_mouth_correlation(model, data),
+    }

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import FormatError
@@ -88,8 +88,12 @@ class Resumed:
     rng_state: dict = field(default_factory=dict)  # "numpy" -> bit_generator.state
     rng_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # "torch" / generator name -> state
 
-    def restore(self, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
-                generators: dict[str, torch.Generator]) -> None:
+    def restore(
+        self,
+        optimizers: dict[str, torch.optim.Optimizer],
+        rng: np.random.Generator,
+        generators: dict[str, torch.Generator],
+    ) -> None:
         """Load the saved optimiser and RNG states into freshly built ``optimizers``, ``rng`` and
         ``generators`` (the global torch RNG is restored as well). A state that does not fit them
         sets the checkpoint aside (``.corrupt``) and raises a one-line FormatError: the next run
@@ -133,7 +137,7 @@ def _unpack_optimizer(name: str, meta: dict, tensors: dict[str, torch.Tensor]) -
     for idx, scalars in meta["state"].items():
         prefix = f"optim.{name}.{idx}."
         st = dict(scalars)
-        st.update({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        st.update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         state[int(idx)] = st
     return {"state": state, "param_groups": meta["param_groups"]}
 
@@ -173,9 +177,15 @@ def save_checkpoint(
         tensors["aux.bind.index"], tensors["aux.bind.weight"] = (c.detach().contiguous().cpu() for c in cache)
     state["bind_calls"] = int(getattr(model, "_bind_calls", 0))
     n = int(getattr(model, "n", 0))
-    meta = {"format": FORMAT, "version": str(VERSION), "step": str(int(step)), "n": str(n),
-            "fingerprint": fingerprint(identity or {}), "fit": json.dumps(identity or {}),
-            "state": json.dumps(state)}
+    meta = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "step": str(int(step)),
+        "n": str(n),
+        "fingerprint": fingerprint(identity or {}),
+        "fit": json.dumps(identity or {}),
+        "state": json.dumps(state),
+    }
     path = Path(path)
     with atomic_file(path, suffix="") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -185,8 +195,6 @@ def save_checkpoint(
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a checkpoint file; raises ValueError when it is not a readable one."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -201,12 +209,17 @@ def _set_aside(path: Path, tag: str) -> Path:
     try:
         os.replace(path, dest)
     except OSError as e:
-        raise FormatError(f"checkpoint {path} cannot be used nor set aside ({e.strerror}): remove it") from None
+        raise FormatError(
+            f"checkpoint {path} cannot be used nor set aside ({e.strerror}): remove it"
+        ) from None
     return dest
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, *, identity: dict | None = None,
+    path: Path,
+    model: torch.nn.Module,
+    *,
+    identity: dict | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Resumed | None:
     """Load the newest usable checkpoint at ``path`` (or its ``checkpoint.prev`` sibling) into
@@ -235,8 +248,11 @@ def load_checkpoint(
         except ValueError as e:
             _put_back(model, n0, backup)
             dest = _set_aside(cand, "corrupt")
-            warnings.warn(f"checkpoint {cand} is unreadable ({e}); set aside as {dest.name}", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint {cand} is unreadable ({e}); set aside as {dest.name}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         except LookupError as e:
             for other in (path, path.with_name(PREV)):
                 if other.is_file():
@@ -257,7 +273,7 @@ def _put_back(model, n: int, state: dict) -> None:
 def _restore(path: Path, meta: dict, tensors: dict[str, torch.Tensor], model) -> Resumed:
     try:
         state = json.loads(meta["state"])
-        msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        msd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         if hasattr(model, "resize_"):
             model.resize_(int(meta["n"]))
         model.load_state_dict(msd)
@@ -269,6 +285,7 @@ def _restore(path: Path, meta: dict, tensors: dict[str, torch.Tensor], model) ->
         step = int(meta["step"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise ValueError(f"incomplete or inconsistent contents: {str(e).splitlines()[0]}") from None
-    rng_tensors = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return Resumed(step, opts, tensors.get("acc.grad"), state.get("scalars", {}), path, state.get("rng", {}),
-                   rng_tensors)
+    rng_tensors = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return Resumed(
+        step, opts, tensors.get("acc.grad"), state.get("scalars", {}), path, state.get("rng", {}), rng_tensors
+    )

@@ -17,15 +17,19 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..config import AvatarConfig
+from ..core.lpips import load_lpips
 from ..core.topology import NOSE_TIP
-from ..errors import ConfigError
+from ..errors import Avatar3DError, ConfigError
 from ..models.gaussian_avatar import PARAM_NAMES, GaussianAvatar
 from ..models.init import InitInputs, initial_gaussians
+from ..models.viseme_map import fit_viseme_map
+from ..workdir import capture_digest
 from .audio_aug import audio_branch_parameters, audio_targets_loss, heldout_mouth_correlation, pretrain_audio
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import fit_identity, load_checkpoint, save_checkpoint
@@ -80,8 +84,6 @@ def lpips_term(cfg: AvatarConfig):
     path = cfg.train.lpips_weights
     if not path:
         return None
-    from ..core.lpips import load_lpips
-
     net = load_lpips(path)
     if isinstance(net, str):
         raise ConfigError(f"train.lpips_weights: {net.removeprefix('not computed: ')}")
@@ -128,14 +130,14 @@ def build_model(cfg: AvatarConfig, cs, data: TrainData) -> GaussianAvatar:
         "mean": torch.as_tensor(np.asarray(cs.expression_mean), dtype=torch.float32),
     }
     nv = data.n_visemes
-    return GaussianAvatar.from_init(m, init, n_mels=data.features.shape[-1] - nv, expression=expression, n_visemes=nv)
+    return GaussianAvatar.from_init(
+        m, init, n_mels=data.features.shape[-1] - nv, expression=expression, n_visemes=nv
+    )
 
 
 def fit_visemes(model: GaussianAvatar, cs, data: TrainData, cfg: AvatarConfig) -> dict:
     """Fit the subject's viseme -> expression map on the training frames (never the held-out ones)
     into ``model`` (its ``viseme_matrix`` and the audio code's viseme lag); returns the fit's summary."""
-    from ..models.viseme_map import fit_viseme_map
-
     tr = data.train_idx
     valid = np.asarray(getattr(cs, "valid", np.ones(cs.n_frames, bool)), bool)[tr]
     fit = fit_viseme_map(
@@ -153,7 +155,13 @@ def fit_visemes(model: GaussianAvatar, cs, data: TrainData, cfg: AvatarConfig) -
 
 
 def frame_loss(
-    model: GaussianAvatar, data: TrainData, i: int, cfg: AvatarConfig, nose_y: float, deform: bool, teacher: bool = True
+    model: GaussianAvatar,
+    data: TrainData,
+    i: int,
+    cfg: AvatarConfig,
+    nose_y: float,
+    deform: bool,
+    teacher: bool = True,
 ):
     """Loss and rendered image of training frame i (``teacher``: drive it with the tracked expression)."""
     t = cfg.train
@@ -233,131 +241,233 @@ class _Checkpointer:
     def save(self, step: int, model, optimizers, rng, generators, grad_acc, scalars) -> None:
         if self.enabled:
             scalars = json.loads(json.dumps(scalars, default=float))  # numpy scalars -> plain numbers
-            save_checkpoint(self.path, model, step, identity=self.identity, optimizers=optimizers, rng=rng,
-                            generators=generators, grad_acc=grad_acc, scalars=scalars)
+            save_checkpoint(
+                self.path,
+                model,
+                step,
+                identity=self.identity,
+                optimizers=optimizers,
+                rng=rng,
+                generators=generators,
+                grad_acc=grad_acc,
+                scalars=scalars,
+            )
             self.last = time.monotonic()
 
 
-def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=None, log=print) -> TrainResult:
-    """Fit an avatar to a CaptureSet. ``progress(iterable, description)`` wraps loops in a bar."""
+AUDIO_PRETRAIN_PER_STEP = 2.5  # short fits get at most this many audio pre-training steps per render step
+MIN_AUDIO_PRETRAIN_STEPS = 100
+STUDENT_SHARE = 0.5  # in the joint stage, this share of frames is driven by audio instead of tracking
+RUNNING_LOSS_KEEP, RUNNING_LOSS_NEW = 0.95, 0.05  # the logged loss: an exponential moving average
+HISTORY_RECORDS = 10  # history records per fit (plus the last step)
+HELDOUT_PROBES = 4  # held-out frames rendered per history record
+
+
+class _Schedule(NamedTuple):
+    """What the training loop needs besides the model and data: the stage boundaries (steps), the
+    frame-sampling probabilities over ``data.train_idx``, the nose height splitting the attention
+    regularisation (head-space y), the scene extent for the position learning rate (metres), whether
+    the mel windows are re-voiced, whether the audio branch is frozen, and the LPIPS network (or None)."""
+
+    s_static: int
+    s_audio: int
+    sample_p: np.ndarray
+    nose_y: float
+    extent: float
+    augment: bool
+    frozen: bool
+    lpips_net: object
+
+
+@dataclass
+class _Loop:
+    """The training loop's mutable state: everything a checkpoint saves besides the model."""
+
+    g_opt: torch.optim.Optimizer
+    n_opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    aug_gen: torch.Generator
+    grad_acc: torch.Tensor
+    t0: float
+    audio_stats: dict
+    acc_count: int = 0
+    running: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def optimizers(self) -> dict:
+        return {"gauss": self.g_opt, "net": self.n_opt}
+
+    @property
+    def generators(self) -> dict:
+        return {"aug": self.aug_gen}
+
+    def scalars(self) -> dict:
+        return {
+            "acc_count": self.acc_count,
+            "running": self.running,
+            "history": self.history,
+            "elapsed": time.time() - self.t0,
+            "audio_stats": self.audio_stats,
+        }
+
+    def save(self, saver: _Checkpointer, step: int, model: GaussianAvatar) -> None:
+        saver.save(step, model, self.optimizers, self.rng, self.generators, self.grad_acc, self.scalars())
+
+    def restore(self, resumed) -> None:
+        """Continue a checkpointed run: optimiser, RNG and densification state, history and clock."""
+        resumed.restore(self.optimizers, self.rng, self.generators)
+        sc = resumed.scalars
+        self.grad_acc = resumed.grad_acc if resumed.grad_acc is not None else self.grad_acc
+        self.acc_count, self.running = int(sc.get("acc_count", 0)), sc.get("running")
+        self.history = list(sc.get("history", []))
+        self.t0 -= float(sc.get("elapsed", 0.0))
+
+
+def _prepare(cs, cfg: AvatarConfig, progress, log) -> tuple[TrainData, GaussianAvatar, dict | None]:
+    """The training data, the initial model and (with the speech front end) its fitted viseme map."""
     t = cfg.train
-    lpips_net = lpips_term(cfg)  # a bad weights file fails here, before any work
-    torch.manual_seed(t.seed)
-    rng = np.random.default_rng(t.seed)
-    t0 = time.time()
     data = TrainData.from_capture(cs, t.resolution, t.holdout_fraction, progress, visemes=cfg.model.visemes)
     if len(data.train_idx) == 0:
-        from ..errors import Avatar3DError
-
         raise Avatar3DError("the capture has no training frames")
     model = build_model(cfg, cs, data)
     viseme_stats = fit_visemes(model, cs, data, cfg) if data.n_visemes else None
     if viseme_stats is not None:
         log(f"viseme map: lag {viseme_stats['lag']} frames, gain {viseme_stats['gain']:.2f}")
-    nose_y = float(torch.as_tensor(np.asarray(cs.canonical_landmarks))[NOSE_TIP, 1])
-    extent = float(model.means.detach().std(0).norm())
+    return data, model, viseme_stats
+
+
+def _resume(cs, cfg: AvatarConfig, workdir, model: GaussianAvatar, log):
+    """(checkpointer, the checkpoint loaded into ``model`` or None); no checkpoints without a workdir."""
     ckpt = Path(workdir) / CHECKPOINT_NAME if workdir else None
     resumed, ident = None, None
     if ckpt is not None:
-        from ..workdir import capture_digest
-
         ident = fit_identity(cfg, capture_digest(cs.root) if getattr(cs, "root", None) else None)
         resumed = load_checkpoint(ckpt, model, identity=ident, log=log)
-    saver = _Checkpointer(ckpt, t, ident)
-    start = resumed.step if resumed is not None else 0
     if resumed is not None:
-        log(f"resuming from step {start} ({resumed.path})")
+        log(f"resuming from step {resumed.step} ({resumed.path})")
+    return _Checkpointer(ckpt, cfg.train, ident), resumed
+
+
+def _audio_stage(
+    model: GaussianAvatar, data: TrainData, cfg: AvatarConfig, augment: bool, progress, log
+) -> dict:
+    """Pre-train the audio branch on its auxiliary targets (a short fit gets a proportionally short
+    stage); returns the stage's summary."""
+    t = cfg.train
+    n_pre = min(t.audio_pretrain_steps, max(MIN_AUDIO_PRETRAIN_STEPS, int(AUDIO_PRETRAIN_PER_STEP * t.steps)))
+    stats = pretrain_audio(model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, augment, progress)
+    corr = stats.get("heldout_mouth_corr")
+    log(
+        f"audio pre-training: {stats['steps']} steps, held-out mouth-opening correlation "
+        + ("n/a (held-out mouth still or < 3 frames)" if corr is None else f"{corr:.2f}")
+    )
+    return stats
+
+
+def _step(
+    model: GaussianAvatar, data: TrainData, cfg: AvatarConfig, sch: _Schedule, loop: _Loop, step: int
+) -> None:
+    """One optimisation step: sample a frame, render it, add the LPIPS and audio terms, update,
+    accumulate the densification statistics, densify on schedule and record the history."""
+    t = cfg.train
+    deform = step >= sch.s_static
+    train_canon = step < sch.s_static or step >= sch.s_audio
+    i = int(loop.rng.choice(data.train_idx, p=sch.sample_p))
+    teacher = step < sch.s_audio or loop.rng.random() < STUDENT_SHARE
+    loss, pred = frame_loss(model, data, i, cfg, sch.nose_y, deform, teacher)
+    if sch.lpips_net is not None and t.lpips_weight > 0 and step >= sch.s_audio:
+        loss = loss + t.lpips_weight * lpips_loss(sch.lpips_net, pred, data.image(i), lpips_crop(data, i))
+    if t.lambda_audio > 0 and not sch.frozen:
+        j = torch.as_tensor(loop.rng.choice(data.train_idx, size=t.audio_batch))
+        loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, sch.augment, loop.aug_gen)
+    loop.g_opt.zero_grad(set_to_none=True)
+    loop.n_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if model.means.grad is not None:
+        loop.grad_acc += model.means.grad.norm(dim=-1)
+        loop.acc_count += 1
+    if train_canon:
+        loop.g_opt.step()
+    loop.n_opt.step()  # the audio encoder learns from the auxiliary loss from the start
+    lv = float(loss.detach())
+    loop.running = lv if loop.running is None else RUNNING_LOSS_KEEP * loop.running + RUNNING_LOSS_NEW * lv
+    due = t.densify_every > 0 and step > 0 and step % t.densify_every == 0
+    if due and step < t.densify_until * t.steps and train_canon:
+        densify_and_prune(model, loop.grad_acc, loop.acc_count, cfg)
+        loop.g_opt = _gauss_optimizer(model, cfg, sch.extent)
+        loop.grad_acc = torch.zeros(model.n)
+        loop.acc_count = 0
+    if (step + 1) % max(1, t.steps // HISTORY_RECORDS) == 0 or step + 1 == t.steps:
+        rec = {
+            "step": step + 1,
+            "loss": loop.running,
+            "n_gaussians": model.n,
+            "seconds": time.time() - loop.t0,
+        }
+        if len(data.test_idx):
+            probes = data.test_idx[:: max(1, len(data.test_idx) // HELDOUT_PROBES)]
+            rec["heldout_psnr"] = evaluate(model, data, probes)["psnr"]
+        loop.history.append(rec)
+
+
+def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=None, log=print) -> TrainResult:
+    """Fit an avatar to a CaptureSet. ``progress(iterable, description)`` wraps loops in a bar.
+
+    Stages: data and initial model (with the viseme map), resume from a checkpoint in ``workdir``, the
+    audio pre-training (skipped when resuming), then the staged render loop (:func:`_step`)."""
+    t = cfg.train
+    lpips_net = lpips_term(cfg)  # a bad weights file fails here, before any work
+    torch.manual_seed(t.seed)
+    rng = np.random.default_rng(t.seed)
+    t0 = time.time()
+    data, model, viseme_stats = _prepare(cs, cfg, progress, log)
+    nose_y = float(torch.as_tensor(np.asarray(cs.canonical_landmarks))[NOSE_TIP, 1])
+    extent = float(model.means.detach().std(0).norm())
+    saver, resumed = _resume(cs, cfg, workdir, model, log)
     audio_stats: dict = dict(resumed.scalars.get("audio_stats") or {}) if resumed is not None else {}
-    # short fits (tests, quick looks) get a proportionally short pre-training: 2.5 per render step
-    n_pre = min(t.audio_pretrain_steps, max(100, int(2.5 * t.steps)))
     # the re-voicing augmentation shifts mel bins: meaningless for speech-model features
     augment = t.audio_augment and data.feature_kind == "mel"
     if resumed is None and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
-        audio_stats = pretrain_audio(
-            model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, augment, progress
-        )
-        corr = audio_stats.get("heldout_mouth_corr")
-        log(f"audio pre-training: {audio_stats['steps']} steps, held-out mouth-opening correlation "
-            + ("n/a (held-out mouth still or < 3 frames)" if corr is None else f"{corr:.2f}"))
+        audio_stats = _audio_stage(model, data, cfg, augment, progress, log)
     aug_gen = torch.Generator().manual_seed(t.seed + 2)
     frozen = t.audio_freeze and t.audio_pretrain_steps > 0 and t.lambda_audio > 0
     if frozen:  # (also when resuming: the checkpoint holds the pre-trained audio branch)
         for p in audio_branch_parameters(model):
             p.requires_grad_(False)
-    g_opt = _gauss_optimizer(model, cfg, extent)
-    n_opt = _net_optimizer(model, cfg)
     s_static = int(t.static_fraction * t.steps)
-    s_audio = s_static + int(t.audio_fraction * t.steps)
-    grad_acc = torch.zeros(model.n)
-    acc_count = 0
-    history: list[dict] = []
-    running = None
-    optimizers, generators = {"gauss": g_opt, "net": n_opt}, {"aug": aug_gen}
-    if resumed is not None:
-        resumed.restore(optimizers, rng, generators)
-        sc = resumed.scalars
-        grad_acc = resumed.grad_acc if resumed.grad_acc is not None else grad_acc
-        acc_count, running = int(sc.get("acc_count", 0)), sc.get("running")
-        history = list(sc.get("history", []))
-        t0 -= float(sc.get("elapsed", 0.0))
-    state = lambda: {"acc_count": acc_count, "running": running, "history": history,
-                     "elapsed": time.time() - t0, "audio_stats": audio_stats}
-    if resumed is None:  # the first checkpoint comes early: the audio pre-training is kept
-        saver.save(0, model, optimizers, rng, generators, grad_acc, state())
-    steps = range(start, t.steps)
-    it = steps if progress is None else progress(steps, "training")
     w = 1.0 + t.mouth_sampling * data.mouth[data.train_idx, 0].numpy()
-    sample_p = w / w.sum()
-    for step in it:
-        deform = step >= s_static
-        train_canon = step < s_static or step >= s_audio
-        i = int(rng.choice(data.train_idx, p=sample_p))
-        teacher = step < s_audio or rng.random() < 0.5
-        loss, pred = frame_loss(model, data, i, cfg, nose_y, deform, teacher)
-        if lpips_net is not None and t.lpips_weight > 0 and step >= s_audio:
-            loss = loss + t.lpips_weight * lpips_loss(lpips_net, pred, data.image(i), lpips_crop(data, i))
-        if t.lambda_audio > 0 and not frozen:
-            j = torch.as_tensor(rng.choice(data.train_idx, size=t.audio_batch))
-            loss = loss + t.lambda_audio * audio_targets_loss(model, data, j, augment, aug_gen)
-        g_opt.zero_grad(set_to_none=True)
-        n_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if model.means.grad is not None:
-            grad_acc += model.means.grad.norm(dim=-1)
-            acc_count += 1
-        if train_canon:
-            g_opt.step()
-        n_opt.step()  # the audio encoder learns from the auxiliary loss from the start
-        lv = float(loss.detach())
-        running = lv if running is None else 0.95 * running + 0.05 * lv
-        if (
-            t.densify_every > 0
-            and step > 0
-            and step % t.densify_every == 0
-            and step < t.densify_until * t.steps
-            and train_canon
-        ):
-            densify_and_prune(model, grad_acc, acc_count, cfg)
-            g_opt = _gauss_optimizer(model, cfg, extent)
-            grad_acc = torch.zeros(model.n)
-            acc_count = 0
-        if (step + 1) % max(1, t.steps // 10) == 0 or step + 1 == t.steps:
-            rec = {"step": step + 1, "loss": running, "n_gaussians": model.n, "seconds": time.time() - t0}
-            if len(data.test_idx):
-                rec["heldout_psnr"] = evaluate(model, data, data.test_idx[:: max(1, len(data.test_idx) // 4)])["psnr"]
-            history.append(rec)
+    sch = _Schedule(
+        s_static=s_static,
+        s_audio=s_static + int(t.audio_fraction * t.steps),
+        sample_p=w / w.sum(),
+        nose_y=nose_y,
+        extent=extent,
+        augment=augment,
+        frozen=frozen,
+        lpips_net=lpips_net,
+    )
+    g_opt, n_opt = _gauss_optimizer(model, cfg, extent), _net_optimizer(model, cfg)
+    loop = _Loop(g_opt, n_opt, rng, aug_gen, torch.zeros(model.n), t0, audio_stats)
+    if resumed is not None:
+        loop.restore(resumed)
+    else:  # the first checkpoint comes early: the audio pre-training is kept
+        loop.save(saver, 0, model)
+    steps = range(resumed.step if resumed is not None else 0, t.steps)
+    for step in steps if progress is None else progress(steps, "training"):
+        _step(model, data, cfg, sch, loop, step)
         if saver.due(step + 1):
-            saver.save(step + 1, model, {"gauss": g_opt, "net": n_opt}, rng, generators, grad_acc, state())
+            loop.save(saver, step + 1, model)
     for p in audio_branch_parameters(model):
         p.requires_grad_(True)
     heldout = evaluate(model, data, data.test_idx) if len(data.test_idx) else {}
-    if ckpt is not None:
-        (Path(workdir) / "history.json").write_text(json.dumps(history, indent=1))
-    if audio_stats:
-        audio_stats["heldout_mouth_corr_final"] = heldout_mouth_correlation(model, data)
+    if saver.path is not None:
+        (Path(workdir) / "history.json").write_text(json.dumps(loop.history, indent=1))
+    if loop.audio_stats:
+        loop.audio_stats["heldout_mouth_corr_final"] = heldout_mouth_correlation(model, data)
     if viseme_stats is not None:
-        audio_stats["viseme_map"] = viseme_stats
-    return TrainResult(model, data, history, heldout, time.time() - t0, audio_stats)
+        loop.audio_stats["viseme_map"] = viseme_stats
+    return TrainResult(model, data, loop.history, heldout, time.time() - loop.t0, loop.audio_stats)
 
 
 @torch.no_grad()
@@ -368,7 +478,13 @@ def evaluate(model: GaussianAvatar, data: TrainData, idx) -> dict:
         i = int(i)
         audio = model.audio_code(data.features, i)[0]
         gs = model.posed(audio, data.blink[i : i + 1], data.head_poses[i])
-        out = model.render(gs, data.rest_viewmat[None], data.K[None], data.width, data.height, data.plate[None])
+        out = model.render(
+            gs, data.rest_viewmat[None], data.K[None], data.width, data.height, data.plate[None]
+        )
         ps.append(psnr(out.colors[0], data.image(i)))
         ss.append(ssim(out.colors[0], data.image(i)))
-    return {"psnr": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"), "frames": len(ps)}
+    return {
+        "psnr": float(np.mean(ps)) if ps else float("nan"),
+        "ssim": float(np.mean(ss)) if ss else float("nan"),
+        "frames": len(ps),
+    }

@@ -27,8 +27,12 @@ def say(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "say.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return load_audio(path)
 
 
@@ -37,11 +41,12 @@ def trim(x: np.ndarray, thresh: float = 0.01) -> np.ndarray:
     on = np.abs(x) > thresh
     if not on.any():
         return x[:0]
-    return x[int(np.argmax(on)): x.size - int(np.argmax(on[::-1]))]
+    return x[int(np.argmax(on)) : x.size - int(np.argmax(on[::-1]))]
 
 
-def words_with_gaps(words: list[str], voice: str = "en-us", gap: float = 0.5
-                    ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+def words_with_gaps(
+    words: list[str], voice: str = "en-us", gap: float = 0.5
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """Words spoken one by one, trimmed, joined by ``gap`` s of silence (also before the first and
     after the last) -> (wave (T,) float32 16 kHz, [(word, start s, end s)])."""
     z = np.zeros(int(gap * SR), np.float32)

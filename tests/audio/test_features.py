@@ -275,7 +275,9 @@ def test_frame_features_in_chunks_equal_the_whole():
     """Long audio is processed in chunks of frames (render, view): the rows are the same."""
     w = np.random.default_rng(3).standard_normal(16000 * 7).astype(np.float32) * 0.1
     whole = frame_features(w, 16000, 25.0)
-    parts = [frame_features(w, 16000, 25.0, frames=(s, min(len(whole), s + 64))) for s in range(0, len(whole), 64)]
+    parts = [
+        frame_features(w, 16000, 25.0, frames=(s, min(len(whole), s + 64))) for s in range(0, len(whole), 64)
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     with pytest.raises(ValueError):
         frame_features(w, 16000, 25.0, frames=(10, 5000))

@@ -4,6 +4,7 @@ The 'speech model' is a tiny TorchScript Conv1d made here (HuBERT's geometry: ke
 at 16 kHz, D = 8), so nothing is downloaded and the whole module runs in seconds.
 """
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -104,8 +105,9 @@ def speech_avatar(speech_capture, speech_model):
     mp.setattr(aug, "augment_mel", lambda *a, **k: calls.append(1) or pytest.fail("mel augmentation used"))
     try:
         # naming the model (as `fit --speech-model` does) lets the fitted avatar render
-        av = Avatar.fit(speech_capture.root, config=_small_cfg(speech_model=str(speech_model)), progress=False,
-                        log=None)
+        av = Avatar.fit(
+            speech_capture.root, config=_small_cfg(speech_model=str(speech_model)), progress=False, log=None
+        )
     finally:
         mp.undo()
     assert not calls
@@ -118,7 +120,7 @@ def test_config_keys():
     assert (
         AvatarConfig.from_dict({"capture": {"speech_model": "/m/hubert"}}).capture.speech_model == "/m/hubert"
     )
-    assert AvatarConfig().capture.speech_model == ""
+    assert AvatarConfig().capture.speech_model is None
     assert CaptureConfig(speech_model="/m/x.pt").to_dict()["speech_model"] == "/m/x.pt"
     with pytest.raises(ConfigError, match="speech_model"):
         CaptureConfig(speech_model=3)
@@ -225,7 +227,7 @@ def test_avatar_without_the_key_renders_from_mel(speech_avatar):
     from avatar3d import Avatar
     from avatar3d.audio import frame_features
 
-    meta = {k: v for k, v in speech_avatar.meta.items() if k != "speech_model"}
+    meta = dataclasses.replace(speech_avatar.meta, speech_model=None)
     av = Avatar(
         speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background
     )
@@ -242,10 +244,14 @@ def test_render_after_the_model_file_was_removed(speech_avatar, speech_model, tm
     copy = tmp_path / "moved" / "model.pt"
     copy.parent.mkdir()
     shutil.copy(speech_model, copy)
-    meta = json.loads(json.dumps(speech_avatar.meta))
+    meta = speech_avatar.meta.to_dict()
     meta["speech_model"]["path"] = str(copy)
     av = Avatar(
-        speech_avatar.model, speech_avatar.config, meta, speech_avatar.track, speech_avatar.background,
+        speech_avatar.model,
+        speech_avatar.config,
+        meta,
+        speech_avatar.track,
+        speech_avatar.background,
         speech_model=copy,
     )
     wave = _other_audio(0.2)

@@ -34,7 +34,9 @@ from espeak_speech import have_espeak, say, words_with_gaps
 
 SR = 16000
 V = {v: i for i, v in enumerate(VISEMES)}
-needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_espeak = pytest.mark.skipif(
+    not have_espeak(), reason="espeak-ng is not installed (apt-get install espeak-ng)"
+)
 SENTENCE = "please pass me the blue cup of warm milk before we go out to the park"
 
 
@@ -58,7 +60,23 @@ def sentence() -> np.ndarray:
 
 
 def test_viseme_names():
-    assert VISEMES == ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")
+    assert VISEMES == (
+        "sil",
+        "PP",
+        "FF",
+        "TH",
+        "DD",
+        "kk",
+        "CH",
+        "SS",
+        "nn",
+        "RR",
+        "aa",
+        "E",
+        "ih",
+        "oh",
+        "ou",
+    )
     assert set(PHONE_TO_VISEME.values()) <= set(VISEMES)
 
 
@@ -73,8 +91,8 @@ def test_shapes_rows_sum_to_one(speech, fps):
     for a in (tr.voice, tr.loudness):
         assert a.dtype == np.float32 and (a >= 0).all() and (a <= 1).all()
     longer = viseme_track(speech, SR, fps=fps, n_frames=n + 10)  # frames past the end: silence
-    assert len(longer) == n + 10 and (longer.weights[n + 3:, 0] > 0.99).all()
-    assert (longer.voice[n + 3:] == 0).all()
+    assert len(longer) == n + 10 and (longer.weights[n + 3 :, 0] > 0.99).all()
+    assert (longer.voice[n + 3 :] == 0).all()
 
 
 def test_synthetic_speech_pauses_and_syllables(speech, offline25):
@@ -82,8 +100,8 @@ def test_synthetic_speech_pauses_and_syllables(speech, offline25):
     tr = VisemeTrack(offline25[:, :15], offline25[:, 15], offline25[:, 16], 25.0)
     t = np.arange(len(tr)) / 25
     active = np.convolve(np.abs(speech) > 1e-4, np.ones(1), "same")
-    act = np.array([active[max(0, int((x - 0.1) * SR)): int((x + 0.1) * SR)].any() for x in t])
-    core = np.array([active[max(0, int((x - 0.04) * SR)): int((x + 0.04) * SR)].all() for x in t])
+    act = np.array([active[max(0, int((x - 0.1) * SR)) : int((x + 0.1) * SR)].any() for x in t])
+    core = np.array([active[max(0, int((x - 0.04) * SR)) : int((x + 0.04) * SR)].all() for x in t])
     assert (tr.weights[~act, 0] > 0.9).mean() > 0.95  # >= 100 ms from any sound: closed
     assert (tr.weights[core, 0] < 0.5).mean() > 0.8  # inside syllables: speech visemes
     assert tr.voice[~act].mean() < 0.1 and tr.voice[core].mean() > 0.6
@@ -128,7 +146,7 @@ def test_words_with_known_timing(voice):
     closures = ["papa", "mama", "baby", "happy", "maybe"]
     x, spans = words_with_gaps(["ah", "food", "moon", "two", "see", *closures], voice)
     tr = viseme_track(x, SR, fps=25)
-    span = {w: tr.weights[int(np.ceil(a * 25)): int(b * 25) + 1] for w, a, b in spans}
+    span = {w: tr.weights[int(np.ceil(a * 25)) : int(b * 25) + 1] for w, a, b in spans}
     assert span["ah"][:, V["aa"]].mean() > 0.5
     for w in ("food", "moon", "two"):
         assert span[w][:, V["ou"]].mean() > 0.5, w
@@ -180,7 +198,7 @@ def test_streaming_matches_offline(speech, offline25, chunk):
     within the look-ahead)."""
     off = offline25
     s = StreamingVisemes(fps=25.0, lookahead=0.2)
-    parts = [s.push(speech[i:i + chunk]) for i in range(0, speech.size, chunk)]
+    parts = [s.push(speech[i : i + chunk]) for i in range(0, speech.size, chunk)]
     parts.append(s.flush())
     on = np.concatenate(parts)
     assert on.shape == off.shape
@@ -205,8 +223,10 @@ def test_streaming_emits_after_lookahead(speech):
 def _bad_cases() -> dict[str, tuple[np.ndarray, int]]:
     rng = np.random.default_rng(0)
     t = np.arange(3 * SR) / SR
-    music = sum(0.2 * np.sin(2 * np.pi * f * t) * (np.sin(2 * np.pi * r * t) > 0)
-                for f, r in ((262, 2.0), (330, 3.0), (392, 1.5), (523, 4.0)))
+    music = sum(
+        0.2 * np.sin(2 * np.pi * f * t) * (np.sin(2 * np.pi * r * t) > 0)
+        for f, r in ((262, 2.0), (330, 3.0), (392, 1.5), (523, 4.0))
+    )
     return {
         "silence": (np.zeros(3 * SR, np.float32), SR),
         "white_noise": ((0.3 * rng.standard_normal(3 * SR)).astype(np.float32), SR),
@@ -233,7 +253,7 @@ def test_odd_inputs_do_not_crash(speech):
     clipped = np.clip(speech * 8.0, -1, 1)
     tr = viseme_track(clipped, SR, fps=25)
     assert (tr.weights[:, 0] < 0.5).mean() > 0.2
-    short = viseme_track(speech[int(0.5 * SR): int(0.6 * SR)], SR, fps=25)
+    short = viseme_track(speech[int(0.5 * SR) : int(0.6 * SR)], SR, fps=25)
     assert len(short) == 2 and np.allclose(short.weights.sum(1), 1, atol=1e-5)
     assert len(viseme_track(np.zeros(10, np.float32), SR)) == 0
     stereo = np.stack([speech, speech], axis=1)[: 2 * SR]
@@ -309,9 +329,15 @@ def test_offline_models_and_threads(monkeypatch):
 def test_hh_and_y_take_the_next_vowel():
     from avatar3d.audio.coarticulation import segment_arrays
 
-    segs = [PhoneSegment("SIL", 0, .1), PhoneSegment("HH", .1, .15), PhoneSegment("UW", .15, .3),
-            PhoneSegment("Y", .3, .35), PhoneSegment("AA", .35, .5), PhoneSegment("+NSN+", .5, .6),
-            PhoneSegment("HH", .6, .65)]
+    segs = [
+        PhoneSegment("SIL", 0, 0.1),
+        PhoneSegment("HH", 0.1, 0.15),
+        PhoneSegment("UW", 0.15, 0.3),
+        PhoneSegment("Y", 0.3, 0.35),
+        PhoneSegment("AA", 0.35, 0.5),
+        PhoneSegment("+NSN+", 0.5, 0.6),
+        PhoneSegment("HH", 0.6, 0.65),
+    ]
     _, _, vis = segment_arrays(segs)
     assert [VISEMES[i] for i in vis] == ["sil", "ou", "ou", "aa", "aa", "sil", "sil"]
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar3d.io.media import write_video
+
 FPS = 25
 SR = 16000
 
@@ -46,8 +48,6 @@ def tone(seconds: float, sr: int = SR, freq: float = 220.0, amp: float = 0.2) ->
 
 def write_clip(path: Path, frames, fps: float = FPS, audio: np.ndarray | None | str = "tone") -> Path:
     """Write frames (list of (H, W, 3) uint8) as an H.264 mp4 with a tone (or given / no audio)."""
-    from avatar3d.io.media import write_video
-
     frames = list(frames)
     if isinstance(audio, str):
         audio = tone(len(frames) / fps)

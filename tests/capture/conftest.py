@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from avatar3d.capture import CaptureConfig, run_capture
+from avatar3d.synthetic import make_talking_video
+
 from ._synth import ROLL_DEGREES, astronaut_face, rotate_about_centre, write_clip
 
 
@@ -21,8 +24,6 @@ def rolling_clip(tmp_path_factory) -> tuple[Path, list[float]]:
 @pytest.fixture(scope="session")
 def rolling_capture(rolling_clip, tmp_path_factory):
     """The rolling clip captured (full pipeline, default config)."""
-    from avatar3d.capture import CaptureConfig, run_capture
-
     video, _ = rolling_clip
     out = tmp_path_factory.mktemp("cap") / "rolling_capture"
     return run_capture(video, out, CaptureConfig(), progress=False)
@@ -33,8 +34,6 @@ def synthetic_talking_clip(tmp_path_factory):
     """(video path, SyntheticTruth): the synthetic subject talking with head motion, 3 s, 25 fps,
     256 px, seed 0 (rendered once per session, single-threaded)."""
     import torch
-
-    from avatar3d.synthetic import make_talking_video
 
     d = tmp_path_factory.mktemp("capture_synthetic")
     threads = torch.get_num_threads()

@@ -5,7 +5,7 @@ import pytest
 import roma
 import torch
 
-from avatar3d.capture import tracking
+from avatar3d.capture import pose_fit
 from avatar3d.capture.bundle import Observations, PointPrior, lm_bundle_adjust
 from avatar3d.capture.feature_tracks import FeatureTracks
 from avatar3d.capture.geometry import project, rotation_angle_deg
@@ -79,11 +79,14 @@ def test_lm_converges_where_lbfgs_creeps(monkeypatch):
     tracks = FeatureTracks(np.repeat(np.arange(T), n), np.tile(np.arange(n), T), uv_tr.reshape(-1, 2))
     valid = np.ones(T, bool)
     R0, t0, _ = _perturb(R, t, lm)
-    kw = {"shape_weight": 0.01, "depth_weight": 1.0, "robust_px": 1.5, "tracks": tracks, "track_weight": 30.0}
-    ba_lm = tracking.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, **kw)
-    monkeypatch.setattr(tracking, "LM_MAX_FRAMES", 0)
-    short = tracking.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, iterations=300, **kw)
-    long = tracking.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, iterations=2500, **kw)
+    kw = {"shape_weight": 0.01, "depth_weight": 1.0, "robust_px": 1.5, "track_weight": 30.0}
+    settings = pose_fit.BundleSettings(**kw)
+    ba_lm = pose_fit.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, settings, tracks=tracks)
+    monkeypatch.setattr(pose_fit, "LM_MAX_FRAMES", 0)
+    short_s = pose_fit.BundleSettings(iterations=300, **kw)
+    short = pose_fit.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, short_s, tracks=tracks)
+    long_s = pose_fit.BundleSettings(iterations=2500, **kw)
+    long = pose_fit.bundle_adjust(lm, uv_lm, valid, R0, t0, F, W, H, long_s, tracks=tracks)
     assert ba_lm.cost < short.cost - 1e-3, (ba_lm.cost, short.cost)  # measured 2.0375 vs 2.04+
     assert ba_lm.cost == pytest.approx(long.cost, rel=1e-6)
     d = rotation_angle_deg(ba_lm.rotation @ np.swapaxes(long.rotation, 1, 2))

@@ -86,7 +86,10 @@ def test_valid_copy_loads(capture_copy):
             "NaN",
         ),
         # a capture from a stranger: paths may not leave the directory, numbers must be sane
-        (lambda r: _edit_json(r, lambda d: d["frames"][2].update(file_path="../../../etc/passwd")), "outside"),
+        (
+            lambda r: _edit_json(r, lambda d: d["frames"][2].update(file_path="../../../etc/passwd")),
+            "outside",
+        ),
         (lambda r: _edit_json(r, lambda d: d["frames"][2].update(mask_path="/etc/hostname")), "outside"),
         (lambda r: _edit_json(r, lambda d: d["frames"][2].update(file_path=7)), "file_path"),
         (lambda r: _edit_json(r, lambda d: d.update(fl_y=float("nan"))), "focal"),

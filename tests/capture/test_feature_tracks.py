@@ -6,16 +6,13 @@ import pytest
 import roma
 import torch
 
+from avatar3d.capture.canonical import INTER_PUPIL_M, build_canonical
 from avatar3d.capture.feature_tracks import FeatureTracker, FeatureTracks, PatchTemplates, rigid_zone
+from avatar3d.capture.focal import search_focal
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
-from avatar3d.capture.tracking import (
-    INTER_PUPIL_M,
-    build_canonical,
-    fit_rigid,
-    init_track_points,
-    search_focal,
-)
+from avatar3d.capture.resection import init_track_points
+from avatar3d.capture.tracking import fit_rigid
 from avatar3d.config import CaptureConfig
 from avatar3d.core.topology import CHIN, FOREHEAD, NOSE_TIP, eye_loops
 
@@ -95,7 +92,10 @@ def test_patch_templates_recover_an_affine_warp():
     # the image under x' = M (x - c0) + c0 + t
     M, t, c0 = np.array([[0.95, 0.05], [-0.03, 1.02]]), np.array([1.3, -0.7]), np.array([100.0, 100.0])
     yy, xx = np.mgrid[0:200, 0:200].astype(np.float64)
-    src = np.einsum("ij,jhw->ihw", np.linalg.inv(M), np.stack([xx - c0[0] - t[0], yy - c0[1] - t[1]])) + c0[:, None, None]
+    src = (
+        np.einsum("ij,jhw->ihw", np.linalg.inv(M), np.stack([xx - c0[0] - t[0], yy - c0[1] - t[1]]))
+        + c0[:, None, None]
+    )
     moved = cv2.remap(img, src[0].astype(np.float32), src[1].astype(np.float32), cv2.INTER_LINEAR)
     # brightness gain and offset do not matter
     moved = 0.7 * moved + 0.2

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from avatar3d.capture import CaptureConfig, run_capture
+from avatar3d.capture.face_model import fit_face_model, load_fit
 from avatar3d.errors import ConfigError, FormatError
+from avatar3d.synthetic import get_subject
 from avatar3d.synthetic.capture_truth import compare_face_fits
 from avatar3d.synthetic.flame_file import write_synthetic_flame
 
 
 @pytest.fixture(scope="module")
 def flame_files(tmp_path_factory):
-    from avatar3d.synthetic import get_subject
-
     base = get_subject(0).canonical_landmarks
     return write_synthetic_flame(tmp_path_factory.mktemp("flame"), base, seed=0)
 
@@ -32,8 +32,6 @@ def flame_files(tmp_path_factory):
 @pytest.mark.slow
 def test_flame_fits_the_synthetic_subject_like_the_open_model(synthetic_talking_clip, flame_files, tmp_path):
     import torch
-
-    from avatar3d.capture.face_model import fit_face_model, load_fit
 
     video, truth = synthetic_talking_clip
     model, lmk = flame_files
@@ -52,7 +50,7 @@ def test_flame_fits_the_synthetic_subject_like_the_open_model(synthetic_talking_
     summary = cs.transforms["avatar3d"]["morphable"]
     assert summary["model"] == "flame" and summary["n_landmarks"] == len(flame.landmark_indices)
     m = compare_face_fits({"open": open_, "flame": flame}, {"open": cs, "flame": cs}, truth)
-    # measured on this clip (BENCHMARKS.md): reprojection FLAME 1.06 px at 512 (open 0.16: it is built
+    # measured on this clip (benchmarks/bench_capture_flame.py): reprojection FLAME 1.06 px at 512 (open 0.16: it is built
     # from these very detections); rotation, pose-fitted offset, FLAME 1.31° (open 1.63°), landmark-
     # aligned 3.2° (open 2.3°); jaw correlation FLAME 0.964 (open 0.956)
     assert m["flame_reproj_px512"] <= 1.6

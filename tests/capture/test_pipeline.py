@@ -7,7 +7,10 @@ import torch
 
 from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.capture.geometry import project
+from avatar3d.core.camera import Camera
 from avatar3d.errors import MediaError, NoFaceError
+from avatar3d.io.captureset import CaptureSet
+from avatar3d.io.outputs import OutputError, write_marker
 
 from ._synth import FPS, SR, astronaut_face, grace_hopper_face, rotate_about_centre, write_clip
 
@@ -28,9 +31,6 @@ def test_in_plane_roll_is_recovered(rolling_capture, rolling_clip):
 
 
 def test_capture_set_contents_and_round_trip(rolling_capture):
-    from avatar3d.core.camera import Camera
-    from avatar3d.io.captureset import CaptureSet
-
     cs = CaptureSet.load(rolling_capture.root)
     T = cs.n_frames
     assert (cs.width, cs.height, cs.fps) == (256, 256, FPS)
@@ -77,7 +77,6 @@ def test_noise_video_raises_no_face_and_keeps_existing_output(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, size=(128, 128, 3), dtype=np.uint8) for _ in range(6)]
     video = write_clip(tmp_path / "noise.mp4", frames)
-    from avatar3d.io.outputs import OutputError, write_marker
 
     out = tmp_path / "out"
     out.mkdir()

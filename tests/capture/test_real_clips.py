@@ -5,6 +5,9 @@ import pytest
 
 from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.capture.geometry import pose_jitter
+from avatar3d.capture.overlay import draw_overlay, write_overlay
+from avatar3d.eval.protocol import HEAD_CROP_SCALE
+from avatar3d.io.media import probe_video
 
 pytestmark = pytest.mark.shared_data
 
@@ -23,7 +26,6 @@ def test_talk_a_landmarks_pose_and_focal(talk_a):
     assert cs.n_frames == 30 and cs.valid.all()
     assert max(cs.width, cs.height) == 512
     # the issue's scale: pixels of the evaluation's 512-px face crop (1.7 × the landmarks' extent)
-    from avatar3d.eval.protocol import HEAD_CROP_SCALE
 
     extent = np.median((cs.landmarks2d.max(1) - cs.landmarks2d.min(1)).max(1))
     err_crop = np.nanmedian(cs.reprojection_error) * 512 / (HEAD_CROP_SCALE * extent)
@@ -46,9 +48,6 @@ def test_talk_a_landmarks_pose_and_focal(talk_a):
 
 @pytest.mark.slow
 def test_overlay_video(talk_a, tmp_path):
-    from avatar3d.capture.overlay import draw_overlay, write_overlay
-    from avatar3d.io.media import probe_video
-
     out = write_overlay(talk_a.root, tmp_path / "overlay.mp4", max_frames=10)
     info = probe_video(out)
     assert (

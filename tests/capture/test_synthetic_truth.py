@@ -2,9 +2,9 @@
 
 The metrics are :func:`avatar3d.synthetic.capture_truth.evaluate_capture` (see its module docstring
 for how the capture's head frame is aligned with the truth's), as in
-``benchmarks/bench_capture_synthetic.py``. The floors are looser than what the capture
-measures on this clip (BENCHMARKS.md, "Capture vs synthetic ground truth"), with margin for seed to
-seed variation; the issue's targets are rotation ≤ 1.5°, translation ≤ 2 % of the head width, focal
+``benchmarks/bench_capture_synthetic.py``. The floors are looser than what the capture measures on
+this clip (that benchmark; docs/design/focal-and-depth.md), with margin for seed to seed variation;
+the issue's targets are rotation ≤ 1.5°, translation ≤ 2 % of the head width, focal
 ≤ 5 % and mouth correlation ≥ 0.9. The absolute depth, which needs the focal to about 0.25 %, is not
 reached and stays a strict xfail.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from avatar3d.capture import CaptureConfig, run_capture
 from avatar3d.synthetic.capture_truth import evaluate_capture
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def metrics(synthetic_talking_clip, tmp_path_factory) -> dict:
     import torch
-
-    from avatar3d.capture import CaptureConfig, run_capture
 
     video, truth = synthetic_talking_clip
     threads = torch.get_num_threads()
@@ -44,7 +43,7 @@ def test_head_rotation_tracks_truth(metrics):
     # With the optical-flow feature tracks: 0.60° with the offset fitted to the poses (the tracking
     # error; landmarks only: 1.69°), 1.71° relative to frame 0, 2.28° landmark-aligned (landmarks
     # only: 1.80°; this one also measures how MediaPipe's landmark shape is oriented on the face,
-    # BENCHMARKS.md). The issue's 1.5° holds for the tracking error.
+    # docs/design/feature-tracks.md). The issue's 1.5° holds for the tracking error.
     assert metrics["rotation_deg_posefit"] <= 1.5
     assert metrics["rotation_deg_rel0"] <= 2.5
     assert metrics["rotation_deg"] <= 3.25
@@ -66,7 +65,7 @@ def test_focal_from_the_feature_tracks(metrics):
     # The focal search fits the feature tracks: measured 23.8 % off on this 3-s clip, too short (the
     # prior alone: 37 %; landmarks only: 39 %). The estimator itself finds the focal within 1-3 % from
     # tracks with independent errors (test_feature_tracks.py); the KLT tracks' errors here follow the
-    # head's turn. The issue's 5 % is reached on 1 of 7 longer clips (BENCHMARKS.md).
+    # head's turn. The issue's 5 % is reached on 1 of 7 longer clips (docs/design/focal-and-depth.md).
     assert metrics["focal_rel"] <= 0.30
 
 

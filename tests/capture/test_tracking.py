@@ -5,10 +5,12 @@ import pytest
 import roma
 import torch
 
+from avatar3d.capture.canonical import INTER_PUPIL_M, build_canonical, metric_canonical
 from avatar3d.capture.geometry import project, rotation_angle_deg
 from avatar3d.capture.landmarks import FaceLandmarker
-from avatar3d.capture.tracking import INTER_PUPIL_M, build_canonical, fit_rigid, pose_free_landmarks
+from avatar3d.capture.tracking import fit_rigid, pose_free_landmarks
 from avatar3d.config import CaptureConfig
+from avatar3d.core.geometry import similarity_fit
 
 from ._synth import astronaut_face
 
@@ -85,18 +87,16 @@ def test_metric_canonical_is_exact_with_exact_landmarks(face_shape):
     """With noise-free perspective landmarks, MediaPipe-like relative depth and the true focal, the
     canonical rebuilt through the camera is the true shape, and the head frame it defines gives the
     true poses (no perspective left in the shape to tilt the head frame)."""
-    from avatar3d.capture.geometry import umeyama
-    from avatar3d.capture.tracking import metric_canonical
 
     R_true, _, K, pts = _sequence(face_shape, noise=0.0)
     valid = np.ones(len(pts), bool)
     canon, _ = metric_canonical(build_canonical(pts, valid), valid, K[0, 0], W, H)
-    s, A, b = umeyama(canon, face_shape)
+    s, A, b = similarity_fit(canon, face_shape)
     resid = np.linalg.norm(s * canon @ A.T + b - face_shape, axis=-1)
     assert np.median(resid) < 2e-4  # metres
     fit = build_canonical(pts, valid)
     cfg = CaptureConfig(focal=K[0, 0], smooth_rotation=0.0, smooth_translation=0.0)  # geometry only
     rig = fit_rigid(fit, pts[..., :2], valid, W, H, cfg)
-    _, A, _ = umeyama(fit.canonical, face_shape)  # the capture's head frame -> the truth's
+    _, A, _ = similarity_fit(fit.canonical, face_shape)  # the capture's head frame -> the truth's
     err = rotation_angle_deg(rig.rotation @ A.T @ np.swapaxes(R_true, 1, 2))
     assert err.max() < 0.2, err.max()

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from avatar3d.eval import protocol as P
+from avatar3d.eval import crops as P
 from avatar3d.eval.report import load_report, write_report
 from avatar3d.eval.sync import sync_report
 
@@ -104,7 +104,7 @@ def test_plate_warp_matches_the_frame_crop():
 
     plate = cv2.resize(src, (W // 2, H // 2), interpolation=cv2.INTER_AREA)  # the avatar's lower-res plate
     box = np.array([80, 40, 150, 150])
-    a = P._warp_plate(plate, box, W, H, 150, 150).astype(float)
+    a = P.warp_plate(plate, box, W, H, 150, 150).astype(float)
     b = P.crop_image(src, box, 150, 150).astype(float)
     assert np.abs(a - b)[5:-5, 5:-5].mean() < 6.0  # same content, up to the plate's lower resolution
     shifted = P.crop_image(src, box + np.array([6, 0, 0, 0]), 150, 150).astype(float)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from avatar3d import Camera
-from avatar3d.eval.views import backproject, reproject, umeyama, warp_error
+from avatar3d.core.geometry import similarity_fit
+from avatar3d.eval.views import backproject, reproject, warp_error
 
 SIZE = 128
 
@@ -123,12 +124,13 @@ def test_rasterised_gaussian_plane_is_consistent():
     assert moved > 2 * err, (moved, err)
 
 
-def test_umeyama_recovers_a_similarity():
+def test_head_space_alignment_recovers_a_similarity():
+    """The similarity fit truth_setup aligns head spaces with (core.geometry, on roma)."""
     rng = np.random.default_rng(0)
     src = rng.normal(size=(50, 3))
     from scipy.spatial.transform import Rotation
 
     R = Rotation.from_rotvec([0.1, -0.3, 0.2]).as_matrix()
     dst = 1.3 * src @ R.T + np.array([0.1, 0.2, -0.3])
-    s, R2, t = umeyama(src, dst)
+    s, R2, t = similarity_fit(src, dst)
     assert s == pytest.approx(1.3) and np.allclose(R2, R) and np.allclose(t, [0.1, 0.2, -0.3])

@@ -71,7 +71,10 @@ def test_atomic_dir_cleans_up_on_keyboard_interrupt(tmp_path):
 def test_atomic_file_commits_with_suffix_and_parents(tmp_path):
     target = tmp_path / "deep" / "er" / "video.mp4"
     with atomic_file(target) as tmp:
-        assert re.fullmatch(r"\.video\.mp4\.tmp-[0-9]+-[0-9a-f]{4}-[0-9a-f]{8}\.mp4", tmp.name) and not tmp.exists()
+        assert (
+            re.fullmatch(r"\.video\.mp4\.tmp-[0-9]+-[0-9a-f]{4}-[0-9a-f]{8}\.mp4", tmp.name)
+            and not tmp.exists()
+        )
         tmp.write_bytes(b"data")
     assert target.read_bytes() == b"data" and _names(target.parent) == ["video.mp4"]
     with atomic_file(tmp_path / "x.json", suffix="") as tmp:

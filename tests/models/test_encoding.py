@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from avatar3d import Avatar
 from avatar3d.config import AvatarConfig, ModelConfig
 from avatar3d.errors import ConfigError
 from avatar3d.models import encoding as E
@@ -188,7 +189,9 @@ def test_avatar_poses_with_each_encoding(kind):
     assert gs["means"].shape == (60, 3) and torch.isfinite(gs["means"]).all()
     assert gs["d_pos"].abs().sum() > 0
     gs["means"].sum().backward()
-    assert any(p.grad is not None for n, p in m.named_parameters() if ".encoding." in n) == (kind != "frequency")
+    assert any(p.grad is not None for n, p in m.named_parameters() if ".encoding." in n) == (
+        kind != "frequency"
+    )
 
 
 def test_frequency_state_keys_are_the_pre_grid_ones():
@@ -236,12 +239,16 @@ def test_old_avatar_directory_loads_and_renders_the_same(tmp_path):
     import numpy as np
     import yaml
 
-    from avatar3d import Avatar
-
     cfg = AvatarConfig.from_dict({"preset": "fast", "model": {"encoding": "frequency", "hidden": 16}})
     model = _avatar(cfg.model)
-    meta = {"width": 32, "height": 32, "K": [[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]],
-            "rest_viewmat": torch.eye(4).tolist(), "fps": 25.0, "n_mels": 80}
+    meta = {
+        "width": 32,
+        "height": 32,
+        "K": [[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]],
+        "rest_viewmat": torch.eye(4).tolist(),
+        "fps": 25.0,
+        "n_mels": 80,
+    }
     track = {"head_poses": torch.eye(4)[None], "blink": torch.zeros(1)}
     Avatar(model, cfg, meta, track, np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "old")
     text = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())

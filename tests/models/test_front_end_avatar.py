@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d import Avatar
 from avatar3d.models.viseme_map import N_VISEME_FEATURES, VISEME_NAMES, lip_gap
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "old_avatar_mel"
@@ -15,10 +16,9 @@ OLD = Path(__file__).resolve().parents[1] / "data" / "old_avatar_mel"
 def test_old_avatar_renders_exactly_as_before():
     """tests/data/old_avatar_mel was written, and its frames rendered, by the code before the front
     end (log-mel only, nearest-landmark mouth binding): loading it must give the same pixels."""
-    from avatar3d import Avatar
 
     av = Avatar.load(OLD / "avatar")
-    assert av.model.n_visemes == 0 and "audio_front_end" not in av.meta
+    assert av.model.n_visemes == 0 and av.meta.front_end.name == "mel"  # migrated from format version 1
     assert not av.config.model.visemes and not av.config.model.mouth_split
     wave = np.load(OLD / "wave.npy").astype(np.float32) / 32767
     ref = np.load(OLD / "frames.npz")
@@ -48,8 +48,6 @@ def _gap_of(av, expression: torch.Tensor) -> np.ndarray:
 
 
 def test_fitted_avatar_records_its_front_end(viseme_avatar, tmp_path):
-    from avatar3d import Avatar
-
     fe = viseme_avatar.meta.front_end
     assert fe.name == "visemes+mel" and fe.version == 1 and fe.viseme_channels == N_VISEME_FEATURES
     assert viseme_avatar.meta.source_size == (256, 256)
@@ -80,7 +78,11 @@ def test_pp_closes_and_aa_opens(viseme_avatar):
 @pytest.mark.parametrize("kind", ["silence", "noise"])
 def test_silence_and_noise_keep_the_mouth_closed(viseme_avatar, kind):
     rng = np.random.default_rng(0)
-    wave = np.zeros(16000, np.float32) if kind == "silence" else (0.3 * rng.standard_normal(16000)).astype(np.float32)
+    wave = (
+        np.zeros(16000, np.float32)
+        if kind == "silence"
+        else (0.3 * rng.standard_normal(16000)).astype(np.float32)
+    )
     av = viseme_avatar
     r = av.render((wave, 16000), size=(64, 64), progress=False, blink="none")
     assert len(r) == 25 and np.isfinite(r.frames).all()

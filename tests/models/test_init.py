@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from avatar3d.core.groups import HEAD, TORSO
-from avatar3d.models.init import fit_shell_to_silhouette, torso_relief
+from avatar3d.core.topology import eye_loops, face_oval_loop
+from avatar3d.models.init import (
+    InitInputs,
+    eye_points,
+    fit_shell_to_silhouette,
+    initial_gaussians,
+    torso_relief,
+)
+from avatar3d.synthetic.subject import SyntheticSubject
 
 F, C, SIZE = 500.0, 128.0, 256
 K = np.array([[F, 0, C], [0, F, C], [0, 0, 1.0]])
@@ -91,9 +99,6 @@ def test_torso_relief_is_an_elliptic_cross_section():
 def test_initial_gaussians_put_hair_and_body_where_the_frame_shows_them():
     """On the synthetic subject's rest frame: the shell's outline matches the person mask's width at
     the eyes, and the torso is not a flat card."""
-    from avatar3d.core.topology import face_oval_loop
-    from avatar3d.models.init import InitInputs, initial_gaussians
-    from avatar3d.synthetic.subject import SyntheticSubject
 
     subj = SyntheticSubject(seed=0)
     can = np.asarray(subj.canonical_landmarks, float)
@@ -120,10 +125,6 @@ def test_initial_gaussians_put_hair_and_body_where_the_frame_shows_them():
 def test_eye_openings_are_filled_at_the_eyes_not_behind_the_head():
     """The face mesh leaves the eye openings as holes; the eyeball points fill each one in place."""
     from matplotlib.path import Path as MplPath
-
-    from avatar3d.core.topology import eye_loops
-    from avatar3d.models.init import eye_points
-    from avatar3d.synthetic.subject import SyntheticSubject
 
     can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float)
     rings = eye_loops()
@@ -159,10 +160,6 @@ def test_torso_relief_of_shoulders_cut_by_the_frame():
 
 
 def test_eye_points_survive_a_collapsed_eye_contour():
-    from avatar3d.core.topology import eye_loops
-    from avatar3d.models.init import eye_points
-    from avatar3d.synthetic.subject import SyntheticSubject
-
     can = np.asarray(SyntheticSubject(seed=0).canonical_landmarks, float).copy()
     ring = eye_loops()[0]
     can[ring, 1] = can[ring, 1].mean()  # a fully closed eye seen as a line: no area

@@ -89,5 +89,6 @@ def test_avatars_saved_before_torso_motion_load_with_a_static_torso():
     _randomise(back.torso_motion)
     back.load_state_dict(state)
     torso = back.group == TORSO
-    out = back.posed(torch.zeros(32), torch.zeros(1), _pose(8, (0.03, 0.0, 0.0)), deform=False)["means"][torso]
+    posed = back.posed(torch.zeros(32), torch.zeros(1), _pose(8, (0.03, 0.0, 0.0)), deform=False)
+    out = posed["means"][torso]
     torch.testing.assert_close(out, m.means[torso])

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d.config import ModelConfig
 from avatar3d.core.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
+from avatar3d.models.gaussian_avatar import GaussianAvatar
 from avatar3d.models.viseme_map import (
     N_VISEME_FEATURES,
     VISEME_NAMES,
@@ -50,8 +52,9 @@ def test_recovers_known_linear_map():
     X, base, basis, rng = _subject()
     M_true = rng.normal(size=(N_VISEME_FEATURES, basis.shape[0]))
     Y = X @ M_true
-    fit = fit_viseme_map(X, Y, _landmarks(base, basis, Y), prior_strength=1e-3, extra_strength=1e-3,
-                         lags=(0,), calibrate=False)
+    fit = fit_viseme_map(
+        X, Y, _landmarks(base, basis, Y), prior_strength=1e-3, extra_strength=1e-3, lags=(0,), calibrate=False
+    )
     assert np.abs(fit.matrix - M_true).max() < 0.03  # voice is nearly collinear with 1 - sil
     assert fit.lag == 0
 
@@ -61,7 +64,9 @@ def test_lag_is_found():
     M_true = rng.normal(size=(N_VISEME_FEATURES, basis.shape[0]))
     T = len(X)
     Y = X[np.clip(np.arange(T) - 1, 0, T - 1)] @ M_true  # the expression follows the sound by a frame
-    fit = fit_viseme_map(X, Y, _landmarks(base, basis, Y), prior_strength=1e-3, lags=(-2, -1, 0, 1), calibrate=False)
+    fit = fit_viseme_map(
+        X, Y, _landmarks(base, basis, Y), prior_strength=1e-3, lags=(-2, -1, 0, 1), calibrate=False
+    )
     assert fit.lag == -1
 
 
@@ -108,9 +113,6 @@ def test_bad_shapes_raise():
 
 
 def test_model_adds_bounded_residual_to_viseme_expression():
-    from avatar3d.config import ModelConfig
-    from avatar3d.models.gaussian_avatar import GaussianAvatar
-
     cfg = ModelConfig(n_head=10, n_mouth=4, n_torso=0, hidden=16, encoding="frequency", residual_scale=0.2)
     m = GaussianAvatar(cfg, 20, n_mels=8, n_expr=3, n_visemes=N_VISEME_FEATURES)
     m.viseme_matrix.copy_(torch.randn(N_VISEME_FEATURES, 3))

@@ -17,6 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 import trimesh
 
+from avatar3d.morphable.head import boundary_loops
+from avatar3d.morphable.open_model import IRIS_FANS, mediapipe_triangles
+
 N_SHAPE, N_EXPR = 12, 8
 EYE_CENTRES = np.array([[0.032, 0.025, 0.0], [-0.032, 0.025, 0.0]])  # left, right (FLAME: +x = left)
 
@@ -170,9 +173,6 @@ def synthetic_face_layout() -> np.ndarray:
     landmark 234 on the image left), lifted onto the front of an ellipsoid; irises sit at the
     centroids/rings of the eye openings.
     """
-    from avatar3d.morphable.head import boundary_loops
-    from avatar3d.morphable.open_model import IRIS_FANS, mediapipe_triangles
-
     faces = mediapipe_triangles()
     loops = sorted(boundary_loops(faces), key=len, reverse=True)
     outer = loops[0]
@@ -241,9 +241,6 @@ def make_open_sequence(
     then turned by a small random ``misalign`` (T, 3, 3) rotation (imperfect pose removal) and noised.
     """
     from scipy.spatial.transform import Rotation
-
-    from avatar3d.morphable.head import boundary_loops
-    from avatar3d.morphable.open_model import mediapipe_triangles
 
     g = np.random.default_rng(seed)
     y_mouth = base[13, 1]

@@ -11,6 +11,7 @@ import pytest
 import roma
 import torch
 
+from avatar3d.io.media import iter_frames
 from avatar3d.morphable import OpenFaceModel, eye_gap, fit_landmarks, lip_gap
 
 pytestmark = pytest.mark.shared_data
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.shared_data
 @pytest.fixture(scope="module")
 def clip_landmarks(shared_data) -> np.ndarray:
     mp = pytest.importorskip("mediapipe")
-    from avatar3d.io.media import iter_frames
 
     pts = []
     with mp.solutions.face_mesh.FaceMesh(

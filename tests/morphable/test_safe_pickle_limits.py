@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avatar3d.errors import FormatError
-from avatar3d.morphable._safe_pickle import MAX_NODES, load_pickle
+from avatar3d.morphable._safe_pickle import _SPARSE, MAX_NODES, _sparse_to_dense, load_pickle
 
 
 def _laughs(levels: int) -> object:
@@ -43,10 +43,14 @@ def test_shared_references_within_the_limit_load_once(tmp_path):
 
 def test_sparse_shape_bomb_is_refused():
     """A sparse matrix whose declared shape would take terabytes when made dense."""
-    from avatar3d.morphable._safe_pickle import _SPARSE, _sparse_to_dense
-
     m = _SPARSE["csc"]()
-    m.__setstate__({"_shape": (10**6, 10**6), "data": np.ones(1), "indices": np.zeros(1, int),
-                    "indptr": np.array([0, 1] + [1] * (10**6 - 1))})
+    m.__setstate__(
+        {
+            "_shape": (10**6, 10**6),
+            "data": np.ones(1),
+            "indices": np.zeros(1, int),
+            "indptr": np.array([0, 1] + [1] * (10**6 - 1)),
+        }
+    )
     with pytest.raises(FormatError, match="too large"):
         _sparse_to_dense(m, "bomb.pkl")

@@ -54,9 +54,18 @@ def _camera(c: int, W: int, H: int, f: float, dt: torch.dtype) -> tuple[torch.Te
     return vm, K
 
 
-def make_scene(kind: str, N: int = 250, C: int = 1, W: int = 64, H: int = 48, D: int = 3,
-               dtype: torch.dtype = torch.float64, seed: int = 0, per_view: bool = False,
-               background: bool = False) -> dict:
+def make_scene(
+    kind: str,
+    N: int = 250,
+    C: int = 1,
+    W: int = 64,
+    H: int = 48,
+    D: int = 3,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    per_view: bool = False,
+    background: bool = False,
+) -> dict:
     """A small random scene in front of C cameras, shaped by ``kind`` to hit one edge case."""
     g = torch.Generator().manual_seed(seed)
 
@@ -82,7 +91,9 @@ def make_scene(kind: str, N: int = 250, C: int = 1, W: int = 64, H: int = 48, D:
         iy = torch.randint(1, max(2, H // 16), (N,), generator=g) * 16.0
         pix = torch.stack([ix, iy], -1) + (rnd(N, 2) - 0.5) * 0.2
         zc = means[:, 2] + 3.0
-        means[:, :2] = (pix - torch.tensor([W / 2 + 0.3, H / 2 - 0.2])) / torch.tensor([f, f * 1.05]) * zc[:, None]
+        means[:, :2] = (
+            (pix - torch.tensor([W / 2 + 0.3, H / 2 - 0.2])) / torch.tensor([f, f * 1.05]) * zc[:, None]
+        )
         scales = 0.002 + 0.01 * rnd(N, 3)
     elif kind == "elongated":  # needle-like splats: nearly singular conics, thin row spans
         scales = torch.cat([0.2 + 0.6 * rnd(N, 1), 1e-4 * (1 + rnd(N, 2))], -1)
@@ -96,7 +107,9 @@ def make_scene(kind: str, N: int = 250, C: int = 1, W: int = 64, H: int = 48, D:
         opac = 0.9 + 0.1 * rnd(N)
         scales = 0.05 + 0.1 * rnd(N, 3)
         S = N // 10
-        pix = torch.stack([torch.randint(4, W - 4, (S,), generator=g), torch.randint(4, H - 4, (S,), generator=g)], -1)
+        pix = torch.stack(
+            [torch.randint(4, W - 4, (S,), generator=g), torch.randint(4, H - 4, (S,), generator=g)], -1
+        )
         zs = torch.tensor([3.0, 3.2, 3.2, 3.4, 3.6], dtype=torch.float64)  # camera z of the layers
         centre = (pix.double() + 0.5 - torch.tensor([W / 2 + 0.3, H / 2 - 0.2])) / torch.tensor([f, f * 1.05])
         idx = torch.arange(5 * S)
@@ -108,8 +121,13 @@ def make_scene(kind: str, N: int = 250, C: int = 1, W: int = 64, H: int = 48, D:
     cols = rnd(C, N, D) if per_view else rnd(N, D)
     vms, Ks = zip(*(_camera(c, W, H, f, torch.float64) for c in range(C)))
     sc = {
-        "means": means, "quats": quats, "scales": scales, "opacities": opac, "colors": cols,
-        "viewmats": torch.stack(vms), "Ks": torch.stack(Ks),
+        "means": means,
+        "quats": quats,
+        "scales": scales,
+        "opacities": opac,
+        "colors": cols,
+        "viewmats": torch.stack(vms),
+        "Ks": torch.stack(Ks),
         "backgrounds": rnd(C, D) if background else None,
     }
     sc = {k: (v.to(dtype) if v is not None else None) for k, v in sc.items()}
@@ -148,7 +166,9 @@ def render_with_grads(fn, sc: dict, seed: int = 1) -> tuple[list[torch.Tensor], 
     g = torch.Generator().manual_seed(seed)
     loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o)).sum() for o in outs)
     tensors = list(leaves.values()) + ([bg] if bg is not None else [])
-    grads = torch.autograd.grad(loss, tensors, allow_unused=True) if loss.requires_grad else [None] * len(tensors)
+    grads = (
+        torch.autograd.grad(loss, tensors, allow_unused=True) if loss.requires_grad else [None] * len(tensors)
+    )
     names = list(LEAVES) + (["backgrounds"] if bg is not None else [])
     return [o.detach() for o in outs], dict(zip(names, grads))
 
@@ -203,8 +223,10 @@ def test_constants_header_mirrors_python() -> None:
 
 
 def test_import_does_not_compile() -> None:
-    code = ("import avatar3d.render.backends, avatar3d.render._cuda_ext as e, sys; "
-            "sys.exit(1 if e._modules or 'torch.utils.cpp_extension' in sys.modules else 0)")
+    code = (
+        "import avatar3d.render.backends, avatar3d.render._cuda_ext as e, sys; "
+        "sys.exit(1 if e._modules or 'torch.utils.cpp_extension' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
@@ -213,7 +235,9 @@ def test_check_nvcc_skips_without_nvcc(tmp_path) -> None:
     if shutil.which("nvcc", path=path):
         pytest.skip("nvcc is on the minimal PATH; the CI job runs the real check")
     script = ROOT / "avatar3d" / "_kernels" / "check_nvcc.sh"
-    res = subprocess.run(["bash", str(script)], env={"PATH": path}, capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["bash", str(script)], env={"PATH": path}, capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0 and "SKIP" in res.stdout
 
 
@@ -222,14 +246,31 @@ def test_end_to_end_float64(cpu_mod, case: str) -> None:
     compare_end_to_end(make_scene(**CASES[case], dtype=torch.float64), backends.rasterize_cpu, torch.float64)
 
 
-@pytest.mark.parametrize("case", ["random", "some_behind", "huge_tiny", "elongated", "fov_clamp",
-                                  "saturated", "odd_37x53_D1", "batched_C3_per_view_D4"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "random",
+        "some_behind",
+        "huge_tiny",
+        "elongated",
+        "fov_clamp",
+        "saturated",
+        "odd_37x53_D1",
+        "batched_C3_per_view_D4",
+    ],
+)
 def test_end_to_end_float32(cpu_mod, case: str) -> None:
-    compare_end_to_end(make_scene(**CASES[case], dtype=torch.float32), backends.rasterize_cpu, torch.float32,
-                       depth_floor=1e-2)
+    compare_end_to_end(
+        make_scene(**CASES[case], dtype=torch.float32),
+        backends.rasterize_cpu,
+        torch.float32,
+        depth_floor=1e-2,
+    )
 
 
-@pytest.mark.parametrize("case", ["random", "tile_border", "elongated", "saturated", "batched_C3_per_view_D4"])
+@pytest.mark.parametrize(
+    "case", ["random", "tile_border", "elongated", "saturated", "batched_C3_per_view_D4"]
+)
 def test_stages_float32(cpu_mod, case: str) -> None:
     """Each stage fed the same inputs as the reference stage."""
     sc = make_scene(**CASES[case], dtype=torch.float32)
@@ -245,7 +286,9 @@ def test_stages_float32(cpu_mod, case: str) -> None:
         torch.testing.assert_close(b[valid], a[valid], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(p1[2], p0[2], rtol=1e-6, atol=1e-6)
     g = torch.Generator().manual_seed(3)
-    cot = [torch.randn(t.shape, generator=g) * valid.reshape(valid.shape + (1,) * (t.ndim - 2)) for t in p0[:3]]
+    cot = [
+        torch.randn(t.shape, generator=g) * valid.reshape(valid.shape + (1,) * (t.ndim - 2)) for t in p0[:3]
+    ]
     grads = [torch.autograd.grad(sum((t * v).sum() for t, v in zip(p[:3], cot)), leaves) for p in (p0, p1)]
     assert_grads_close(dict(zip("mqs", grads[1])), dict(zip("mqs", grads[0])), 1e-3)
     # tile intersection: identical lists and offsets
@@ -348,9 +391,13 @@ def test_camera_gradients_fall_back_to_reference(cpu_mod, monkeypatch) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_cuda_end_to_end(case: str, dtype: torch.dtype) -> None:
     assert _cuda_ext.cuda_module() is not None, "the CUDA rasteriser kernels did not build"
-    sc = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in
-          make_scene(**CASES[case], dtype=dtype).items()}
-    compare_end_to_end(sc, backends.rasterize_cuda, dtype, depth_floor=1e-2 if dtype == torch.float32 else 0.0)
+    sc = {
+        k: (v.cuda() if isinstance(v, torch.Tensor) else v)
+        for k, v in make_scene(**CASES[case], dtype=dtype).items()
+    }
+    compare_end_to_end(
+        sc, backends.rasterize_cuda, dtype, depth_floor=1e-2 if dtype == torch.float32 else 0.0
+    )
 
 
 @pytest.mark.gpu
@@ -364,8 +411,10 @@ def test_cuda_is_auto_backend_on_cuda() -> None:
 def test_gsplat_backend_close_to_reference() -> None:
     if not backends.gsplat_available():
         pytest.skip("gsplat not importable")
-    sc = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in
-          make_scene("random", N=400, dtype=torch.float32, background=True).items()}
+    sc = {
+        k: (v.cuda() if isinstance(v, torch.Tensor) else v)
+        for k, v in make_scene("random", N=400, dtype=torch.float32, background=True).items()
+    }
     (c1, a1, _), _g = render_with_grads(backends.rasterize_gsplat, sc)
     (c0, a0, _), _g = render_with_grads(rasterize_torch, sc)
     # gsplat's own alpha clamp / opacity-aware bboxes differ slightly from ours: loose check

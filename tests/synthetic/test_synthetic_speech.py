@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from avatar3d.core.constants import SAMPLE_RATE as SR
 from avatar3d.synthetic import VOICES, Voice, mouth_from_audio, synth_speech
-
-SR = 16000
 
 
 def silent_runs(wave: np.ndarray, sr: int, min_seconds: float) -> list[tuple[int, int]]:

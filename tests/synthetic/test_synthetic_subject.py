@@ -154,3 +154,39 @@ def test_mediapipe_finds_the_face_frontal_and_turned(subject):
             want = project(cam, truth)
             iod = np.linalg.norm(want[468] - want[473])
             assert np.median(np.linalg.norm(found - want, axis=1)) < 0.12 * iod
+
+
+def _axis_angle(axis, angle: float) -> np.ndarray:
+    """Rodrigues' formula written out: the oracle for the roma-based rotations."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * (K @ K)
+
+
+def test_head_rotation_keeps_its_sign_convention():
+    """yaw about -y (the face turns to the image's right), pitch about x (nods down), roll about z,
+    composed yaw @ pitch @ roll."""
+    rng = np.random.default_rng(0)
+    for yaw, pitch, roll in rng.uniform(-1.2, 1.2, (50, 3)):
+        want = _axis_angle([0, -1, 0], yaw) @ _axis_angle([1, 0, 0], pitch) @ _axis_angle([0, 0, 1], roll)
+        np.testing.assert_allclose(euler_matrix(yaw, pitch, roll), want, atol=1e-12)
+    front = np.array([0.0, 0.0, -1.0])  # a point towards the frontal camera
+    assert (euler_matrix(0.3, 0.0, 0.0) @ front)[0] > 0.2  # positive yaw: towards the image's right
+    assert (euler_matrix(0.0, 0.3, 0.0) @ front)[1] > 0.2  # positive pitch: down (OpenCV y)
+
+
+def test_the_neck_blends_the_head_rotation_by_its_weight(subject):
+    """A Gaussian that follows the head by weight w turns by w times the head's rotation angle."""
+    R = euler_matrix(0.4, -0.2, 0.1)
+    g0, _ = subject.posed()
+    g1, _ = subject.posed(head_R=R, head_t=np.zeros(3))
+    w = subject.head_weight
+    part = ((w > 0.05) & (w < 0.95)).nonzero().squeeze(1)
+    assert len(part) > 10
+    angle = np.arccos((np.trace(R) - 1) / 2)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(angle))
+    pivot = subject.neck_pivot
+    for k in part[:: max(1, len(part) // 20)].tolist():
+        Rw = _axis_angle(axis, float(w[k]) * angle)
+        want = Rw @ (g0["means"][k].numpy() - pivot) + pivot
+        np.testing.assert_allclose(g1["means"][k].numpy(), want, atol=1e-6)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from avatar3d.core.camera import Camera
+from avatar3d.core.constants import SAMPLE_RATE
 from avatar3d.synthetic import (
     SyntheticTruth,
     blink_track,
@@ -37,12 +38,12 @@ def test_video_file_and_truth(tmp_path):
     info = media.probe_video(path)
     assert (info.width, info.height, info.n_frames) == (96, 96, 8)
     assert info.fps == pytest.approx(10)
-    assert info.has_audio and info.audio_rate == 16000
+    assert info.has_audio and info.audio_rate == SAMPLE_RATE
     if hasattr(info, "codec"):
         assert info.codec == "h264" and info.audio_codec == "aac"
     assert truth.n_frames == 8 and truth.head_R.shape == (8, 3, 3) and truth.head_t.shape == (8, 3)
-    assert truth.jaw_open.shape == (8,) and truth.blink.shape == (8,) and truth.sr == 16000
-    audio, sr = media.read_audio(path, sr=16000)
+    assert truth.jaw_open.shape == (8,) and truth.blink.shape == (8,) and truth.sr == SAMPLE_RATE
+    audio, sr = media.read_audio(path, sr=SAMPLE_RATE)
     assert abs(len(audio) - len(truth.wave)) < 0.05 * sr
 
     # save / load round trip
@@ -66,8 +67,6 @@ def test_video_file_and_truth(tmp_path):
 
 
 def test_make_talking_video_rejects_absurd_camera_and_motion(tmp_path):
-    from avatar3d.synthetic import make_talking_video
-
     for kw in ({"fov_degrees": 2.0}, {"max_yaw_degrees": -1.0}, {"max_yaw_degrees": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             make_talking_video(tmp_path / "x.mp4", seconds=0.2, size=64, **kw)

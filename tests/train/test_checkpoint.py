@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d.errors import FormatError
 from avatar3d.train.checkpoint import NAME, PREV, load_checkpoint, save_checkpoint
 
 
@@ -39,8 +40,17 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     model, opt, rng, gen = _setup()
     _steps(model, opt, rng, gen, 4)
     acc = torch.arange(5.0)
-    save_checkpoint(tmp_path / NAME, model, 4, identity=IDENTITY, optimizers={"net": opt}, rng=rng,
-                    generators={"aug": gen}, grad_acc=acc, scalars={"history": [{"step": 4}], "running": 0.5})
+    save_checkpoint(
+        tmp_path / NAME,
+        model,
+        4,
+        identity=IDENTITY,
+        optimizers={"net": opt},
+        rng=rng,
+        generators={"aug": gen},
+        grad_acc=acc,
+        scalars={"history": [{"step": 4}], "running": 0.5},
+    )
     _steps(model, opt, rng, gen, 3)  # the killed run went on a little
 
     model, opt, rng, gen = _setup(seed=7)  # a fresh process: other weights and RNG states
@@ -90,7 +100,10 @@ def test_a_checkpoint_of_another_fit_is_set_aside_and_says_what_differs(tmp_path
 
     save_checkpoint(tmp_path / NAME, model, 5, identity=IDENTITY)
     said.clear()
-    assert load_checkpoint(tmp_path / NAME, model, identity={**IDENTITY, "capture": "xyz"}, log=said.append) is None
+    assert (
+        load_checkpoint(tmp_path / NAME, model, identity={**IDENTITY, "capture": "xyz"}, log=said.append)
+        is None
+    )
     assert "another capture" in said[0]
 
 
@@ -98,16 +111,17 @@ def test_a_checkpoint_of_the_older_format_is_not_resumed(tmp_path):
     from safetensors.torch import save_file
 
     model, *_ = _setup()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / NAME),
-              metadata={"step": "500", "n": "0"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / NAME),
+        metadata={"step": "500", "n": "0"},
+    )
     said = []
     assert load_checkpoint(tmp_path / NAME, model, identity=IDENTITY, log=said.append) is None
     assert "older version" in said[0]
 
 
 def test_optimiser_state_that_does_not_fit_is_set_aside_with_one_line(tmp_path):
-    from avatar3d.errors import FormatError
-
     model, opt, rng, _ = _setup()
     _steps(model, opt, rng, torch.Generator(), 1)
     save_checkpoint(tmp_path / NAME, model, 1, identity=IDENTITY, optimizers={"net": opt}, rng=rng)

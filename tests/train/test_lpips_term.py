@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import avatar3d.capture as capture
+from avatar3d import Avatar
 from avatar3d.config import AvatarConfig
 from avatar3d.core.lpips import LPIPSNet
 from avatar3d.errors import ConfigError
@@ -65,7 +67,9 @@ def test_train_checks_the_file_before_any_work(tmp_path):
 
 def test_crop_is_a_square_inside_the_image_around_the_mouth():
     data = SimpleNamespace(
-        width=256, height=200, mouth_boxes=torch.tensor([[110.0, 140, 150, 160], [0, 0, 10, 10], [240, 190, 256, 200]])
+        width=256,
+        height=200,
+        mouth_boxes=torch.tensor([[110.0, 140, 150, 160], [0, 0, 10, 10], [240, 190, 256, 200]]),
     )
     for i in range(3):
         y0, y1, x0, x1 = lpips_crop(data, i)
@@ -77,8 +81,6 @@ def test_crop_is_a_square_inside_the_image_around_the_mouth():
 
 def test_fit_checks_the_file_before_the_capture(tmp_path, monkeypatch):
     """Avatar.fit on a video: a bad LPIPS file is reported before minutes of capture work."""
-    import avatar3d.capture as capture
-    from avatar3d import Avatar
 
     def no_capture(*a, **k):
         raise AssertionError("the capture ran before the config was checked")

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from avatar3d.config import AvatarConfig
+from avatar3d.capture import run_capture
+from avatar3d.config import AvatarConfig, CaptureConfig
+from avatar3d.synthetic import make_talking_video
 from avatar3d.train import trainer as T
 
 from .test_lpips_term import fake_lpips_weights
@@ -13,10 +15,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small_capture(tmp_path_factory):
-    from avatar3d.capture import run_capture
-    from avatar3d.config import CaptureConfig
-    from avatar3d.synthetic import make_talking_video
-
     d = tmp_path_factory.mktemp("lpips_fit")
     make_talking_video(d / "v.mp4", seconds=1.2, fps=25, size=160, seed=0)
     return run_capture(d / "v.mp4", d / "capture", CaptureConfig(max_size=160), progress=False)
@@ -38,8 +36,14 @@ def test_lpips_term_trains_from_the_joint_stage(small_capture, tmp_path, monkeyp
             "preset": "fast",
             "model": {"n_head": 1500, "n_mouth": 100, "n_torso": 300, "max_gaussians": 3000},
             "train": {
-                "steps": 6, "resolution": 96, "static_fraction": 0.34, "audio_fraction": 0.34,
-                "lpips_weights": str(w), "lpips_weight": 0.1, "checkpoint_every": 0, "audio_batch": 2,
+                "steps": 6,
+                "resolution": 96,
+                "static_fraction": 0.34,
+                "audio_fraction": 0.34,
+                "lpips_weights": str(w),
+                "lpips_weight": 0.1,
+                "checkpoint_every": 0,
+                "audio_batch": 2,
             },
         }
     )

@@ -9,6 +9,7 @@ import torch
 from avatar3d.config import AvatarConfig
 from avatar3d.models.gaussian_avatar import GaussianAvatar
 from avatar3d.models.viseme_map import N_VISEME_FEATURES
+from avatar3d.train.audio_aug import audio_targets_loss
 from avatar3d.train.trainer import fit_visemes
 
 
@@ -22,8 +23,10 @@ def _setup(T=120, E=4, seed=0):
     lm = rng.normal(scale=0.03, size=(T, 478, 3))
     n_train = T - 11
     data = SimpleNamespace(
-        visemes=torch.as_tensor(vis), expression=torch.as_tensor(expr),
-        train_idx=np.arange(n_train), test_idx=np.arange(n_train, T),
+        visemes=torch.as_tensor(vis),
+        expression=torch.as_tensor(expr),
+        train_idx=np.arange(n_train),
+        test_idx=np.arange(n_train, T),
     )
     cs = SimpleNamespace(landmarks3d=lm, valid=np.ones(T, bool), n_frames=T)
     return cfg, m, data, cs, rng
@@ -34,9 +37,13 @@ def test_held_out_frames_do_not_change_the_map():
     fit_visemes(m, cs, data, cfg)
     before = m.viseme_matrix.clone()
     # scramble everything about the held-out frames: the map must not move
-    data.expression[data.test_idx] = torch.as_tensor(rng.normal(scale=50, size=(len(data.test_idx), 4)), dtype=torch.float32)
+    data.expression[data.test_idx] = torch.as_tensor(
+        rng.normal(scale=50, size=(len(data.test_idx), 4)), dtype=torch.float32
+    )
     cs.landmarks3d[data.test_idx] = rng.normal(scale=5, size=(len(data.test_idx), 478, 3))
-    data.visemes[data.test_idx] = torch.as_tensor(rng.random((len(data.test_idx), N_VISEME_FEATURES)), dtype=torch.float32)
+    data.visemes[data.test_idx] = torch.as_tensor(
+        rng.random((len(data.test_idx), N_VISEME_FEATURES)), dtype=torch.float32
+    )
     stats = fit_visemes(m, cs, data, cfg)
     assert torch.equal(before, m.viseme_matrix)
     assert int(m.audio.viseme_lag) == stats["lag"]
@@ -44,8 +51,6 @@ def test_held_out_frames_do_not_change_the_map():
 
 
 def test_augmentation_leaves_viseme_channels_alone():
-    from avatar3d.train.audio_aug import audio_targets_loss
-
     cfg, m, data, cs, _ = _setup()
     T = len(data.expression)
     feats = torch.randn(T, cfg.model.audio_window, 8)

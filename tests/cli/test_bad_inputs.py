@@ -13,16 +13,13 @@ import os
 import resource
 import shutil
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiny import tiny_avatar  # noqa: E402
+from _tiny import tiny_avatar  # noqa: E402  (tests/conftest.py puts tests/ on the path)
 
 from avatar3d.cli import main  # noqa: E402
 from avatar3d.errors import Avatar3DError  # noqa: E402

@@ -13,8 +13,8 @@ def _run(args, capsys):
 
 
 def _face_frames(n=20, size=256):
-    from skimage.data import astronaut
     import cv2
+    from skimage.data import astronaut
 
     img = cv2.resize(astronaut()[0:300, 100:400], (size, size))
     return [img] * n
@@ -121,8 +121,9 @@ def test_render_absurd_camera(fitted_avatar, tmp_path, capsys):
     cam.write_text(json.dumps({"width": 64, "height": 64, "K": [[-5, 0, 32], [0, 5, 32], [0, 0, 1]],
                                "world_to_camera": np.eye(4).tolist()}))
     wav = tmp_path / "a.wav"
-    from avatar3d.io.media import write_video  # noqa: F401  (audio written through soundfile-free path)
     import wave as wavmod
+
+    from avatar3d.io.media import write_video  # noqa: F401  (audio written through soundfile-free path)
 
     with wavmod.open(str(wav), "wb") as w:
         w.setnchannels(1)
@@ -132,3 +133,46 @@ def test_render_absurd_camera(fitted_avatar, tmp_path, capsys):
     code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--camera", cam], capsys)
     assert code == 2 and len(err) == 1 and "focal" in err[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_set_reaches_the_config_and_a_bad_key_is_one_line(tmp_path, capsys):
+    from _tiny import tiny_avatar
+
+    tiny_avatar().save(tmp_path / "av")
+    wav = tmp_path / "a.wav"
+    from avatar3d.io.media import write_audio
+
+    write_audio(wav, np.zeros(8000, np.float32), 16000)
+    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4",
+                      "--set", "render.backgroundd=white"], capsys)
+    assert code == 2 and len(err) == 1 and "backgroundd" in err[0] and not (tmp_path / "o.mp4").exists()
+    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4",
+                      "--set", "train.steps=3"], capsys)
+    assert code == 2 and "render.*" in err[0]
+    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--camera", "frontal",
+                      "--set", "render.background=#00ff00", "--no-watermark"], capsys)
+    assert code == 0, err
+    from avatar3d.io.media import iter_frames
+
+    frame = next(iter(iter_frames(tmp_path / "o.mp4")))
+    assert frame[0, 0, 1] > 200 and frame[0, 0, 0] < 60  # the corner shows the green background
+
+
+def test_fit_takes_the_capture_flags_and_set(tmp_path, capsys, monkeypatch):
+    """fit --focal and --set capture.*/train.* reach the config given to Avatar.fit."""
+    import avatar3d.cli.commands as commands
+
+    seen = {}
+
+    def fake_fit(inp, cfg, workdir=None, steps=None):
+        seen["cfg"] = cfg
+        raise commands.Avatar3DError("stop here")
+
+    monkeypatch.setattr(commands.Avatar, "fit", staticmethod(fake_fit))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    code, err = _run(["fit", video, "-o", tmp_path / "av", "--preset", "fast", "--focal", "700",
+                      "--set", "train.steps=12", "--set", "capture.stride=2"], capsys)
+    assert code == 2 and "stop here" in err[0]
+    cfg = seen["cfg"]
+    assert (cfg.capture.focal, cfg.capture.stride, cfg.train.steps, cfg.preset) == (700.0, 2, 12, "fast")

@@ -37,7 +37,14 @@ def test_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(width=0), dict(width=100000), dict(fov_degrees=0), dict(fov_degrees=200), dict(distance=-1), dict(focal=-3)],
+    [
+        dict(width=0),
+        dict(width=100000),
+        dict(fov_degrees=0),
+        dict(fov_degrees=200),
+        dict(distance=-1),
+        dict(focal=-3),
+    ],
 )
 def test_absurd_cameras_raise(kwargs):
     with pytest.raises(CameraError):

@@ -1,0 +1,7 @@
+"""``python -m avatar3d.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -17,8 +17,11 @@ from avatar3d.cli import main
 from avatar3d.config import AvatarConfig
 from avatar3d.core.camera import Camera
 from avatar3d.drive.motion import blinks, head_poses
+from avatar3d.errors import FormatError
+from avatar3d.export.bake import fit_bake, load_player
 from avatar3d.io.media import write_audio
 from avatar3d.models.gaussian_avatar import GaussianAvatar
+from avatar3d.synthetic.speech import synth_speech
 from avatar3d.viewer import server, start_viewer
 from avatar3d.viewer.frames import (
     Clock,
@@ -336,6 +339,26 @@ def test_sound_is_served_with_byte_ranges(tiny, wav):
     assert "playbackRate" in play and "if(true)" in control_html(1.0, True, 9, seek=True)
 
 
+def test_frames_through_the_bake_follow_the_full_model(tiny, wav, tmp_path):
+    """``view --bake``: frames rendered through a linear bake of the avatar are close to the full
+    model's at the same time, pose and blink (and differ from the canonical, motionless face)."""
+    av = tiny[0]
+    bake = fit_bake(av, [synth_speech(3.0, 16000, seed=1)], k=8, n_probes=64, max_samples=75)
+    bake.save(tmp_path / "web" / "bake.safetensors")
+    player = load_player(av, tmp_path / "web")  # an export --web folder, or the file itself
+    with pytest.raises(FormatError, match="bake not found"):
+        load_player(av, tmp_path)
+    d = make_drive(av, wav)
+    try:
+        for k in (0, 12, 24):
+            kw = {"pose": "generated", "blink": "auto", "background": "black"}
+            full = render_frame(av, d, av.rest_camera, k / d.fps, **kw).astype(float)
+            baked = render_frame(av, d, av.rest_camera, k / d.fps, bake=player, **kw).astype(float)
+            assert 10 * np.log10(255.0**2 / max(((full - baked) ** 2).mean(), 1e-9)) > 30.0, k
+    finally:
+        d.close()
+
+
 # ------------------------------------------------------------------------------ CLI
 def _run(args, capsys):
     code = main([str(a) for a in args])
@@ -381,6 +404,8 @@ def _bad_inputs(tiny, tmp_path):
         (["view", tiny[1], "--host", "no.such.host.invalid"], "host"),
         (["view", tiny[1], "--size", "8"], "size"),
         (["view", tiny[1], "--background", "plaid"], "background"),
+        (["view", tiny[1], "--bake", tmp_path / "none.safetensors"], "bake not found"),
+        (["view", tiny[1], "--bake", broken], "unreadable bake"),
     ]
 
 

@@ -89,7 +89,7 @@ class AvatarViewer:
         size: render about size x size pixels at rest (half that while the camera moves).
         pose / blink / background: initial settings (see :func:`render_frame`).
         bake: a :class:`~avatar3d.export.bake.BakedAvatar` to play through (default: the full model).
-    Call :meth:`stop` to close it.
+    Call :meth:`stop` to close it (and the drive, whose temporary audio files go with it).
     """
 
     def __init__(

@@ -3,31 +3,42 @@ the viser server started and stopped on a free port (skipped without the optiona
 
 from __future__ import annotations
 
-import base64
 import math
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from avatar3d import Avatar
+from avatar3d.audio import load_audio
 from avatar3d.cli import main
+from avatar3d.config import AvatarConfig
 from avatar3d.core.camera import Camera
+from avatar3d.drive.motion import blinks, head_poses
+from avatar3d.errors import FormatError
+from avatar3d.export.bake import fit_bake, load_player
+from avatar3d.io.media import write_audio
+from avatar3d.models.gaussian_avatar import GaussianAvatar
+from avatar3d.synthetic.speech import synth_speech
+from avatar3d.viewer import server, start_viewer
 from avatar3d.viewer.frames import (
     Clock,
     FrameCache,
+    _plate_for,
     camera_from_viewer,
     look_at_wxyz,
     make_drive,
     matrix_to_wxyz,
+    principal_offset,
     render_frame,
     viewer_pose,
     viewer_size,
     wxyz_to_matrix,
 )
+from avatar3d.viewer.sound import AUDIO_ID, SoundServer, audio_element_html, byte_range, control_html
+from avatar3d.viewer.timeline import CACHE_CHUNKS
 
 SIZE = 64
 
@@ -35,10 +46,6 @@ SIZE = 64
 def _tiny_avatar():
     """A 300-Gaussian avatar (a coloured blob of head, mouth and torso Gaussians) with a rest camera
     slightly off-axis, a short training track and a gradient background plate: builds in milliseconds."""
-    from avatar3d import Avatar
-    from avatar3d.config import AvatarConfig
-    from avatar3d.models.gaussian_avatar import GaussianAvatar
-
     torch.manual_seed(0)
     cfg = AvatarConfig.from_dict({"preset": "fast", "model": {"encoding": "frequency", "hidden": 16}})
     n = 300
@@ -86,8 +93,6 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wav(tiny, tmp_path_factory):
-    from avatar3d.io.media import write_audio
-
     path = tmp_path_factory.mktemp("audio") / "speech.wav"
     write_audio(path, tiny[2], 16000)
     return path
@@ -152,8 +157,6 @@ def test_viser_camera_at_the_rest_camera_reproduces_its_view_matrix(tiny):
 
 
 def test_off_centre_capture_camera_keeps_its_principal_point():
-    from avatar3d.viewer.frames import principal_offset
-
     base = Camera.look_at((0.05, -0.02, -0.5), width=96, height=72, fov_degrees=25)
     K = base.K.copy()
     K[0, 2] += 6.0
@@ -197,7 +200,7 @@ def test_viser_itself_agrees(tiny):
 def test_idle_drive_loops_seamlessly(tiny):
     av = tiny[0]
     d = make_drive(av, None, idle_seconds=4.0)
-    assert d.audio is None and d.n_frames >= 100 and d.n_frames % 12 == 0  # whole mirrored track loops
+    assert d.sound is None and d.n_frames >= 100 and d.n_frames % 12 == 0  # whole mirrored track loops
     assert torch.allclose(d.codes[0], d.codes[-1])  # silence throughout
     for mode in ("track", "generated"):
         P = d.poses[mode]
@@ -248,8 +251,6 @@ def test_frames_change_with_time_view_and_settings(tiny, wav):
 
 
 def test_plate_is_exact_at_the_rest_camera_and_scaled_elsewhere(tiny):
-    from avatar3d.viewer.frames import _plate_for
-
     av = tiny[0]
     rest = av.rest_camera
     plate = _plate_for(av, rest, None)[0].numpy()
@@ -272,23 +273,90 @@ def test_clock_plays_pauses_seeks_and_loops():
     assert np.isclose(c.time(), 0.2)  # looped
 
 
-def test_sound_helpers(tiny):
-    from avatar3d.audio import load_audio
-    from avatar3d.viewer.sound import AUDIO_ID, audio_data_url, audio_element_html, control_html
+def test_long_audio_drive_is_computed_in_chunks_with_a_bounded_cache(tiny):
+    """Audio longer than a few chunks: every frame's inputs equal Avatar.render's (the codes of
+    AudioDriver.codes, the poses and blinks of the drive), while only CACHE_CHUNKS chunks are held."""
+    av, _, wave = tiny
+    long = np.tile(wave, 12)  # 12 s: 300 frames, two chunks of 256
+    d = make_drive(av, long, sample_rate=16000)
+    try:
+        n = d.n_frames
+        assert n == 300 and d.sound is not None and d.sound.is_file()
+        ref = torch.cat(list(av.audio_codes(long, 25.0, n)))
+        for k in (0, 100, 255, 256, 299, 3, -1):
+            assert torch.equal(d.codes[k], ref[k]), k
+            for mode in ("static", "track", "generated"):
+                assert np.array_equal(d.poses[mode][k], head_poses(mode, n, 25.0, av.track["head_poses"])[k])
+            assert d.blinks["auto"][k] == blinks("auto", n, 25.0, av.track["blink"])[k]
+        assert torch.equal(d.codes[250:260], ref[250:260]) and d.codes.shape == tuple(ref.shape)
+        assert len(d.cached_chunks()) <= CACHE_CHUNKS
+        with pytest.raises(IndexError):
+            d.codes[n]
+    finally:
+        d.close()
+    assert not d.sound.exists()
 
-    wave = tiny[2]
-    url = audio_data_url(wave, 16000)
-    assert url.startswith("data:audio/flac;base64,")
-    with tempfile.TemporaryDirectory() as d:
-        f = Path(d) / "back.flac"
-        f.write_bytes(base64.b64decode(url.split(",", 1)[1]))
-        back = load_audio(f, sr=16000)
-    assert len(back) == len(wave) and np.abs(back - wave).max() < 1e-3
-    assert f'id="{AUDIO_ID}"' in audio_element_html(url)
+
+def test_sound_is_served_with_byte_ranges(tiny, wav):
+    import urllib.error
+    import urllib.request
+
+    d = make_drive(tiny[0], wav)
+    srv = SoundServer(d.sound)
+    try:
+        data = d.sound.read_bytes()
+        back = load_audio(d.sound, sr=16000)
+        assert len(back) == len(tiny[2]) and np.abs(back - tiny[2]).max() < 1e-3
+        url = f"http://127.0.0.1:{srv.port}{srv.url_path}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200 and r.read() == data and r.headers["Accept-Ranges"] == "bytes"
+        req = urllib.request.Request(url, headers={"Range": "bytes=100-1099"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 206 and r.read() == data[100:1100]
+            assert r.headers["Content-Range"] == f"bytes 100-1099/{len(data)}"
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers={"Range": "bytes=-10"}), timeout=5
+        ) as r:
+            assert r.read() == data[-10:]
+        for bad, code in ((url.replace(srv.url_path, "/sound.wav"), 404), (url, 416)):
+            hdr = {"Range": f"bytes={len(data)}-"} if code == 416 else {}
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(urllib.request.Request(bad, headers=hdr), timeout=5)
+            assert e.value.code == code
+    finally:
+        srv.close()
+        d.close()
+    assert (
+        byte_range(None, 10) is None
+        and byte_range("bytes=2-", 10) == (2, 9)
+        and byte_range("bytes=5-99", 10) == (5, 9)
+    )
+    html = audio_element_html(srv.port, srv.url_path)
+    assert f'id="{AUDIO_ID}"' in html and f":{srv.port}{srv.url_path}" in html and "location.hostname" in html
     play, pause = control_html(12.3456, True, 7), control_html(-1.0, False, 8)
     assert "currentTime=12.346" in play and "play()" in play and 'data-n="7"' in play
     assert "currentTime=0.000" in pause and "pause()" in pause and "<script" not in play + pause
     assert "playbackRate" in play and "if(true)" in control_html(1.0, True, 9, seek=True)
+
+
+def test_frames_through_the_bake_follow_the_full_model(tiny, wav, tmp_path):
+    """``view --bake``: frames rendered through a linear bake of the avatar are close to the full
+    model's at the same time, pose and blink (and differ from the canonical, motionless face)."""
+    av = tiny[0]
+    bake = fit_bake(av, [synth_speech(3.0, 16000, seed=1)], k=8, n_probes=64, max_samples=75)
+    bake.save(tmp_path / "web" / "bake.safetensors")
+    player = load_player(av, tmp_path / "web")  # an export --web folder, or the file itself
+    with pytest.raises(FormatError, match="bake not found"):
+        load_player(av, tmp_path)
+    d = make_drive(av, wav)
+    try:
+        for k in (0, 12, 24):
+            kw = {"pose": "generated", "blink": "auto", "background": "black"}
+            full = render_frame(av, d, av.rest_camera, k / d.fps, **kw).astype(float)
+            baked = render_frame(av, d, av.rest_camera, k / d.fps, bake=player, **kw).astype(float)
+            assert 10 * np.log10(255.0**2 / max(((full - baked) ** 2).mean(), 1e-9)) > 30.0, k
+    finally:
+        d.close()
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -336,12 +404,13 @@ def _bad_inputs(tiny, tmp_path):
         (["view", tiny[1], "--host", "no.such.host.invalid"], "host"),
         (["view", tiny[1], "--size", "8"], "size"),
         (["view", tiny[1], "--background", "plaid"], "background"),
+        (["view", tiny[1], "--bake", tmp_path / "none.safetensors"], "bake not found"),
+        (["view", tiny[1], "--bake", broken], "unreadable bake"),
     ]
 
 
 def test_view_bad_input_is_one_line(tiny, tmp_path, capsys, monkeypatch):
     """Every bad input is refused before a server starts (so this runs without viser too)."""
-    from avatar3d.viewer import server
 
     def no_server(*a, **k):
         raise AssertionError("a server was started")
@@ -360,8 +429,6 @@ def test_server_serves_a_browser_camera(tiny, wav):
     viser = pytest.importorskip("viser")
     import msgspec
     from websockets.sync.client import connect
-
-    from avatar3d.viewer import start_viewer
 
     viewer = start_viewer(tiny[1], wav, port=0, size=SIZE, log=None)
     try:

@@ -19,7 +19,7 @@ from ..demo import run_demo
 from ..drive.stereo import render_stereo, tagged_name
 from ..errors import Avatar3DError
 from ..eval import evaluate_avatar, write_report
-from ..export.bake import BakedAvatar, LinearBake
+from ..export.bake import BakedAvatar, LinearBake, load_player
 from ..export.web import export_web
 from ..io.outputs import check_output
 from ..io.watermark import detect
@@ -211,8 +211,9 @@ def cmd_eval(a: Namespace) -> None:
 def cmd_view(a: Namespace) -> None:
     from ..viewer import run_viewer  # needs the optional viser package
 
+    bake = None if a.bake is None else (lambda av: load_player(av, a.bake))
     run_viewer(a.avatar, a.audio, host=a.host, port=a.port, size=a.size, pose=a.pose, blink=a.blink,
-               background=a.background, speech_model=a.speech_model)
+               background=a.background, speech_model=a.speech_model, bake=bake)
 
 
 def cmd_visemes(a: Namespace) -> None:

@@ -173,6 +173,7 @@ def add_view(sub) -> None:
     v.add_argument("--size", type=int, default=DEFAULT_VIEW_SIZE,
                    help="render about SIZE x SIZE pixels, shaped to the window (default 384; half while moving)")
     v.add_argument("--pose", choices=POSE_MODES, default="static", help="head motion")
+    v.add_argument("--bake", help="play through this linear bake (bake.safetensors, or an export --web folder)")
     v.add_argument("--blink", choices=BLINK_MODES, default="auto", help="eye blinks")
     v.add_argument("--background", default="plate", help="plate | white | black | green | #rrggbb")
 

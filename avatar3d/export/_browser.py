@@ -48,8 +48,11 @@ def free_port() -> int:
 def serve(folder: str | Path) -> Iterator[str]:
     """Serve ``folder`` with ``python -m http.server`` on 127.0.0.1; yields the base URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(folder)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         for _ in range(100):
@@ -76,10 +79,21 @@ class Chromium:
         from websockets.sync.client import connect
 
         self._profile = tempfile.TemporaryDirectory(prefix="avatar3d-chromium-")
-        args = [self.binary, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                "--ignore-gpu-blocklist", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-                "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
-                f"--window-size={self.width},{self.height}", "--no-first-run", "about:blank"]
+        args = [
+            self.binary,
+            "--headless",
+            "--no-sandbox",
+            "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader",
+            "--ignore-gpu-blocklist",
+            "--autoplay-policy=no-user-gesture-required",
+            "--mute-audio",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self._profile.name}",
+            f"--window-size={self.width},{self.height}",
+            "--no-first-run",
+            "about:blank",
+        ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         for _ in range(300):
@@ -92,8 +106,13 @@ class Chromium:
         self._ws = connect(page["webSocketDebuggerUrl"], max_size=2**28, open_timeout=30)
         for m in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.call(m)
-        self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -109,9 +128,13 @@ class Chromium:
     def _event(self, msg: dict) -> None:
         m, p = msg.get("method"), msg.get("params", {})
         if m == "Runtime.consoleAPICalled" and p.get("type") == "error":
-            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+            self.errors.append(
+                " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            )
         elif m == "Runtime.exceptionThrown":
-            self.errors.append(p.get("exceptionDetails", {}).get("exception", {}).get("description", "exception"))
+            self.errors.append(
+                p.get("exceptionDetails", {}).get("exception", {}).get("description", "exception")
+            )
         elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             self.errors.append(p["entry"].get("text", ""))
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..audio import load_audio
 from ..core.constants import SAMPLE_RATE
 from ..core.geometry import quat_multiply, rotmat_to_quat
 from ..core.groups import HEAD, MOUTH, TORSO
@@ -38,9 +39,13 @@ from ..drive.background import background_image
 from ..drive.frames import RenderResult
 from ..drive.motion import blinks, head_poses
 from ..errors import FormatError
+from ..io.atomic import atomic_file
 
 CHANNELS = {"pos": 3, "rot": 4, "scale": 3}
 BAKE_VERSION = 1
+BLINK_SHARE = 0.4  # share of the fitting samples given a random blink
+MIN_RMS = 1e-9  # floor of a channel group's RMS motion (a group that does not move)
+EXPLAINED_KEPT = 64  # explained-variance curve recorded up to this many bases (or K)
 
 
 def _outputs(gs: dict, idx: Tensor) -> Tensor:
@@ -96,15 +101,26 @@ class LinearBake:
         means = c["means"].index_add(0, self.moving, d[:, :3])
         quats = c["quats"].index_add(0, self.moving, d[:, 3:7])
         log_s = c["log_scales"].index_add(0, self.moving, d[:, 7:10])
-        return {"means": means, "quats": quats, "scales": torch.exp(log_s), "opacities": c["opacities"],
-                "colors": c["colors"]}
+        return {
+            "means": means,
+            "quats": quats,
+            "scales": torch.exp(log_s),
+            "opacities": c["opacities"],
+            "colors": c["colors"],
+        }
 
     def truncated(self, k: int) -> LinearBake:
         """The same bake with its first ``k`` bases only (PCA bases are nested: this equals a fit
         with ``k``); probes are re-picked for them. Attach a model before solving weights."""
         b = self.basis[:k].contiguous()
-        return LinearBake(self.canonical, self.group, self.moving, b, _pick_probes(b, len(self.probes)),
-                          {**self.info, "k": int(k)})
+        return LinearBake(
+            self.canonical,
+            self.group,
+            self.moving,
+            b,
+            _pick_probes(b, len(self.probes)),
+            {**self.info, "k": int(k)},
+        )
 
     def attach(self, model) -> LinearBake:
         """Bind the avatar's model: the probe copy that computes weights from audio codes."""
@@ -142,13 +158,15 @@ class LinearBake:
         """Write ``path`` (a .safetensors file; the bases in float16, the rest in float32)."""
         from safetensors.torch import save_file
 
-        from ..io.atomic import atomic_file
-
         t = {f"canonical.{k}": v.contiguous() for k, v in self.canonical.items()}
-        t.update(group=self.group, moving=self.moving, probes=self.probes, basis=self.basis.half().contiguous())
+        t.update(
+            group=self.group, moving=self.moving, probes=self.probes, basis=self.basis.half().contiguous()
+        )
         path = Path(path)
         with atomic_file(path) as tmp:
-            save_file(t, str(tmp), metadata={"avatar3d_bake": str(BAKE_VERSION), "info": json.dumps(self.info)})
+            save_file(
+                t, str(tmp), metadata={"avatar3d_bake": str(BAKE_VERSION), "info": json.dumps(self.info)}
+            )
         return path
 
     @classmethod
@@ -194,20 +212,22 @@ def pose_gaussians(gs: dict, group: Tensor, head_pose: Tensor | None, model=None
 
 
 # ---------------------------------------------------------------------------------------- fitting
-def sample_inputs(avatar, waves: list[np.ndarray], blink_share: float = 0.4, seed: int = 0) -> tuple[Tensor, Tensor]:
+def _codes(avatar, wave16k: np.ndarray) -> Tensor:
+    """(T, A) audio codes of every whole frame of a 16 kHz wave (the drive's chunked codes)."""
+    fps = float(avatar.meta.fps)
+    n = avatar.audio.n_frames(wave16k, fps)
+    if n == 0:
+        return torch.zeros(0, avatar.model.cfg.audio_dim)
+    return torch.cat(list(avatar.audio.codes(wave16k, fps, n)))
+
+
+def sample_inputs(
+    avatar, waves: list[np.ndarray], blink_share: float = BLINK_SHARE, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """(S, A) audio codes of every frame of ``waves`` (16 kHz) and (S,) blinks: 0 for most frames,
     uniform in [0, 1] for ``blink_share`` of them."""
-    from ..models.deform import gather_windows
-
     rng = np.random.default_rng(seed)
-    codes = []
-    for w in waves:
-        feats = torch.as_tensor(avatar.audio_features(w), dtype=torch.float32)
-        n = len(feats)
-        with torch.no_grad():
-            codes += [avatar.model.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), avatar.model.cfg.smooth_window))
-                      for s in range(0, n, 64)]
-    c = torch.cat(codes)
+    c = torch.cat([_codes(avatar, w) for w in waves])
     b = np.where(rng.random(len(c)) < blink_share, rng.random(len(c)), 0.0)
     return c, torch.as_tensor(b, dtype=torch.float32)
 
@@ -237,8 +257,9 @@ def _pick_probes(basis: Tensor, n_probes: int) -> Tensor:
 
 
 @torch.no_grad()
-def fit_bake(avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, seed: int = 0,
-             max_samples: int = 1500) -> LinearBake:
+def fit_bake(
+    avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, seed: int = 0, max_samples: int = 1500
+) -> LinearBake:
     """Bake ``avatar`` with ``k`` bases from the deformation's outputs over the frames of ``waves``
     (16 kHz mono arrays; at most ``max_samples`` frames, an even subsample)."""
     model = avatar.model
@@ -250,15 +271,22 @@ def fit_bake(avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, 
     X = _sample_matrix(model, moving, codes, blinks)  # (S, Nm, 10)
     mean = X.mean(0)
     X -= mean
-    rms = torch.stack([X[..., :3].square().mean().sqrt(), X[..., 3:7].square().mean().sqrt(),
-                       X[..., 7:].square().mean().sqrt()]).clamp_min(1e-9)
+    rms = torch.stack(
+        [
+            X[..., :3].square().mean().sqrt(),
+            X[..., 3:7].square().mean().sqrt(),
+            X[..., 7:].square().mean().sqrt(),
+        ]
+    ).clamp_min(MIN_RMS)
     scale = torch.cat([rms[0].repeat(3), rms[1].repeat(4), rms[2].repeat(3)])
     X /= scale  # in place: the channels weighted alike
     Xf = X.reshape(len(X), -1)
     k = int(min(k, len(X) - 1))
     evals, U = torch.linalg.eigh((Xf @ Xf.T).double())  # PCA through the (S, S) Gram matrix
     evals, U = evals.flip(0).clamp_min(0), U.flip(1).float()
-    basis = ((U[:, :k].T @ Xf) / math.sqrt(len(X))).reshape(k, len(moving), 10) * scale  # unit-variance weights
+    basis = ((U[:, :k].T @ Xf) / math.sqrt(len(X))).reshape(
+        k, len(moving), 10
+    ) * scale  # unit-variance weights
     var = evals
     del Xf, X
     gs0 = model.posed(codes[0], blinks[0].reshape(1), None)
@@ -266,11 +294,20 @@ def fit_bake(avatar, waves: list[np.ndarray], k: int = 32, n_probes: int = 512, 
         "means": model.means.detach().clone().index_copy(0, moving, mean[:, :3]),
         "quats": F.normalize(model.quats.detach(), dim=-1).index_copy(0, moving, mean[:, 3:7]),
         "log_scales": model.log_scales.detach().clone().index_copy(0, moving, mean[:, 7:]),
-        "opacities": gs0["opacities"].detach().clone(), "colors": gs0["colors"].detach().clone(),
+        "opacities": gs0["opacities"].detach().clone(),
+        "colors": gs0["colors"].detach().clone(),
     }
-    info = {"k": k, "samples": len(codes), "explained": [float(x) for x in (var.cumsum(0) / var.sum())[: max(k, 64)]],
-            "rms": [float(x) for x in rms], "n_probes": n_probes, "fps": float(avatar.meta.fps)}
-    bake = LinearBake(canonical, model.group.clone(), moving, basis.contiguous(), torch.zeros(0, dtype=torch.int64), info)
+    info = {
+        "k": k,
+        "samples": len(codes),
+        "explained": [float(x) for x in (var.cumsum(0) / var.sum())[: max(k, EXPLAINED_KEPT)]],
+        "rms": [float(x) for x in rms],
+        "n_probes": n_probes,
+        "fps": float(avatar.meta.fps),
+    }
+    bake = LinearBake(
+        canonical, model.group.clone(), moving, basis.contiguous(), torch.zeros(0, dtype=torch.int64), info
+    )
     bake.probes = _pick_probes(bake.basis, n_probes)
     return bake.attach(model)
 
@@ -281,20 +318,17 @@ class BakedAvatar:
 
     def __init__(self, avatar, bake: LinearBake):
         if bake.n != avatar.model.n or not torch.equal(bake.group, avatar.model.group):
-            raise FormatError(f"this bake is of another avatar ({bake.n} Gaussians, the avatar has {avatar.model.n})")
+            raise FormatError(
+                f"this bake is of another avatar ({bake.n} Gaussians, the avatar has {avatar.model.n})"
+            )
         self.avatar = avatar
         self.bake = bake if bake._probe_model is not None else bake.attach(avatar.model)
 
     @torch.no_grad()
     def weights(self, wave16k: np.ndarray, blinks: np.ndarray | None = None) -> np.ndarray:
         """(T, K) float32 weights for every frame of a 16 kHz wave (``blinks``: (T,) amounts, default 0)."""
-        from ..models.deform import gather_windows
-
-        av = self.avatar
-        feats = torch.as_tensor(av.audio_features(wave16k), dtype=torch.float32)
-        n = len(feats)
-        codes = torch.cat([av.model.audio(gather_windows(feats, torch.arange(s, min(n, s + 64)), av.model.cfg.smooth_window))
-                           for s in range(0, n, 64)]) if n else torch.zeros(0, av.model.cfg.audio_dim)
+        codes = _codes(self.avatar, wave16k)
+        n = len(codes)
         b = torch.zeros(n) if blinks is None else torch.as_tensor(np.asarray(blinks, np.float32)[:n])
         return self.bake.solve_weights(codes, b).numpy()
 
@@ -306,12 +340,20 @@ class BakedAvatar:
         return pose_gaussians(gs, self.bake.group, pose, self.avatar.model)
 
     @torch.no_grad()
-    def render(self, audio, camera=None, *, sample_rate: int | None = None, size=None, pose: str | None = None,
-               blink=None, background=None, weights: np.ndarray | None = None):
+    def render(
+        self,
+        audio,
+        camera=None,
+        *,
+        sample_rate: int | None = None,
+        size=None,
+        pose: str | None = None,
+        blink=None,
+        background=None,
+        weights: np.ndarray | None = None,
+    ):
         """As :meth:`Avatar.render` (same cameras, poses, blinks, background), through the bake.
         ``weights``: precomputed (T, K) weights (default: solved from the audio)."""
-        from ..audio import load_audio
-
         av = self.avatar
         wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
         fps = float(av.meta.fps)
@@ -325,8 +367,30 @@ class BakedAvatar:
         for k in range(n):
             vm, K = cams[k].to_torch()
             gs = self.frame(w[k], poses[k])
-            out = av.model.render(gs, vm[None], K[None], cams[k].width, cams[k].height,
-                                  background_image(background if background is not None else av.config.render.background, cams[k], av.background), backend=av.config.render.backend)
+            out = av.model.render(
+                gs,
+                vm[None],
+                K[None],
+                cams[k].width,
+                cams[k].height,
+                background_image(
+                    background if background is not None else av.config.render.background,
+                    cams[k],
+                    av.background,
+                ),
+                backend=av.config.render.backend,
+            )
             frames[k] = (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             alphas[k] = out.alphas[0, ..., 0].numpy()
         return RenderResult(frames, fps, wave, SAMPLE_RATE, alphas)
+
+
+def load_player(avatar, path: str | Path) -> BakedAvatar:
+    """``avatar`` played through the bake in ``path`` (a bake file or an ``export --web`` folder)."""
+    p = Path(path)
+    p = p / "bake.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise FormatError(
+            f"bake not found: {p} (give a bake.safetensors or an `avatar3d export --web` folder)"
+        )
+    return BakedAvatar(avatar, LinearBake.load(p))

@@ -19,16 +19,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio import load_audio
 from ..core.constants import SAMPLE_RATE
 from ..drive.motion import blinks
 from ..errors import Avatar3DError
+from ..io.atomic import atomic_dir
+from ..io.media import write_audio
 from ..io.outputs import check_output
-from .bake import BakedAvatar, LinearBake
+from ..synthetic.speech import synth_speech
+from .bake import BakedAvatar, LinearBake, fit_bake
 
 WEB_ASSETS = Path(__file__).with_name("web")
 BUNDLE = "avatar3d-web.js"
-TEXTURE_WIDTH = 2048
-SH_C0 = 0.28209479177387814
+TEXTURE_WIDTH = 2048  # texels per row of the basis texture
+SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic: colour = 0.5 + SH_C0 * f_dc
+IDLE_SECONDS = 5.0  # length of the idle (silent, blinking) clip exported without audio
+BAKE_FIT_SAMPLES = 500  # frames a bake for export is fitted on
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -36,15 +42,33 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
     check_output(path, kind="dir", overwrite=overwrite)
 
 
-def _ply_bytes(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opac: np.ndarray, colors: np.ndarray) -> bytes:
+def _ply_bytes(
+    means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opac: np.ndarray, colors: np.ndarray
+) -> bytes:
     """A compact 3DGS PLY (degree-0 colour only): x y z f_dc_0..2 opacity scale_0..2 rot_0..3 (wxyz)."""
-    fields = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-              "rot_0", "rot_1", "rot_2", "rot_3"]
+    fields = [
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     op = np.clip(opac.astype(np.float64), 1e-6, 1 - 1e-6)
     q = quats / np.linalg.norm(quats, axis=1, keepdims=True)
-    data = np.concatenate([means, (colors - 0.5) / SH_C0, np.log(op / (1 - op))[:, None],
-                           np.log(np.maximum(scales, 1e-10)), q], axis=1).astype("<f4")
-    head = "ply\nformat binary_little_endian 1.0\n" f"element vertex {len(data)}\n"
+    data = np.concatenate(
+        [means, (colors - 0.5) / SH_C0, np.log(op / (1 - op))[:, None], np.log(np.maximum(scales, 1e-10)), q],
+        axis=1,
+    ).astype("<f4")
+    head = f"ply\nformat binary_little_endian 1.0\nelement vertex {len(data)}\n"
     head += "".join(f"property float {f}\n" for f in fields) + "end_header\n"
     return head.encode("ascii") + data.tobytes()
 
@@ -84,21 +108,31 @@ button{{font-size:16px;padding:6px 14px}}</style></head>
 """
 
 
-def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: LinearBake | None = None,
-               rotation: bool = True, background=(0.0, 0.0, 0.0), blink: str = "auto", overwrite: bool = False,
-               log=print) -> Path:
+def export_web(
+    avatar,
+    out_dir: str | Path,
+    audio=None,
+    *,
+    k: int = 16,
+    bake: LinearBake | None = None,
+    rotation: bool = True,
+    background=(0.0, 0.0, 0.0),
+    blink: str = "auto",
+    overwrite: bool = False,
+    log=print,
+) -> Path:
     """Write the web player folder for ``avatar`` speaking ``audio`` (a path or (wave, sr); None:
     five seconds of idle, blinking face). ``bake``: a fitted bake to reuse (default: fit one with
     ``k`` bases on the training clip's audio, ``audio`` and synthetic speech)."""
-    from ..audio import load_audio
-    from ..io.atomic import atomic_dir
-    from ..io.media import write_audio
-
     out = Path(out_dir)
     check_output_dir(out, overwrite)
     if not (WEB_ASSETS / BUNDLE).is_file():
         raise Avatar3DError(f"the web player bundle {WEB_ASSETS / BUNDLE} is missing from this installation")
-    wave = np.zeros(5 * SAMPLE_RATE, np.float32) if audio is None else load_audio(audio, sr=SAMPLE_RATE)
+    wave = (
+        np.zeros(int(IDLE_SECONDS * SAMPLE_RATE), np.float32)
+        if audio is None
+        else load_audio(audio, sr=SAMPLE_RATE)
+    )
     fps = float(avatar.meta.fps)
     n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
     if n < 1:
@@ -107,22 +141,36 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
         log("fitting the linear bake…")
         bake = fit_for_export(avatar, wave, k)
     player = BakedAvatar(avatar, bake)
-    blink = blinks(blink, n, fps, avatar.track["blink"])
-    weights = player.weights(wave, blink)[:n].astype(np.float32)
+    blink_seq = blinks(blink, n, fps, avatar.track["blink"])
+    weights = player.weights(wave, blink_seq)[:n].astype(np.float32)
     order = torch.cat([bake.moving, torch.nonzero(~torch.isin(torch.arange(bake.n), bake.moving)).squeeze(1)])
     c = {key: v[order].numpy() for key, v in bake.canonical.items()}
     texels, s, tw, th = _basis_texels(bake, rotation)
     cam = avatar.rest_camera
     scene = {
-        "version": 1, "fps": fps, "frames": n, "k": bake.k, "n_splats": bake.n, "n_moving": len(bake.moving),
-        "texels_per_basis": s, "basis_width": tw, "basis_height": th,
-        "splats": "avatar.ply", "basis": "basis.bin", "weights": "weights.bin", "audio": "audio.wav",
-        "capture": cam.to_dict(), "target": [float(x) for x in c["means"][: len(bake.moving)].mean(0)],
-        "background": [float(x) for x in background], "blink": blink, "pose": "static",
+        "version": 1,
+        "fps": fps,
+        "frames": n,
+        "k": bake.k,
+        "n_splats": bake.n,
+        "n_moving": len(bake.moving),
+        "texels_per_basis": s,
+        "basis_width": tw,
+        "basis_height": th,
+        "splats": "avatar.ply",
+        "basis": "basis.bin",
+        "weights": "weights.bin",
+        "audio": "audio.wav",
+        "capture": cam.to_dict(),
+        "target": [float(x) for x in c["means"][: len(bake.moving)].mean(0)],
+        "background": [float(x) for x in background],
+        "blink": blink,
+        "pose": "static",
     }
     with atomic_dir(out, kind="web") as tmp:  # writes the output marker
-        (tmp / "avatar.ply").write_bytes(_ply_bytes(c["means"], c["quats"], np.exp(c["log_scales"]),
-                                                    c["opacities"], c["colors"]))
+        (tmp / "avatar.ply").write_bytes(
+            _ply_bytes(c["means"], c["quats"], np.exp(c["log_scales"]), c["opacities"], c["colors"])
+        )
         (tmp / "basis.bin").write_bytes(texels.tobytes())
         (tmp / "weights.bin").write_bytes(weights.tobytes())
         write_audio(tmp / "audio.wav", wave[: int(round(n / fps * SAMPLE_RATE))], SAMPLE_RATE)
@@ -136,9 +184,6 @@ def export_web(avatar, out_dir: str | Path, audio=None, *, k: int = 16, bake: Li
 def training_waves(avatar, seconds: float = 20.0) -> list[np.ndarray]:
     """Audio to fit a bake on: the training clip's (when its file is still there) and synthetic
     speech in three voices (``seconds`` in all)."""
-    from ..audio import load_audio
-    from ..synthetic.speech import synth_speech
-
     waves = []
     src = avatar.meta.source
     if src and Path(src).is_file():
@@ -153,6 +198,4 @@ def training_waves(avatar, seconds: float = 20.0) -> list[np.ndarray]:
 
 def fit_for_export(avatar, wave: np.ndarray, k: int) -> LinearBake:
     """Fit a bake on :func:`training_waves` plus the exported audio itself."""
-    from .bake import fit_bake
-
-    return fit_bake(avatar, training_waves(avatar) + [wave], k=k, max_samples=500)
+    return fit_bake(avatar, training_waves(avatar) + [wave], k=k, max_samples=BAKE_FIT_SAMPLES)

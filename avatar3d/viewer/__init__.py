@@ -1,18 +1,23 @@
 """``avatar3d view``: an interactive free-viewpoint viewer in the browser (optional extra ``view``).
 
-:mod:`.frames` holds the viser-free core (browser camera -> Camera, time -> frame);
-:mod:`.server` the viser server and its render thread.
+:mod:`.frames` holds the viser-free core (browser camera -> Camera, time -> frame), :mod:`.timeline`
+the per-frame inputs in time (computed chunk by chunk, so memory stays flat on long audio),
+:mod:`.sound` the audio the browser plays, and :mod:`.server` the viser server and its render thread.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from ..api import Avatar
 from ..drive.background import background_colour
 from ..errors import Avatar3DError
-from .frames import Clock, Drive, camera_from_viewer, check_size, make_drive, render_frame, viewer_pose
+from . import server
+from .frames import camera_from_viewer, check_size, render_frame, viewer_pose
+from .timeline import Clock, Drive, make_drive
 
 
 def check_listen(host: str, port: int) -> None:
@@ -49,14 +54,16 @@ def start_viewer(
     blink: str = "auto",
     background: str = "plate",
     speech_model: str | None = None,
+    bake: Callable[[Avatar], object] | None = None,
     log=print,
 ):
     """Load the avatar, compute its drive and start the server; returns the running AvatarViewer.
 
-    Every bad input raises a one-line Avatar3DError before anything listens.
+    ``bake``: a function of the loaded avatar giving the linear bake to play through instead of the
+    full model (a :class:`~avatar3d.export.bake.BakedAvatar`, e.g. from
+    :func:`avatar3d.export.bake.load_player`). Every bad input raises a one-line Avatar3DError before
+    anything listens.
     """
-    from . import server
-
     server.import_viser()
     check_size(size)
     check_listen(host, port)
@@ -65,23 +72,35 @@ def start_viewer(
         raise Avatar3DError(f"avatar directory not found: {p}")
     if audio is not None and not Path(audio).exists():
         raise Avatar3DError(f"audio file not found: {audio}")
-    from ..api import Avatar
-
     avatar = Avatar.load(p, speech_model=speech_model)
+    player = None if bake is None else bake(avatar)
     if background != "plate":
         background_colour(background)  # a one-line ConfigError if it is not a colour
     t0 = time.time()
     drive = make_drive(avatar, audio)
     if log:
         what = f"audio {Path(audio).name}" if audio is not None else "idle loop (silence, blinks)"
+        what += f", linear bake K = {player.bake.k}" if player is not None else ""
         log(
             f"avatar3d view: {avatar.model.n} Gaussians, {what}: {drive.n_frames} frames "
             f"({drive.seconds:.1f} s) prepared in {time.time() - t0:.1f} s"
         )
     busy = port != 0 and not port_is_free(host, port)
-    viewer = server.AvatarViewer(
-        avatar, drive, host=host, port=port, size=size, pose=pose, blink=blink, background=background
-    )
+    try:
+        viewer = server.AvatarViewer(
+            avatar,
+            drive,
+            host=host,
+            port=port,
+            size=size,
+            pose=pose,
+            blink=blink,
+            background=background,
+            bake=player,
+        )
+    except BaseException:
+        drive.close()
+        raise
     if log and busy and viewer.port != port:
         log(f"avatar3d view: port {port} is busy; using {viewer.port}")
     return viewer

@@ -1,6 +1,5 @@
-"""The viewer's frames, without the viewer: browser camera -> :class:`Camera`, the per-frame inputs
-that drive the avatar in time (:class:`Drive`), a playback :class:`Clock`, and :func:`render_frame`
-(camera + time -> image). Nothing here imports viser, so all of it is tested without the extra.
+"""The viewer's frames, without the viewer: browser camera -> :class:`Camera` and :func:`render_frame`
+(camera + time -> image), with the per-frame inputs of :mod:`.timeline` (:class:`Drive`, :class:`Clock`). Nothing here imports viser, so all of it is tested without the extra.
 
 Cameras. viser reports each browser's camera as ``wxyz`` and ``position``: the rotation R and the
 translation t of ``P_world = R p_camera + t`` (camera -> world), with OpenCV camera axes (+z forward,
@@ -13,22 +12,23 @@ world -> camera is just the inverse of [R | t].
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import roma
 import torch
 
 from ..core.camera import Camera
-from ..core.constants import SAMPLE_RATE
 from ..drive.background import background_image
-from ..drive.motion import blinks, head_poses
-from ..errors import Avatar3DError, ConfigError
+from ..errors import ConfigError
+from .timeline import BLINK_MODES, POSE_MODES, Clock, Drive, make_drive
 
-POSE_MODES = ("static", "track", "generated")
-BLINK_MODES = ("auto", "track", "none")
-MIN_SIZE, MAX_SIZE = 64, 2048
+if TYPE_CHECKING:  # the viewer sits beside export in the layers: a bake is handed in, not imported
+    from ..export.bake import BakedAvatar
+
+MIN_SIZE, MAX_SIZE = 64, 2048  # render size bounds, pixels
 
 
 # ------------------------------------------------------------------------------ rotations
@@ -127,100 +127,6 @@ def principal_offset(camera: Camera) -> tuple[float, float]:
     return (float((K[0, 2] - camera.width / 2) / K[0, 0]), float((K[1, 2] - camera.height / 2) / K[1, 1]))
 
 
-# ------------------------------------------------------------------------------ time
-@dataclass
-class Drive:
-    """Everything that changes with time, per frame, computed once.
-
-    codes: (T, A) audio codes; blinks: mode -> (T,) amounts in [0, 1]; poses: mode -> (T, 4, 4)
-    head -> world; audio: (S,) 16 kHz mono, or None when the avatar idles (silence).
-    """
-
-    fps: float
-    codes: torch.Tensor
-    blinks: dict[str, np.ndarray]
-    poses: dict[str, np.ndarray]
-    audio: np.ndarray | None = None
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.codes.shape[0])
-
-    @property
-    def seconds(self) -> float:
-        return self.n_frames / self.fps
-
-    def index(self, t: float) -> int:
-        """Frame shown at time ``t`` seconds (looping)."""
-        return math.floor(float(t) * self.fps + 1e-6) % self.n_frames
-
-
-def _mirrored(x: np.ndarray) -> np.ndarray:
-    """x followed by itself reversed: a loop with no jump at the seam."""
-    return np.concatenate([x, x[::-1]])
-
-
-@torch.no_grad()
-def make_drive(avatar, audio=None, *, sample_rate: int | None = None, idle_seconds: float = 20.0) -> Drive:
-    """The per-frame inputs of ``avatar`` driven by ``audio`` (a path, or an array with
-    ``sample_rate``), exactly as :meth:`Avatar.render` computes them; with no audio, an idle loop of
-    ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion."""
-    from ..audio import load_audio
-
-    fps = float(avatar.meta.fps)
-    if audio is None:
-        period = 2 * len(avatar.track["head_poses"])  # the mirrored training track loops with no jump
-        n = max(1, math.ceil(idle_seconds * fps / period)) * period
-        codes = avatar.audio.silence_code()[None].expand(n, -1).contiguous()
-        gen = _mirrored(head_poses("generated", n // 2, fps, avatar.track["head_poses"]))
-        wave = None
-    else:
-        wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
-        n = math.floor(len(wave) / SAMPLE_RATE * fps)
-        if n < 1:
-            raise Avatar3DError(
-                f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps"
-            )
-        codes = torch.cat(list(avatar.audio_codes(wave, fps, n)))  # features chunk by chunk: flat memory
-        gen = head_poses("generated", n, fps, avatar.track["head_poses"])
-    poses = {
-        "static": head_poses("static", n, fps, avatar.track["head_poses"]),
-        "track": head_poses("track", n, fps, avatar.track["head_poses"]),
-        "generated": gen,
-    }
-    blink_tracks = {mode: blinks(mode, n, fps, avatar.track["blink"]) for mode in BLINK_MODES}
-    return Drive(fps, codes, blink_tracks, poses, wave)
-
-
-class Clock:
-    """Playback time in seconds, advancing in real time while playing and looping over ``duration``."""
-
-    def __init__(self, duration: float, playing: bool = True, now=time.monotonic):
-        self.duration = max(float(duration), 1e-6)
-        self._now = now
-        self._t0 = 0.0
-        self._wall0 = now()
-        self.playing = playing
-
-    def time(self) -> float:
-        t = self._t0 + (self._now() - self._wall0 if self.playing else 0.0)
-        return t % self.duration
-
-    def seek(self, t: float) -> None:
-        self._t0 = float(t) % self.duration
-        self._wall0 = self._now()
-
-    def play(self) -> None:
-        if not self.playing:
-            self._wall0 = self._now()
-            self.playing = True
-
-    def pause(self) -> None:
-        if self.playing:
-            self._t0 = self.time()
-            self.playing = False
-
-
 # ------------------------------------------------------------------------------ one frame
 @dataclass
 class FrameCache:
@@ -238,8 +144,6 @@ def _plate_for(avatar, camera: Camera, cache: FrameCache | None) -> torch.Tensor
     """(1, H, W, 3) capture plate as seen by ``camera``'s intrinsics: the plate is the capture
     camera's image, so it is scaled by the focal ratio about the principal points (an exact copy
     for the capture camera itself; a fixed backdrop for every other viewpoint, as in Avatar.render)."""
-    import cv2
-
     rest = avatar.rest_camera
     key = (camera.width, camera.height, tuple(camera.K.ravel()))
     if cache is not None and cache.plate_key == key:
@@ -277,6 +181,7 @@ def render_frame(
     blink: str | float = "auto",
     background="plate",
     cache: FrameCache | None = None,
+    bake: BakedAvatar | None = None,
 ) -> np.ndarray:
     """The avatar at time ``t`` seconds of ``drive`` seen by ``camera`` -> (H, W, 3) uint8.
 
@@ -284,6 +189,8 @@ def render_frame(
     background: 'plate' (the capture's background plate), 'white', 'black', 'green', '#rrggbb' or an
     (r, g, b) in [0, 1]. At the capture camera this is frame ``drive.index(t)`` of
     ``Avatar.render(audio, camera='capture', pose=pose, blink=blink, background=background)``.
+    bake: play through this linear bake of the avatar (its weights solved from the frame's audio code
+    and blink, then one small matrix product) instead of the full deformation.
     """
     if pose not in drive.poses:
         raise ConfigError(f"unknown pose mode {pose!r}: use {', '.join(POSE_MODES)}")
@@ -295,14 +202,16 @@ def render_frame(
     else:
         b = float(np.clip(blink, 0.0, 1.0))
     m = avatar.model
-    key = (id(drive), k, pose, b)
+    key = (id(drive), k, pose, b, id(bake))
     if cache is not None and cache.posed_key == key:
         gs = cache.posed
         cache.hits += 1
     else:
-        gs = m.posed(
-            drive.codes[k], torch.tensor([b]), torch.as_tensor(drive.poses[pose][k], dtype=torch.float32)
-        )
+        head = torch.as_tensor(drive.poses[pose][k], dtype=torch.float32)
+        if bake is None:
+            gs = m.posed(drive.codes[k], torch.tensor([b]), head)
+        else:
+            gs = bake.frame(bake.bake.solve_weights(drive.codes[k][None], torch.tensor([b]))[0], head)
         if cache is not None:
             cache.posed_key, cache.posed = key, gs
     if isinstance(background, str) and background == "plate":
@@ -324,6 +233,8 @@ def check_size(size: int) -> int:
 
 
 __all__ = [
+    "BLINK_MODES",
+    "POSE_MODES",
     "Clock",
     "Drive",
     "FrameCache",

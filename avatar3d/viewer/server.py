@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.constants import SAMPLE_RATE
 from ..drive.background import background_colour
 from ..errors import Avatar3DError, ConfigError
 from .frames import (
@@ -32,11 +31,20 @@ from .frames import (
     render_frame,
     viewer_pose,
 )
-from .sound import MAX_SOUND_S, audio_data_url, audio_element_html, control_html
+from .sound import SoundServer, audio_element_html, control_html
 
 INSTALL_HINT = 'avatar3d view needs the optional viewer: pip install "avatar3d[view]"'
 MOVING_HOLD_S = 0.25  # a camera still for this long is "stopped": render at full size
 MOVING_SCALE = 0.5  # render size while the camera moves
+MIN_MOVING_SIZE = 32  # pixels: the smallest render while the camera moves
+PREVIEW_SIZE = 64  # pixels: the frame rendered before the server starts
+SIZE_SLIDER = (128, 1024, 32)  # render size slider: min, max, step (pixels)
+JPEG_QUALITY = {True: 80, False: 92}  # frames sent while the camera moves / at rest
+SOUND_SYNC_S = 0.5  # the browser's audio is told where the clock is this often while playing
+SLIDER_SYNC_S = 0.25  # the time slider follows the clock this often while playing
+STATUS_EVERY_S = 0.5  # the status line is refreshed this often
+ORBIT_RANGE = (0.1, 10.0)  # nearest and farthest camera, times the capture camera's distance
+IDLE_WAIT_S = 0.1  # render thread's wait for a change while paused
 BACKGROUNDS = ("plate", "white", "black", "green", "custom")
 
 
@@ -80,7 +88,8 @@ class AvatarViewer:
             free one; :attr:`port` is the one bound).
         size: render about size x size pixels at rest (half that while the camera moves).
         pose / blink / background: initial settings (see :func:`render_frame`).
-    Call :meth:`stop` to close it.
+        bake: a :class:`~avatar3d.export.bake.BakedAvatar` to play through (default: the full model).
+    Call :meth:`stop` to close it (and the drive, whose temporary audio files go with it).
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class AvatarViewer:
         blink: str = "auto",
         background="plate",
         verbose: bool = False,
+        bake=None,
     ):
         viser = import_viser()
         # a browser that closes while its frame renders: the frame is dropped, nothing to warn about
@@ -103,7 +113,7 @@ class AvatarViewer:
             raise ConfigError(f"unknown pose mode {pose!r}: use {', '.join(POSE_MODES)}")
         if blink not in BLINK_MODES:
             raise ConfigError(f"unknown blink mode {blink!r}: use {', '.join(BLINK_MODES)}")
-        self.avatar, self.drive = avatar, drive
+        self.avatar, self.drive, self.bake = avatar, drive, bake
         self.size = check_size(size)
         self.pose, self.blink = pose, blink
         self.blink_amount = 0.0
@@ -126,11 +136,19 @@ class AvatarViewer:
         self._sound_playing, self._sound_seek, self._sound_at, self._sound_nonce = False, False, 0.0, 0
         self._sound_t = 0.0
         self._wake = threading.Event()
+        self._sound_server = None if drive.sound is None else SoundServer(drive.sound, host)
 
         # one small frame here, in the caller's thread: a first use may JIT-compile the CPU kernels, and
         # a compile killed with the daemon render thread (at exit) would leave its build lock behind
         render_frame(
-            avatar, drive, self._rest.resized(64, 64), 0.0, pose=pose, blink=blink, background=background
+            avatar,
+            drive,
+            self._rest.resized(PREVIEW_SIZE, PREVIEW_SIZE),
+            0.0,
+            pose=pose,
+            blink=blink,
+            background=background,
+            bake=bake,
         )
 
         quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
@@ -159,10 +177,13 @@ class AvatarViewer:
         self._thread.join(timeout=5.0)
         with contextlib.redirect_stdout(io.StringIO()):
             self.server.stop()
+        if self._sound_server is not None:
+            self._sound_server.close()
+        self.drive.close()
 
     def render_view(self, state: CameraState, t: float, moving: bool = False) -> np.ndarray:
         """The frame at time ``t`` for a browser camera ``state`` with the current settings."""
-        size = max(32, int(self.size * MOVING_SCALE)) if moving else self.size
+        size = max(MIN_MOVING_SIZE, int(self.size * MOVING_SCALE)) if moving else self.size
         cam = camera_from_viewer(state.wxyz, state.position, state.fov, state.aspect, size, self._offset)
         blink = self.blink_amount if self.blink == "manual" else self.blink
         return render_frame(
@@ -174,6 +195,7 @@ class AvatarViewer:
             blink=blink,
             background=self.background,
             cache=self.cache,
+            bake=self.bake,
         )
 
     def set_camera(self, client, camera) -> None:
@@ -192,67 +214,38 @@ class AvatarViewer:
 
     def _build_gui(self) -> None:
         gui, d = self.server.gui, self.drive
-        src = "idle (silence)" if d.audio is None else "audio"
+        src = "idle (silence)" if d.sound is None else "audio"
+        src += f", linear bake (K = {self.bake.bake.k})" if self.bake is not None else ""
         gui.add_markdown(
             f"**avatar3d** · {src}, {d.seconds:.1f} s loop at {d.fps:g} fps  \n"
             "Drag to orbit, scroll to zoom, right-drag to pan."
         )
         self._status = gui.add_markdown("")
         with gui.add_folder("Playback"):
-            self._play = gui.add_button("Pause")
-            self._time = gui.add_slider(
-                "Time (s)",
-                min=0.0,
-                max=round(max(d.seconds - 1.0 / d.fps, 1.0 / d.fps), 4),
-                step=round(1.0 / d.fps, 6),
-                initial_value=0.0,
-            )
-            self._sound = None
-            if d.audio is not None and d.seconds <= MAX_SOUND_S:
-                self._sound = gui.add_checkbox(
-                    "Sound", False, hint="play the audio in this browser, in step with the video"
-                )
-                self._sound.on_update(lambda _e: self._wake.set())
-                gui.add_html(audio_element_html(audio_data_url(d.audio, SAMPLE_RATE)))
-                self._sound_ctl = gui.add_html("")
+            self._gui_playback(gui)
         with gui.add_folder("Avatar"):
-            self._pose = gui.add_dropdown(
-                "Pose",
-                POSE_MODES,
-                initial_value=self.pose,
-                hint="static: rest pose; track: the training head motion; generated: small natural motion",
-            )
-            self._blink = gui.add_dropdown("Blink", BLINK_MODES + ("manual",), initial_value=self.blink)
-            self._blink_amount = gui.add_slider(
-                "Blink amount",
-                min=0.0,
-                max=1.0,
-                step=0.05,
-                initial_value=0.0,
-                hint="eyelid closure when Blink is manual",
-            )
+            self._gui_avatar(gui)
         with gui.add_folder("View"):
-            bg0 = (
-                self.background
-                if isinstance(self.background, str) and self.background in BACKGROUNDS
-                else "custom"
+            self._gui_view(gui)
+
+    def _gui_playback(self, gui) -> None:
+        d = self.drive
+        self._play = gui.add_button("Pause")
+        self._time = gui.add_slider(
+            "Time (s)",
+            min=0.0,
+            max=round(max(d.seconds - 1.0 / d.fps, 1.0 / d.fps), 4),
+            step=round(1.0 / d.fps, 6),
+            initial_value=0.0,
+        )
+        self._sound = None
+        if self._sound_server is not None:
+            self._sound = gui.add_checkbox(
+                "Sound", False, hint="play the audio in this browser, in step with the video"
             )
-            self._bg = gui.add_dropdown("Background", BACKGROUNDS, initial_value=bg0)
-            rgb0 = (128, 128, 128)
-            if bg0 == "custom":
-                c = background_colour(self.background)
-                rgb0 = tuple(round(float(v) * 255) for v in c)
-            self._rgb = gui.add_rgb("Colour", initial_value=rgb0, visible=bg0 == "custom")
-            self._size = gui.add_slider(
-                "Render size",
-                min=128,
-                max=1024,
-                step=32,
-                initial_value=int(np.clip(self.size, 128, 1024)),
-                hint="about size x size pixels; half while the camera moves",
-            )
-            rest_btn = gui.add_button("Capture camera")
-            front_btn = gui.add_button("Frontal camera")
+            self._sound.on_update(lambda _e: self._wake.set())
+            gui.add_html(audio_element_html(self._sound_server.port, self._sound_server.url_path))
+            self._sound_ctl = gui.add_html("")
 
         @self._play.on_click
         def _(_e) -> None:
@@ -271,6 +264,23 @@ class AvatarViewer:
                 self._sound_seek = True  # re-sync the sound now
                 self._changed()
 
+    def _gui_avatar(self, gui) -> None:
+        self._pose = gui.add_dropdown(
+            "Pose",
+            POSE_MODES,
+            initial_value=self.pose,
+            hint="static: rest pose; track: the training head motion; generated: small natural motion",
+        )
+        self._blink = gui.add_dropdown("Blink", BLINK_MODES + ("manual",), initial_value=self.blink)
+        self._blink_amount = gui.add_slider(
+            "Blink amount",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            initial_value=0.0,
+            hint="eyelid closure when Blink is manual",
+        )
+
         @self._pose.on_update
         def _(_e) -> None:
             self.pose = self._pose.value
@@ -287,6 +297,27 @@ class AvatarViewer:
             if e.client is not None and self._blink.value != "manual":
                 self._blink.value = "manual"
             self._changed()
+
+    def _gui_view(self, gui) -> None:
+        custom = not (isinstance(self.background, str) and self.background in BACKGROUNDS)
+        self._bg = gui.add_dropdown(
+            "Background", BACKGROUNDS, initial_value="custom" if custom else self.background
+        )
+        rgb0 = (
+            tuple(round(float(v) * 255) for v in background_colour(self.background)) if custom else (128,) * 3
+        )
+        self._rgb = gui.add_rgb("Colour", initial_value=rgb0, visible=custom)
+        lo, hi, step = SIZE_SLIDER
+        self._size = gui.add_slider(
+            "Render size",
+            min=lo,
+            max=hi,
+            step=step,
+            initial_value=int(np.clip(self.size, lo, hi)),
+            hint="about size x size pixels; half while the camera moves",
+        )
+        rest_btn = gui.add_button("Capture camera")
+        front_btn = gui.add_button("Frontal camera")
 
         def _set_bg(_e=None) -> None:
             v = self._bg.value
@@ -315,8 +346,8 @@ class AvatarViewer:
     def _on_connect(self, client) -> None:
         # keep the dolly within the head's scale (a long scroll must not lose the avatar)
         dist = float(np.linalg.norm(viewer_pose(self._rest).look_at - viewer_pose(self._rest).position))
-        client.camera.min_orbit_distance = 0.1 * dist
-        client.camera.max_orbit_distance = 10.0 * dist
+        client.camera.min_orbit_distance = ORBIT_RANGE[0] * dist
+        client.camera.max_orbit_distance = ORBIT_RANGE[1] * dist
         client.camera.on_update(lambda _cam: self._wake.set())
         self._wake.set()
 
@@ -333,7 +364,7 @@ class AvatarViewer:
                     self._last_error = msg
             if not rendered:
                 # nothing new: wait for a camera or GUI change, or the next frame while playing
-                self._wake.wait(timeout=0.5 / self.drive.fps if self.clock.playing else 0.1)
+                self._wake.wait(timeout=0.5 / self.drive.fps if self.clock.playing else IDLE_WAIT_S)
                 self._wake.clear()
 
     def _tick(self) -> bool:
@@ -361,13 +392,13 @@ class AvatarViewer:
             t0 = time.perf_counter()
             img = self.render_view(state, t, moving)
             dt = time.perf_counter() - t0
-            client.scene.set_background_image(img, format="jpeg", jpeg_quality=80 if moving else 92)
+            client.scene.set_background_image(img, format="jpeg", jpeg_quality=JPEG_QUALITY[moving])
             self.last_frame = img
             self.frames_rendered += 1
             self._render_s = dt if self._render_s is None else 0.8 * self._render_s + 0.2 * dt
             self.fps = 1.0 / max(self._render_s, 1e-6)
             rendered = True
-        if now - self._status_at > 0.5 and self.last_frame is not None:
+        if now - self._status_at > STATUS_EVERY_S and self.last_frame is not None:
             h, w = self.last_frame.shape[:2]
             self._status.content = (
                 f"frame {k + 1}/{self.drive.n_frames} · {w}×{h} px · {self.fps:.1f} fps render"
@@ -375,7 +406,7 @@ class AvatarViewer:
             self._status_at = now
         # the time slider follows the clock (4 times a second while playing, at once after a seek)
         if abs(float(self._time.value) - t) > 0.5 / self.drive.fps and (
-            not self.clock.playing or now - self._slider_at > 0.25
+            not self.clock.playing or now - self._slider_at > SLIDER_SYNC_S
         ):
             self._time.value = round(t, 4)
             self._slider_at = now
@@ -393,7 +424,7 @@ class AvatarViewer:
         if t + 1.0 < self._sound_t:  # the clock looped: start the sound over at once
             self._sound_seek = True
         self._sound_t = t
-        if play and (not self._sound_playing or self._sound_seek or now - self._sound_at > 0.5):
+        if play and (not self._sound_playing or self._sound_seek or now - self._sound_at > SOUND_SYNC_S):
             self._sound_nonce += 1
             seek = self._sound_seek or not self._sound_playing
             target = self.clock.time() - 1.5 * (self._render_s or 0.0)  # now, not the tick's start

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from avatar3d.cli import main
 from avatar3d.core.camera import Camera, StereoPair
 from avatar3d.drive.stereo import (
     StereoRenderResult,
@@ -14,6 +15,7 @@ from avatar3d.drive.stereo import (
     tagged_name,
 )
 from avatar3d.errors import Avatar3DError, CameraError
+from avatar3d.io.media import probe_video, write_audio
 from avatar3d.synthetic.speech import synth_speech
 
 
@@ -36,7 +38,11 @@ def test_pack_layouts_and_names():
     assert ou.shape == (2, 8, 6, 3) and ou[:, :4].max() == 0 and ou[:, 4:].min() == 1
     with pytest.raises(Avatar3DError):
         pack_eyes(a, b, "cross")
-    assert tagged_name("talk_LR.mp4", "sbs") and tagged_name("talk_TB.mp4", "ou") and not tagged_name("talk.mp4", "sbs")
+    assert (
+        tagged_name("talk_LR.mp4", "sbs")
+        and tagged_name("talk_TB.mp4", "ou")
+        and not tagged_name("talk.mp4", "sbs")
+    )
 
 
 def test_stereo_render_parallax_matches_ipd_and_depth(fitted_avatar, tmp_path):
@@ -46,8 +52,15 @@ def test_stereo_render_parallax_matches_ipd_and_depth(fitted_avatar, tmp_path):
     for ipd, dist in ((0.063, 1.0), (0.1, 1.6)):
         cam = av.camera(size=(256, 256), distance_scale=dist)
         depth = head_depth(av, cam)
-        res = av.render(wave, camera=cam.stereo(ipd), sample_rate=16000, pose="static", blink="none",
-                        background="black", progress=False)
+        res = av.render(
+            wave,
+            camera=cam.stereo(ipd),
+            sample_rate=16000,
+            pose="static",
+            blink="none",
+            background="black",
+            progress=False,
+        )
         assert isinstance(res, StereoRenderResult) and res.frames.shape[1:] == (256, 512, 3)
         assert not np.array_equal(res.left[0], res.right[0])
         ml, mr = (head_render(av, c)[0] for c in cam.stereo(ipd))
@@ -55,23 +68,39 @@ def test_stereo_render_parallax_matches_ipd_and_depth(fitted_avatar, tmp_path):
         want = expected_disparity(cam.K[0, 0], ipd, depth)
         assert abs(got - want) / want < 0.10, (ipd, got, want)
     out = res.with_layout("ou").save(tmp_path / "talk_TB.mp4")
-    from avatar3d.io.media import probe_video
 
     info = probe_video(out)
     assert (info.width, info.height) == (256, 512)
 
 
 def test_cli_render_stereo(fitted_avatar, tmp_path, capsys):
-    from avatar3d.cli import main
-    from avatar3d.io.media import probe_video, write_audio
-
     avd = fitted_avatar.save(tmp_path / "av")
     wav = write_audio(tmp_path / "a.wav", synth_speech(0.4, seed=1), 16000)
     out = tmp_path / "talk_LR.mp4"
-    assert main(["render", str(avd), "--audio", str(wav), "-o", str(out), "--stereo", "--size", "64x48",
-                 "--ipd", "0.06"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(avd),
+                "--audio",
+                str(wav),
+                "-o",
+                str(out),
+                "--stereo",
+                "--size",
+                "64x48",
+                "--ipd",
+                "0.06",
+            ]
+        )
+        == 0
+    )
     info = probe_video(out)
     assert (info.width, info.height) == (128, 48)
-    assert main(["render", str(avd), "--audio", str(wav), "-o", str(tmp_path / "x.mp4"), "--layout", "ou"]) == 2
+    assert (
+        main(["render", str(avd), "--audio", str(wav), "-o", str(tmp_path / "x.mp4"), "--layout", "ou"]) == 2
+    )
     assert "--stereo" in capsys.readouterr().err
-    assert main(["render", str(avd), "--audio", str(tmp_path / "missing.wav"), "-o", str(out), "--stereo"]) == 2
+    assert (
+        main(["render", str(avd), "--audio", str(tmp_path / "missing.wav"), "-o", str(out), "--stereo"]) == 2
+    )

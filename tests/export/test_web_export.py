@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from avatar3d.cli import main
+from avatar3d.eval.metrics import psnr
 from avatar3d.export._browser import Chromium, find_chromium, serve
 from avatar3d.export.bake import fit_bake
 from avatar3d.export.web import export_web
@@ -19,8 +20,13 @@ SR = 16000
 @pytest.fixture(scope="module")
 def page(fitted_avatar, tmp_path_factory):
     av = fitted_avatar
-    bake = fit_bake(av, [synth_speech(4.0, SR, seed=20), synth_speech(3.0, SR, seed=21, voice="low")], k=12,
-                    n_probes=192, max_samples=160)
+    bake = fit_bake(
+        av,
+        [synth_speech(4.0, SR, seed=20), synth_speech(3.0, SR, seed=21, voice="low")],
+        k=12,
+        n_probes=192,
+        max_samples=160,
+    )
     wave = synth_speech(2.0, SR, seed=5)
     out = export_web(av, tmp_path_factory.mktemp("web") / "page", (wave, SR), bake=bake, log=lambda s: None)
     return out, wave
@@ -36,7 +42,9 @@ def test_folder_is_complete_and_consistent(page):
     head = (out / sc["splats"]).read_bytes()[:400].decode("ascii", "replace")
     assert f"element vertex {sc['n_splats']}\n" in head
     html = (out / "index.html").read_text()
-    assert "Enter VR" in html and "http" not in html.replace("http-equiv", "")  # nothing fetched from a network
+    assert "Enter VR" in html and "http" not in html.replace(
+        "http-equiv", ""
+    )  # nothing fetched from a network
     assert "cdn" not in (out / "avatar3d-web.js").read_text(errors="ignore")[:0]  # bundle is local
 
 
@@ -87,8 +95,9 @@ def test_page_renders_the_avatar_like_python(fitted_avatar, page, tmp_path):
         assert br.evaluate("window.avatar3d.frames") > 30
         errors = list(br.errors)
     assert errors == []
-    full = av.render(wave, "capture", sample_rate=SR, pose="static", blink="auto", background="black", progress=False)
+    full = av.render(
+        wave, "capture", sample_rate=SR, pose="static", blink="auto", background="black", progress=False
+    )
     head = (full.alphas[frame] > 0.5).astype(np.float32)
-    from avatar3d.eval.metrics import psnr
 
     assert psnr(shot[None], full.frames[frame][None], head)[0] >= 28.0

@@ -20,24 +20,19 @@ from .core.constants import SAMPLE_RATE
 from .drive import (
     AudioDriver,
     AvatarFiles,
-    Drive,
     FrameStream,
     RenderResult,
     StereoRenderResult,
-    background_image,
-    blinks,
-    check_size,
     frame_stream,
-    head_poses,
     orbit_camera,
-    prepare_audio,
+    plan_render,
     read_avatar,
     render_stereo,
     resolve_cameras,
     rest_camera,
     write_avatar,
 )
-from .errors import Avatar3DError, CameraError
+from .errors import Avatar3DError
 from .io.atomic import atomic_dir
 from .io.meta import AvatarMeta
 from .io.ply import write_gaussian_ply
@@ -55,8 +50,15 @@ class Avatar:
     is data: loading or rendering it never runs code from a file it names.
     """
 
-    def __init__(self, model: GaussianAvatar, config: AvatarConfig, meta: AvatarMeta | dict, track: dict,
-                 background: np.ndarray, speech_model: str | Path | None = None):
+    def __init__(
+        self,
+        model: GaussianAvatar,
+        config: AvatarConfig,
+        meta: AvatarMeta | dict,
+        track: dict,
+        background: np.ndarray,
+        speech_model: str | Path | None = None,
+    ):
         meta = meta if isinstance(meta, AvatarMeta) else AvatarMeta.from_dict(meta)
         self.model, self.config, self.meta = model.eval(), config, meta
         self.track, self.background = track, background
@@ -78,7 +80,9 @@ class Avatar:
 
     def save(self, path: str | Path) -> Path:
         """Write the avatar directory (atomically; safetensors, no pickle)."""
-        return write_avatar(path, AvatarFiles(self.model, self.config, self.meta, self.track, self.background))
+        return write_avatar(
+            path, AvatarFiles(self.model, self.config, self.meta, self.track, self.background)
+        )
 
     @property
     def avatar_id(self) -> int:
@@ -110,30 +114,24 @@ class Avatar:
         """(n_frames, W, M) features of a 16 kHz wave as in training (:meth:`AudioDriver.features`)."""
         return self.audio.features(wave16k, fps, n_frames, frames)
 
-    def audio_codes(self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = 256) -> Iterator[torch.Tensor]:
+    def audio_codes(
+        self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = 256
+    ) -> Iterator[torch.Tensor]:
         """Audio codes of frames 0..n_frames-1 in (k, A) chunks (:meth:`AudioDriver.codes`)."""
         return self.audio.codes(wave16k, fps, n_frames, chunk)
 
     # ------------------------------------------------------------------ rendering
-    def stream(self, audio, camera=None, *, sample_rate=None, size=None, pose=None, blink=None,
-               background=None, progress: bool = True, max_seconds=None) -> FrameStream:
-        """Like :meth:`render`, but frames are rendered lazily as the stream is iterated (or saved),
-        so memory stays flat whatever the audio's length. Arguments are checked before any frame."""
+    def stream(self, audio, camera=None, *, progress: bool = True, **kw) -> FrameStream:
+        """Like :meth:`render` (same arguments), but frames are rendered lazily as the stream is iterated
+        (or saved), so memory stays flat whatever the audio's length. Arguments are checked first."""
         r = self.config.render
-        wave, n = prepare_audio(audio, sample_rate, max_seconds, self.meta.fps)
-        cams = self.cameras(camera, n, check_size(size))
-        if len({(c.width, c.height) for c in cams}) > 1:
-            raise CameraError("all cameras of a render must have the same image size")
-        bg = background if background is not None else r.background
-        background_image(bg, cams[0], self.background)  # a bad colour fails now, not at the first frame
-        drive = Drive(cams, head_poses(pose or r.pose, n, self.meta.fps, self.track["head_poses"]),
-                      blinks(blink if blink is not None else r.blink, n, self.meta.fps, self.track["blink"]),
-                      bg, self.background)
+        wave, drive = plan_render(self.meta, self.track, self.background, r, audio, camera, **kw)
         return frame_stream(self.model, self.audio, wave, self.meta.fps, drive, backend=r.backend,
-                            progress=progress, avatar_id=self.avatar_id, watermark=r.watermark)
+                            progress=progress, avatar_id=self.avatar_id, watermark=r.watermark)  # fmt: skip
 
-    def render(self, audio, camera: str | Camera | Sequence[Camera] | StereoPair | None = None,
-               **kw) -> RenderResult | StereoRenderResult:
+    def render(
+        self, audio, camera: str | Camera | Sequence[Camera] | StereoPair | None = None, **kw
+    ) -> RenderResult | StereoRenderResult:
         """Render the avatar speaking ``audio`` (a path, or an array with ``sample_rate``) into memory.
 
         camera: None/'capture' (the capture view at the clip's own size), 'frontal', 'orbit' (±30°
@@ -167,7 +165,10 @@ class Avatar:
             raise Avatar3DError("the audio is too short for one frame")
         codes = (c for chunk in self.audio.codes(wave, self.meta.fps, n) for c in chunk)
         with atomic_dir(path, kind="export") as tmp:
-            out = [write_gaussian_ply(Path(tmp) / f"frame_{k:06d}.ply", **self.gaussians(c)) for k, c in enumerate(codes)]
+            out = [
+                write_gaussian_ply(Path(tmp) / f"frame_{k:06d}.ply", **self.gaussians(c))
+                for k, c in enumerate(codes)
+            ]
             (Path(tmp) / "sequence.json").write_text(json.dumps({"fps": self.meta.fps, "frames": n}))
         return [path / p.name for p in out]
 

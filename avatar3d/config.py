@@ -249,14 +249,18 @@ class ModelConfig:
     # drive the expression through a per-subject viseme map, beside log-mel (or the speech model), which
     # only adds a bounded residual; False = log-mel / speech model alone (what older avatars used)
     visemes: bool = True
-    residual_scale: float = 0.3  # bound (tanh) of that residual per expression coefficient (unit-variance units)
+    residual_scale: float = (
+        0.3  # bound (tanh) of that residual per expression coefficient (unit-variance units)
+    )
     # mouth interior split along the slit (upper teeth with the skull, lower teeth and tongue with the jaw)
     # and no landmark binding across the slit; False = nearest landmarks (what older avatars used)
     mouth_split: bool = True
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hashgrid", "triplane", "frequency"):
-            raise ConfigError(f"model.encoding must be hashgrid, triplane or frequency, got {self.encoding!r}")
+            raise ConfigError(
+                f"model.encoding must be hashgrid, triplane or frequency, got {self.encoding!r}"
+            )
         if self.grid_features not in (1, 2, 4, 8):
             raise ConfigError(f"model.grid_features must be 1, 2, 4 or 8, got {self.grid_features}")
         if self.grid_levels < 1 or self.grid_base_res < 2 or self.grid_max_res < self.grid_base_res:
@@ -293,22 +297,32 @@ class TrainConfig:
     lambda_offset: float = 1e-3  # L1 on deformation offsets
     lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
     audio_batch: int = 16  # frames per step for that auxiliary loss
-    audio_pretrain_steps: int = 1500  # audio -> mouth/expression regression before any rendering (cheap); at most 2.5 x steps
+    audio_pretrain_steps: int = (
+        1500  # audio -> mouth/expression regression before any rendering (cheap); at most 2.5 x steps
+    )
     audio_pretrain_batch: int = 64
-    audio_augment: bool = True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
+    audio_augment: bool = (
+        True  # re-voice mel windows (pitch/formant shift, tilt, gain, band mask) for any-speaker driving
+    )
     # after the audio pre-training, keep the audio encoder and the audio -> expression head fixed: the
     # photometric loss of a few hundred frames otherwise erodes the mapping it learned; the deformation
     # field still learns on top of the fixed codes (docs/design/audio-branch.md)
     audio_freeze: bool = True
-    mouth_sampling: float = 1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
+    mouth_sampling: float = (
+        1.0  # frames sampled with weight 1 + this * mouth_open (wide-open mouths are rare)
+    )
     densify_every: int = 100
-    densify_until: float = 0.85  # fraction of steps (densification runs in the stages that train the Gaussians)
+    densify_until: float = (
+        0.85  # fraction of steps (densification runs in the stages that train the Gaussians)
+    )
     densify_fraction: float = 0.05  # share of Gaussians cloned at each densification
     prune_opacity: float = 0.01
     checkpoint_every: int = 500
     checkpoint_seconds: float = 60.0  # also checkpoint after this much wall time (0 = by steps only)
     seed: int = 0
-    lpips_weights: str = ""  # local LPIPS weights file (.pth/.safetensors, never downloaded); empty = no LPIPS term
+    lpips_weights: str = (
+        ""  # local LPIPS weights file (.pth/.safetensors, never downloaded); empty = no LPIPS term
+    )
     lpips_weight: float = 0.05  # weight of the LPIPS term on the lower-face crop, joint stage onward
     lr_grid: float = 1e-2  # learning rate of the deformation field's hash-grid tables
     # viseme map (avatar3d.models.viseme_map): frames' worth of weight of each viseme's generic prior

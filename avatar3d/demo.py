@@ -26,7 +26,9 @@ DEMO_SIZE = 320  # px, square
 DEMO_SPEECH_S = 6.0  # seconds of new speech the avatar says in demo.mp4
 
 
-def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: int = DEMO_SIZE, log=print) -> dict:
+def run_demo(
+    out: Path, steps: int | None = None, seconds: float = 8.0, size: int = DEMO_SIZE, log=print
+) -> dict:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory")
@@ -67,6 +69,8 @@ def run_demo(out: Path, steps: int | None = None, seconds: float = 8.0, size: in
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     log(f"done in {t3 - t0:.0f} s: {out / 'demo.mp4'} ({len(res)} frames)")
-    log(f"score it against the ground truth (held-out frames, unseen views): avatar3d eval {out / 'avatar'} "
-        f"--video {video} --truth {truth_path} -o {out / 'eval.json'}")
+    log(
+        f"score it against the ground truth (held-out frames, unseen views): avatar3d eval {out / 'avatar'} "
+        f"--video {video} --truth {truth_path} -o {out / 'eval.json'}"
+    )
     return summary

@@ -140,7 +140,10 @@ def main() -> None:
         "--overlay", nargs="*", default=[], help="clips to write overlay videos for (needs --keep)"
     )
     ap.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
         help="CaptureConfig overrides, e.g. feature_tracks=false (values parsed as YAML)",
     )
     a = ap.parse_args()

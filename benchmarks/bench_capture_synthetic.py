@@ -79,7 +79,9 @@ def run(
     t0 = time.perf_counter()
     if reuse:
         if keep is None or not (keep / "truth.npz").is_file() or not (keep / "synthetic.mp4").is_file():
-            raise SystemExit("--reuse needs --keep DIR holding synthetic.mp4 and truth.npz from an earlier run")
+            raise SystemExit(
+                "--reuse needs --keep DIR holding synthetic.mp4 and truth.npz from an earlier run"
+            )
         truth = SyntheticTruth.load(keep / "truth.npz")
     else:
         truth = make_talking_video(
@@ -157,10 +159,15 @@ def main() -> None:
         "--true-focal", action="store_true", help="also capture with the focal fixed to the truth"
     )
     ap.add_argument(
-        "--reuse", action="store_true", help="capture the render kept in --keep DIR again instead of rendering"
+        "--reuse",
+        action="store_true",
+        help="capture the render kept in --keep DIR again instead of rendering",
     )
     ap.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
         help="CaptureConfig overrides, e.g. track_refine=false (values parsed as YAML)",
     )
     a = ap.parse_args()

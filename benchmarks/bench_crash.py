@@ -61,8 +61,16 @@ def _killed(args: list[str], after: float, work: Path | None) -> dict:
     return out
 
 
-def _trials(name: str, args: list[str], reset, D: float, n: int, rng: random.Random, work: Path | None,
-            window: tuple[float, float]) -> list[dict]:
+def _trials(
+    name: str,
+    args: list[str],
+    reset,
+    D: float,
+    n: int,
+    rng: random.Random,
+    work: Path | None,
+    window: tuple[float, float],
+) -> list[dict]:
     rows = []
     for _ in range(n):
         reset()
@@ -88,10 +96,20 @@ def main() -> None:
     ap.add_argument("--steps", default="200")
     ap.add_argument("--checkpoint-seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--stages", default="capture,fit,render", help="comma-separated subset (fit needs the capture, "
-                    "render the avatar: kept in --out from an earlier run)")
-    ap.add_argument("--window", type=float, nargs=2, default=(0.1, 0.9), metavar=("LO", "HI"),
-                    help="kill at a uniform moment in [LO D, HI D] (default 0.1 0.9)")
+    ap.add_argument(
+        "--stages",
+        default="capture,fit,render",
+        help="comma-separated subset (fit needs the capture, "
+        "render the avatar: kept in --out from an earlier run)",
+    )
+    ap.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.9),
+        metavar=("LO", "HI"),
+        help="kill at a uniform moment in [LO D, HI D] (default 0.1 0.9)",
+    )
     a = ap.parse_args()
     out = Path(a.out)
     stages = a.stages.split(",")

@@ -61,7 +61,9 @@ def real_mouth(cs, n_train: int) -> dict:
     }
 
 
-def cross_speaker_sync(avatar, wave: np.ndarray, sr: int, seconds: float, size: int = 384, keep: dict | None = None) -> dict:
+def cross_speaker_sync(
+    avatar, wave: np.ndarray, sr: int, seconds: float, size: int = 384, keep: dict | None = None
+) -> dict:
     """Render ``seconds`` of another speaker's speech frontally; score mouth/audio sync vs shuffled
     (``keep``: a dict that receives the rendered result and landmarks, for the crops)."""
     from avatar3d.audio import audio_energy
@@ -143,7 +145,9 @@ def mouth_figures(row: dict, real: dict) -> dict:
         std = real["train_lip_gap_std"]
         out["cross_mouth_motion_ratio"] = cs["mouth_opening_std"] / std if std > 0 else None
         sd = cs.get("shuffled_confidence_std") or float("nan")
-        out["cross_sync_above_shuffled_std"] = (cs["confidence"] - cs["shuffled_confidence"]) / sd if sd > 0 else None
+        out["cross_sync_above_shuffled_std"] = (
+            (cs["confidence"] - cs["shuffled_confidence"]) / sd if sd > 0 else None
+        )
         rc = real["real_sync_confidence"]
         out["cross_sync_vs_real"] = cs["confidence"] / rc if rc and rc > 0 else None
         if "viseme_contrast" in cs and std > 0:
@@ -153,8 +157,15 @@ def mouth_figures(row: dict, real: dict) -> dict:
 
 
 def run_clip(
-    path: Path, out: Path, preset: str, steps: int | None, cross, lpips_weights, config: dict | None = None,
-    crops: Path | None = None, reuse: bool = False,
+    path: Path,
+    out: Path,
+    preset: str,
+    steps: int | None,
+    cross,
+    lpips_weights,
+    config: dict | None = None,
+    crops: Path | None = None,
+    reuse: bool = False,
 ) -> dict:
     from avatar3d import Avatar
     from avatar3d.eval import evaluate_avatar
@@ -166,12 +177,23 @@ def run_clip(
         av = Avatar.load(out / name / "avatar")
     else:
         av = Avatar.fit(
-            path, config or None, preset=preset, steps=steps, workdir=out / name / "work", progress=False, log=None
+            path,
+            config or None,
+            preset=preset,
+            steps=steps,
+            workdir=out / name / "work",
+            progress=False,
+            log=None,
         )
         av.save(out / name / "avatar")
     t_fit = time.time() - t0
     rep = evaluate_avatar(
-        av, path, heldout_only=True, size=512, views=False, lpips_weights=lpips_weights,
+        av,
+        path,
+        heldout_only=True,
+        size=512,
+        views=False,
+        lpips_weights=lpips_weights,
         workdir=out / name / "eval",
     )
     t_eval = time.time() - t0 - t_fit
@@ -327,8 +349,13 @@ def main() -> None:
     ap.add_argument("--lpips-weights", default=None)
     ap.add_argument("--reuse", action="store_true", help="evaluate the avatar already fitted under --out")
     ap.add_argument("--crops", type=Path, default=None, help="write mouth-crop PNGs (real vs avatar) here")
-    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
-                    help="config overrides on top of the preset, e.g. train.resolution=384")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config overrides on top of the preset, e.g. train.resolution=384",
+    )
     a = ap.parse_args()
     config = overrides(a.set)
     os.environ.setdefault("AVATAR3D_QUIET", "1")
@@ -347,8 +374,11 @@ def main() -> None:
         rows.append(run_clip(p, a.out, a.preset, a.steps, cross, a.lpips_weights, config, a.crops, a.reuse))
         print(f"{c}: done in {time.time() - t0:.0f} s", flush=True)
         print(table(rows[-1:]), flush=True)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch CPU; preset {a.preset}"
-          + (f", overrides {' '.join(a.set)}" if a.set else "") + "\n")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch CPU; preset {a.preset}"
+        + (f", overrides {' '.join(a.set)}" if a.set else "")
+        + "\n"
+    )
     print(table(rows))
     (a.out / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
 

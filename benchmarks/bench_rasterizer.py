@@ -46,18 +46,48 @@ def _rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
     t = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
     cands = torch.stack(
         [
-            torch.stack([1 + t, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
-            torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
-                         m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], -1),
-            torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0],
-                         1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], m[:, 1, 2] + m[:, 2, 1]], -1),
-            torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1],
-                         1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], -1),
+            torch.stack(
+                [1 + t, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1
+            ),
+            torch.stack(
+                [
+                    m[:, 2, 1] - m[:, 1, 2],
+                    1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+                    m[:, 0, 1] + m[:, 1, 0],
+                    m[:, 0, 2] + m[:, 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[:, 0, 2] - m[:, 2, 0],
+                    m[:, 0, 1] + m[:, 1, 0],
+                    1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
+                    m[:, 1, 2] + m[:, 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[:, 1, 0] - m[:, 0, 1],
+                    m[:, 0, 2] + m[:, 2, 0],
+                    m[:, 1, 2] + m[:, 2, 1],
+                    1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2],
+                ],
+                -1,
+            ),
         ],
         1,
     )  # (N, 4 candidates, 4)
-    best = torch.stack([1 + t, 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
-                        1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], -1)
+    best = torch.stack(
+        [
+            1 + t,
+            1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+            1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
+            1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2],
+        ],
+        -1,
+    )
     q = cands[torch.arange(len(m)), best.argmax(-1)]
     return torch.nn.functional.normalize(q, dim=-1)
 
@@ -70,7 +100,9 @@ def head_scene(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
     means = d * ax  # (N, 3) on the surface
     normal = torch.nn.functional.normalize(means / ax**2, dim=-1)
-    tangent = torch.nn.functional.normalize(torch.linalg.cross(normal, torch.randn(n, 3, generator=g)), dim=-1)
+    tangent = torch.nn.functional.normalize(
+        torch.linalg.cross(normal, torch.randn(n, 3, generator=g)), dim=-1
+    )
     R = torch.stack([tangent, torch.linalg.cross(normal, tangent), normal], dim=-1)  # columns
     area = 4 * math.pi * (ax.prod() ** (2 / 3)).item()
     spacing = math.sqrt(area / n)
@@ -106,8 +138,9 @@ def _sync(device: str) -> None:
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
 
 
-def time_pair(fa: Callable[[], None], fb: Callable[[], None], device: str, ra: int, rb: int,
-              clock: str = "wall") -> tuple[float, float]:
+def time_pair(
+    fa: Callable[[], None], fb: Callable[[], None], device: str, ra: int, rb: int, clock: str = "wall"
+) -> tuple[float, float]:
     """Median ms of ``ra`` calls of fa and ``rb`` calls of fb, interleaved (so both see the same
     machine load), after one warm-up call each. ``clock="process"`` counts this process's CPU time
     (robust to other processes on a shared machine; meaningful with one thread)."""
@@ -126,8 +159,14 @@ def time_pair(fa: Callable[[], None], fb: Callable[[], None], device: str, ra: i
     return statistics.median(ta), statistics.median(tb)
 
 
-def make_calls(render: Callable[..., RenderOutput], scene: dict[str, torch.Tensor], vm: torch.Tensor,
-               K: torch.Tensor, size: int, device: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def make_calls(
+    render: Callable[..., RenderOutput],
+    scene: dict[str, torch.Tensor],
+    vm: torch.Tensor,
+    K: torch.Tensor,
+    size: int,
+    device: str,
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """(forward, forward+backward) closures; the backward uses a fixed random cotangent."""
     leaves = {k: v.to(device).requires_grad_(True) for k, v in scene.items()}
     vm, K = vm.to(device), K.to(device)
@@ -151,12 +190,22 @@ def make_calls(render: Callable[..., RenderOutput], scene: dict[str, torch.Tenso
     return fwd, fwd_bwd
 
 
-def run_table(title: str, names: tuple[str, str], renders: tuple[Callable, Callable],
-              cases: list[tuple[int, int, bool]], device: str, repeats: int, ref_repeats: int,
-              clock: str = "wall", records: list[dict] | None = None) -> list[str]:
+def run_table(
+    title: str,
+    names: tuple[str, str],
+    renders: tuple[Callable, Callable],
+    cases: list[tuple[int, int, bool]],
+    device: str,
+    repeats: int,
+    ref_repeats: int,
+    clock: str = "wall",
+    records: list[dict] | None = None,
+) -> list[str]:
     a, b = names
-    head = (f"| N | image | C | {a} fwd ms | {b} fwd ms | fwd ratio | {a} fwd+bwd ms | {b} fwd+bwd ms "
-            "| fwd+bwd ratio |")
+    head = (
+        f"| N | image | C | {a} fwd ms | {b} fwd ms | fwd ratio | {a} fwd+bwd ms | {b} fwd+bwd ms "
+        "| fwd+bwd ratio |"
+    )
     lines = [f"### {title} ({clock} clock, median)", "", head, "|" + "---|" * 9]
     print("\n".join(lines), flush=True)
     for n, size, stereo in cases:
@@ -166,14 +215,27 @@ def run_table(title: str, names: tuple[str, str], renders: tuple[Callable, Calla
         fb, fbb = make_calls(renders[1], scene, vm, K, size, device)
         t_fa, t_fb = time_pair(fa, fb, device, ref_repeats, repeats, clock)
         t_fba, t_fbb = time_pair(fba, fbb, device, ref_repeats, repeats, clock)
-        row = (f"| {n // 1000}k | {size}x{size} | {vm.shape[0]} | {t_fa:.1f} | {t_fb:.1f} | {t_fa / t_fb:.1f}x "
-               f"| {t_fba:.1f} | {t_fbb:.1f} | {t_fba / t_fbb:.1f}x |")
+        row = (
+            f"| {n // 1000}k | {size}x{size} | {vm.shape[0]} | {t_fa:.1f} | {t_fb:.1f} | {t_fa / t_fb:.1f}x "
+            f"| {t_fba:.1f} | {t_fbb:.1f} | {t_fba / t_fbb:.1f}x |"
+        )
         print(row, flush=True)
         lines.append(row)
         if records is not None:  # raw figures for benchmarks/results/
-            records.append({"table": title, "device": device, "clock": clock, "n": n, "size": size,
-                            "cameras": vm.shape[0], f"{a}_fwd_ms": t_fa, f"{b}_fwd_ms": t_fb,
-                            f"{a}_fwd_bwd_ms": t_fba, f"{b}_fwd_bwd_ms": t_fbb})
+            records.append(
+                {
+                    "table": title,
+                    "device": device,
+                    "clock": clock,
+                    "n": n,
+                    "size": size,
+                    "cameras": vm.shape[0],
+                    f"{a}_fwd_ms": t_fa,
+                    f"{b}_fwd_ms": t_fb,
+                    f"{a}_fwd_bwd_ms": t_fba,
+                    f"{b}_fwd_bwd_ms": t_fbb,
+                }
+            )
     return lines
 
 
@@ -199,8 +261,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="only the smallest case (smoke test)")
     p.add_argument("--gpu", action="store_true", help="also CUDA kernels vs gsplat")
     p.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (default: torch's choice)")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall-clock time, or this process's CPU time (load-robust with --threads 1)")
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall-clock time, or this process's CPU time (load-robust with --threads 1)",
+    )
     args = p.parse_args()
 
     if args.threads > 0:
@@ -211,9 +277,17 @@ def main() -> None:
     print(metadata("cpu"), "\n")
     records: list[dict] = []
     cases = [(20_000, 256, False), (20_000, 512, False), (100_000, 256, False), (100_000, 512, False)]
-    run_table("CPU: C++/OpenMP kernels vs PyTorch reference", ("torch", "cpu"),
-              (rasterize_torch, _cuda_ext.rasterize_kernels), cases[:1] if args.quick else cases,
-              "cpu", args.repeats, args.ref_repeats, args.clock, records)
+    run_table(
+        "CPU: C++/OpenMP kernels vs PyTorch reference",
+        ("torch", "cpu"),
+        (rasterize_torch, _cuda_ext.rasterize_kernels),
+        cases[:1] if args.quick else cases,
+        "cpu",
+        args.repeats,
+        args.ref_repeats,
+        args.clock,
+        records,
+    )
 
     if args.gpu:
         if not torch.cuda.is_available():
@@ -224,10 +298,16 @@ def main() -> None:
         other: Callable = rasterize_gsplat if gsplat_available() else rasterize_torch
         print("\n" + metadata("cuda") + "\n")
         gcases = [(n, s, st) for n in (100_000, 500_000) for s in (512, 1024) for st in (False, True)]
-        run_table("GPU: our CUDA kernels vs " + ("gsplat" if other is rasterize_gsplat else "torch reference"),
-                  ("gsplat" if other is rasterize_gsplat else "torch", "cuda"), (other, ours),
-                  gcases[:1] if args.quick else gcases, "cuda", max(args.repeats, 10), max(args.repeats, 10),
-                  records=records)
+        run_table(
+            "GPU: our CUDA kernels vs " + ("gsplat" if other is rasterize_gsplat else "torch reference"),
+            ("gsplat" if other is rasterize_gsplat else "torch", "cuda"),
+            (other, ours),
+            gcases[:1] if args.quick else gcases,
+            "cuda",
+            max(args.repeats, 10),
+            max(args.repeats, 10),
+            records=records,
+        )
     from _common import write_results  # benchmarks/ is first on sys.path
 
     write_results("bench_rasterizer", {"args": vars(args), "rows": records})

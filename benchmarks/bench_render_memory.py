@@ -77,25 +77,58 @@ def main() -> None:
         tmp = Path(tmp)
         for s in a.durations:
             wav = _speech(tmp / f"speech_{int(s)}.wav", s)
-            peak, secs = _run(_RENDER, ["render", a.avatar, "--audio", str(wav), "-o", str(tmp / f"o{int(s)}.mp4"),
-                                        "--size", f"{a.size}x{a.size}", "--overwrite"])
-            rows.append({"what": "render", "seconds_of_audio": s, "peak_mb": round(peak, 1), "wall_s": round(secs, 1)})
+            peak, secs = _run(
+                _RENDER,
+                [
+                    "render",
+                    a.avatar,
+                    "--audio",
+                    str(wav),
+                    "-o",
+                    str(tmp / f"o{int(s)}.mp4"),
+                    "--size",
+                    f"{a.size}x{a.size}",
+                    "--overwrite",
+                ],
+            )
+            rows.append(
+                {"what": "render", "seconds_of_audio": s, "peak_mb": round(peak, 1), "wall_s": round(secs, 1)}
+            )
             print(rows[-1], flush=True)
         for s in a.view_durations:
             wav = _speech(tmp / f"view_{int(s)}.wav", s)
             peak, secs = _run(_VIEW, [a.avatar, str(wav)])
-            rows.append({"what": "view drive", "seconds_of_audio": s, "peak_mb": round(peak, 1), "wall_s": round(secs, 1)})
+            rows.append(
+                {
+                    "what": "view drive",
+                    "seconds_of_audio": s,
+                    "peak_mb": round(peak, 1),
+                    "wall_s": round(secs, 1),
+                }
+            )
             print(rows[-1], flush=True)
     ref = {r["what"]: r["peak_mb"] for r in rows if r["seconds_of_audio"] == 60.0}
     print("\n| what | audio | peak RSS (MB) | ratio to 60 s | wall (s) |\n|---|---|---|---|---|")
     for r in rows:
         ratio = r["peak_mb"] / ref[r["what"]] if r["what"] in ref else float("nan")
         r["ratio_to_60s"] = round(ratio, 3)
-        print(f"| {r['what']} | {r['seconds_of_audio']:g} s | {r['peak_mb']:.0f} | {ratio:.2f} | {r['wall_s']:.0f} |")
+        print(
+            f"| {r['what']} | {r['seconds_of_audio']:g} s | {r['peak_mb']:.0f} | {ratio:.2f} | {r['wall_s']:.0f} |"
+        )
     out = ROOT / "benchmarks" / "results" / "render_memory.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                               "avatar": a.avatar, "size": a.size, "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "avatar": a.avatar,
+                "size": a.size,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,13 @@ def _render(avatar: Path, seconds: float, size: int) -> tuple[list[np.ndarray], 
     from avatar3d import Avatar
 
     av = Avatar.load(avatar)
-    res = av.render(DATA / "speech_a_44k_stereo.wav", size=(size, size), pose="generated", progress=False,
-                    max_seconds=seconds)
+    res = av.render(
+        DATA / "speech_a_44k_stereo.wav",
+        size=(size, size),
+        pose="generated",
+        progress=False,
+        max_seconds=seconds,
+    )
     return list(res.frames), res.fps
 
 
@@ -61,9 +66,14 @@ def _panned_photo(name: str, seconds: float, fps: float = 25.0, size: int = 512)
     import matplotlib.cbook
     from skimage import data
 
-    img = {"astronaut": lambda: data.astronaut(), "coffee": lambda: data.coffee(),
-           "grace_hopper": lambda: cv2.cvtColor(cv2.imread(str(matplotlib.cbook.get_sample_data(
-               "grace_hopper.jpg", asfileobj=False))), cv2.COLOR_BGR2RGB)}[name]()
+    img = {
+        "astronaut": lambda: data.astronaut(),
+        "coffee": lambda: data.coffee(),
+        "grace_hopper": lambda: cv2.cvtColor(
+            cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
+            cv2.COLOR_BGR2RGB,
+        ),
+    }[name]()
     big = cv2.resize(img, (800, 800), interpolation=cv2.INTER_CUBIC)
     n = int(seconds * fps)
     out = []
@@ -71,7 +81,7 @@ def _panned_photo(name: str, seconds: float, fps: float = 25.0, size: int = 512)
         t = k / max(n - 1, 1)
         s = int(640 - 100 * t)
         x0, y0 = int(20 + 120 * t), int(30 + 60 * math.sin(3 * t))
-        out.append(cv2.resize(big[y0:y0 + s, x0:x0 + s], (size, size), interpolation=cv2.INTER_AREA))
+        out.append(cv2.resize(big[y0 : y0 + s, x0 : x0 + s], (size, size), interpolation=cv2.INTER_AREA))
     return out
 
 
@@ -92,8 +102,16 @@ def _fn_estimate(z: float) -> float:
     return 0.5 * math.erfc((z - wm.Z_THRESHOLD) / math.sqrt(2))
 
 
-def _marked_runs(name: str, frames: list[np.ndarray], fps: float, lengths: list[float], tmp: Path,
-                 rng: np.random.Generator, null: list[dict], keys: list[int]) -> list[dict]:
+def _marked_runs(
+    name: str,
+    frames: list[np.ndarray],
+    fps: float,
+    lengths: list[float],
+    tmp: Path,
+    rng: np.random.Generator,
+    null: list[dict],
+    keys: list[int],
+) -> list[dict]:
     rows = []
     for L in lengths:
         n = round(L * fps)
@@ -113,25 +131,54 @@ def _marked_runs(name: str, frames: list[np.ndarray], fps: float, lengths: list[
             t0 = time.perf_counter()
             d = wm.detect(vid)
             t_det = (time.perf_counter() - t0) / d.frames
-            rows.append({"source": name, "seconds": L, "size": list(cut[0].shape[1::-1]), "attack": att, "psnr": psnr,
-                             "embed_ms_per_frame": 1e3 * t_embed, "detect_ms_per_frame": 1e3 * t_det,
-                             "score": d.score, "present": d.present, "payload_ok": d.payload == pay,
-                             "payload_read": d.payload is not None, "fn_estimate": _fn_estimate(d.score),
-                             "bits_fixed": d.bit_errors_fixed})
-            print(f"{name:14s} {L:4.1f}s {att:32s} z={d.score:6.2f} payload={'ok' if d.payload == pay else '--'} "
-                  f"psnr={psnr:.2f}", flush=True)
+            rows.append(
+                {
+                    "source": name,
+                    "seconds": L,
+                    "size": list(cut[0].shape[1::-1]),
+                    "attack": att,
+                    "psnr": psnr,
+                    "embed_ms_per_frame": 1e3 * t_embed,
+                    "detect_ms_per_frame": 1e3 * t_det,
+                    "score": d.score,
+                    "present": d.present,
+                    "payload_ok": d.payload == pay,
+                    "payload_read": d.payload is not None,
+                    "fn_estimate": _fn_estimate(d.score),
+                    "bits_fixed": d.bit_errors_fixed,
+                }
+            )
+            print(
+                f"{name:14s} {L:4.1f}s {att:32s} z={d.score:6.2f} payload={'ok' if d.payload == pay else '--'} "
+                f"psnr={psnr:.2f}",
+                flush=True,
+            )
             # the same video under keys that were never embedded: null samples
             acc, nf = wm._accumulate(iter_frames(vid))
             pairs = wm._period_pairs(acc)
             for k in keys:
-                null.append({"kind": "marked, other key", "source": name, "attack": att, "seconds": L,
-                                 "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score})
+                null.append(
+                    {
+                        "kind": "marked, other key",
+                        "source": name,
+                        "attack": att,
+                        "seconds": L,
+                        "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score,
+                    }
+                )
             uvid = _attacked(src_u, tmp / "att_u.mp4", fps, kw)
             acc, nf = wm._accumulate(iter_frames(uvid))
             pairs = wm._period_pairs(acc)
             for k in [wm.KEY, *keys]:
-                null.append({"kind": "unmarked", "source": name, "attack": att, "seconds": L,
-                                 "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score})
+                null.append(
+                    {
+                        "kind": "unmarked",
+                        "source": name,
+                        "attack": att,
+                        "seconds": L,
+                        "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score,
+                    }
+                )
     return rows
 
 
@@ -144,10 +191,18 @@ def _null_fit(scores: np.ndarray, thr: float) -> dict:
     tail = -math.expm1(m_eff * norm.logcdf(thr))  # P(max of M_eff N(0,1) >= thr)
     # threshold for a 1e-4 per-video false-positive rate (10x below the 0.1 % target)
     t_1e4 = float(norm.isf(-math.expm1(math.log1p(-1e-4) / m_eff)))
-    return {"n": len(scores), "median": med, "p99": float(np.quantile(scores, 0.99)), "max": float(scores.max()),
-                "m_eff": m_eff, "fp_at_threshold": tail, "threshold_for_fp_1e4": t_1e4,
-                "empirical_exceed_4": float(np.mean(scores >= 4.0)), "empirical_exceed_5": float(np.mean(scores >= 5.0)),
-                "empirical_exceed_threshold": float(np.mean(scores >= thr))}
+    return {
+        "n": len(scores),
+        "median": med,
+        "p99": float(np.quantile(scores, 0.99)),
+        "max": float(scores.max()),
+        "m_eff": m_eff,
+        "fp_at_threshold": tail,
+        "threshold_for_fp_1e4": t_1e4,
+        "empirical_exceed_4": float(np.mean(scores >= 4.0)),
+        "empirical_exceed_5": float(np.mean(scores >= 5.0)),
+        "empirical_exceed_threshold": float(np.mean(scores >= thr)),
+    }
 
 
 def main() -> None:
@@ -183,16 +238,30 @@ def main() -> None:
                 acc, nf = wm._accumulate(iter_frames(vid))
                 pairs = wm._period_pairs(acc)
                 for k in [wm.KEY, *keys]:
-                    null.append({"kind": "unmarked", "source": photo, "attack": att, "seconds": longest,
-                                     "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score})
+                    null.append(
+                        {
+                            "kind": "unmarked",
+                            "source": photo,
+                            "attack": att,
+                            "seconds": longest,
+                            "score": wm.detect_sum(acc, nf, key=k, pairs=pairs).score,
+                        }
+                    )
     scores = np.array([r["score"] for r in null])
     lib_key = np.array([r["score"] for r in null if r["kind"] == "unmarked"])
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                            text=True).stdout.strip()
-    out = {"threshold": wm.Z_THRESHOLD, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-               "machine": "developer box: 2 CPU cores, no GPU, shared with other jobs",
-               "marked": rows, "null_fit_all": _null_fit(scores, wm.Z_THRESHOLD),
-               "null_fit_unmarked": _null_fit(lib_key, wm.Z_THRESHOLD), "null": null}
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    ).stdout.strip()
+    out = {
+        "threshold": wm.Z_THRESHOLD,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": "developer box: 2 CPU cores, no GPU, shared with other jobs",
+        "marked": rows,
+        "null_fit_all": _null_fit(scores, wm.Z_THRESHOLD),
+        "null_fit_unmarked": _null_fit(lib_key, wm.Z_THRESHOLD),
+        "null": null,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k.startswith("null_fit")}, indent=1))

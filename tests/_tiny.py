@@ -27,8 +27,16 @@ def tiny_avatar(n: int = 400, size: int = 64, fps: float = 25.0, seed: int = 0):
     K = [[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]]
     vm = np.eye(4)
     vm[2, 3] = 0.5
-    meta = {"width": size, "height": size, "K": K, "rest_viewmat": vm.tolist(), "fps": fps, "n_mels": 80,
-            "audio_window": 16, "n_gaussians": n}
+    meta = {
+        "width": size,
+        "height": size,
+        "K": K,
+        "rest_viewmat": vm.tolist(),
+        "fps": fps,
+        "n_mels": 80,
+        "audio_window": 16,
+        "n_gaussians": n,
+    }
     track = {"head_poses": torch.eye(4).repeat(10, 1, 1), "blink": torch.zeros(10)}
     bg = np.full((size, size, 3), 128, np.uint8)
     return Avatar(model, cfg, meta, track, bg)

@@ -51,8 +51,16 @@ def test_set_overrides_any_field_and_names_bad_keys():
     from avatar3d.config import AvatarConfig, apply_overrides, parse_overrides
 
     cfg = AvatarConfig.preset_config("fast")
-    over = parse_overrides(["train.steps=20", "capture.focal=800", "capture.focal_search=[0.5, 6]",
-                            "render.background=#ff0000", "model.visemes=false"], ("capture", "model", "train", "render"))
+    over = parse_overrides(
+        [
+            "train.steps=20",
+            "capture.focal=800",
+            "capture.focal_search=[0.5, 6]",
+            "render.background=#ff0000",
+            "model.visemes=false",
+        ],
+        ("capture", "model", "train", "render"),
+    )
     out = apply_overrides(cfg, over)
     assert (out.train.steps, out.capture.focal, out.capture.focal_search) == (20, 800.0, (0.5, 6))
     assert out.render.background == "#ff0000" and out.model.visemes is False and out.preset == "fast"
@@ -71,6 +79,8 @@ def test_one_capture_config_reads_old_unset_values():
     """Config files written before the two capture configs were merged used 0 / "" for "unset"."""
     from avatar3d.config import AvatarConfig
 
-    c = AvatarConfig.from_dict({"capture": {"max_frames": 0, "focal": 0.0, "flame_path": "", "speech_model": ""}})
+    c = AvatarConfig.from_dict(
+        {"capture": {"max_frames": 0, "focal": 0.0, "flame_path": "", "speech_model": ""}}
+    )
     assert c.capture.max_frames is None and c.capture.focal is None and c.capture.speech_model is None
     assert AvatarConfig.from_dict(yaml.safe_load(c.to_yaml())).capture == c.capture

@@ -33,8 +33,13 @@ def _env() -> dict:
 
 
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "avatar3d.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "avatar3d.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
 
 
 def _finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
@@ -99,8 +104,18 @@ def clip(tmp_path_factory):
 def test_fit_survives_kill_9_and_sigterm_and_resumes(clip, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out" / "avatar"
     out.parent.mkdir()
-    cmd = ["fit", str(clip / "cap"), "-o", str(out), "--config", str(clip / "tiny.yaml"), "--steps", str(STEPS),
-           "--workdir", str(work)]
+    cmd = [
+        "fit",
+        str(clip / "cap"),
+        "-o",
+        str(out),
+        "--config",
+        str(clip / "tiny.yaml"),
+        "--steps",
+        str(STEPS),
+        "--workdir",
+        str(work),
+    ]
 
     p = _start(*cmd)  # 1. kill -9 once the first in-loop checkpoint is there
     _wait_for(lambda: _ckpt_step(work) >= 5, p)
@@ -145,18 +160,34 @@ def test_fit_survives_kill_9_and_sigterm_and_resumes(clip, tmp_path):
     with open(other, "ab") as f:
         f.write(b"\0" * 16)
     t0 = time.time()
-    rc, log = _finish(_start("fit", str(other), "-o", str(tmp_path / "b"), "--config", str(clip / "tiny.yaml"),
-                             "--workdir", str(work)))
+    rc, log = _finish(
+        _start(
+            "fit",
+            str(other),
+            "-o",
+            str(tmp_path / "b"),
+            "--config",
+            str(clip / "tiny.yaml"),
+            "--workdir",
+            str(work),
+        )
+    )
     assert rc == 2 and time.time() - t0 < 60, log
     line = log.strip().splitlines()[-1]
-    assert line.startswith("avatar3d: error: --workdir") and "other.mp4" in line and str((clip / "cap").resolve()) in line
+    assert (
+        line.startswith("avatar3d: error: --workdir")
+        and "other.mp4" in line
+        and str((clip / "cap").resolve()) in line
+    )
     assert not (tmp_path / "b").exists()
 
 
 def test_capture_killed_then_rerun_completes_without_leftovers(clip, tmp_path):
     out = tmp_path / "cap"
     cmd = ["capture", str(clip / "tiny.mp4"), "-o", str(out), "--max-size", "128"]
-    started = lambda: any((q / "images").is_dir() and any((q / "images").iterdir()) for q in tmp_path.glob(".cap.tmp-*"))
+    started = lambda: any(
+        (q / "images").is_dir() and any((q / "images").iterdir()) for q in tmp_path.glob(".cap.tmp-*")
+    )
     first_pass_done = lambda: any((q / "_pass1.json").is_file() for q in tmp_path.glob(".cap.tmp-*"))
 
     p = _start(*cmd)  # SIGTERM: the temp directory is removed on the way out
@@ -183,6 +214,7 @@ def test_capture_killed_then_rerun_completes_without_leftovers(clip, tmp_path):
     assert a.n_frames == b.n_frames == 40
     for k in ("rotation", "translation", "landmarks2d"):
         assert np.allclose(getattr(a, k), getattr(b, k), atol=1e-4), k
+
     # expression: PCA coefficients can turn within the principal subspace when the data differ in the
     # last bits (threads); what they describe, the landmark motion, must agree to 0.1 mm
     def motion(c):
@@ -237,4 +269,6 @@ def _straight_and_resumed(cs, cfg, tmp_path):
     resumed = train(cs, cfg, tmp_path / "b", log=said.append).model.state_dict()
     assert any("resuming from step 8 " in s for s in said)
     assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight), [k for k in straight if not torch.equal(straight[k], resumed[k])]
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), [
+        k for k in straight if not torch.equal(straight[k], resumed[k])
+    ]

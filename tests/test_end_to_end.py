@@ -68,8 +68,12 @@ def test_audio_drives_the_mouth(fitted_avatar):
 def test_silence_keeps_the_mouth_closed(fitted_avatar):
     from avatar3d.synthetic import synth_speech
 
-    silent = fitted_avatar.render((np.zeros(2 * SR, np.float32), SR), camera="capture", blink="none", progress=False)
-    speech = fitted_avatar.render((synth_speech(2.0, sr=SR, seed=5), SR), camera="capture", blink="none", progress=False)
+    silent = fitted_avatar.render(
+        (np.zeros(2 * SR, np.float32), SR), camera="capture", blink="none", progress=False
+    )
+    speech = fitted_avatar.render(
+        (synth_speech(2.0, sr=SR, seed=5), SR), camera="capture", blink="none", progress=False
+    )
     g_sil = np.nanmax([_inner_lip_gap(f) for f in silent.frames[::5]])
     g_sp = np.nanmax([_inner_lip_gap(f) for f in speech.frames[::2]])
     assert g_sp > g_sil + 0.05, (g_sil, g_sp)
@@ -80,7 +84,9 @@ def test_orbit_render_and_video(fitted_avatar, tmp_path):
     from avatar3d.io.media import probe_video
     from avatar3d.synthetic import synth_speech
 
-    res = fitted_avatar.render((synth_speech(3.2, sr=SR, seed=3), SR), camera="orbit", size=(256, 256), progress=False)
+    res = fitted_avatar.render(
+        (synth_speech(3.2, sr=SR, seed=3), SR), camera="orbit", size=(256, 256), progress=False
+    )
     assert res.frames.shape[1:] == (256, 256, 3)
     # the head really turns: the silhouette's horizontal centre moves
     cx = [np.nonzero(a.max(0) > 0.5)[0].mean() for a in res.alphas]

@@ -16,8 +16,20 @@ def test_fit_and_render_real_clip(shared_data, tmp_path, capsys):
     assert main(["fit", str(video), "-o", str(tmp_path / "av"), "--config", str(cfg), "--steps", "60"]) == 0
     assert (tmp_path / "av" / "model.safetensors").is_file()
     out = tmp_path / "o.mp4"
-    code = main(["render", str(tmp_path / "av"), "--audio", str(shared_data / "speech_a_44k_stereo.wav"),
-                 "-o", str(out), "--camera", "orbit", "--size", "192x192"])
+    code = main(
+        [
+            "render",
+            str(tmp_path / "av"),
+            "--audio",
+            str(shared_data / "speech_a_44k_stereo.wav"),
+            "-o",
+            str(out),
+            "--camera",
+            "orbit",
+            "--size",
+            "192x192",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     from avatar3d.io.media import iter_frames, probe_video
 

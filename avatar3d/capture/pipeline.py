@@ -89,7 +89,6 @@ def motion_breaks(obs2d: np.ndarray, valid: np.ndarray, factor: float = BREAK_MO
     return out
 
 
-
 @dataclass
 class _Plan:
     """What the capture settles before decoding: the input, its probe, the stored size and the

@@ -270,16 +270,23 @@ class _LbfgsProblem:
         # the face's tracks stay near the canonical relief: free track depths and the head's
         # rotation are otherwise traded off (the bas-relief ambiguity of a distant, turning head)
         dz2 = (M_TO_MM * (k.X[:, 2] - k.z_surf)).pow(2)
-        return loss + TRACK_DEPTH_WEIGHT * (pseudo_huber(dz2, TRACK_DEPTH_KNEE_MM) * k.w_face).sum() / k.n_face
+        return (
+            loss + TRACK_DEPTH_WEIGHT * (pseudo_huber(dz2, TRACK_DEPTH_KNEE_MM) * k.w_face).sum() / k.n_face
+        )
 
     def _smoothness(self, loss: torch.Tensor, tr: torch.Tensor) -> torch.Tensor:
         s, rv = self.s, self.rv
         if len(rv) >= 3 and s.smooth_rotation > 0:
             acc_r = torch.rad2deg(rv[2:] - 2 * rv[1:-1] + rv[:-2]).pow(2).sum(-1)
-            loss = loss + s.smooth_rotation * (pseudo_huber(acc_r, ACC_KNEE_DEG) * self.acc_w).sum() / self.acc_n
+            loss = (
+                loss + s.smooth_rotation * (pseudo_huber(acc_r, ACC_KNEE_DEG) * self.acc_w).sum() / self.acc_n
+            )
         if len(rv) >= 3 and s.smooth_translation > 0:
             acc_t = (M_TO_MM * (tr[2:] - 2 * tr[1:-1] + tr[:-2])).pow(2).sum(-1)
-            loss = loss + s.smooth_translation * (pseudo_huber(acc_t, ACC_KNEE_MM) * self.acc_w).sum() / self.acc_n
+            loss = (
+                loss
+                + s.smooth_translation * (pseudo_huber(acc_t, ACC_KNEE_MM) * self.acc_w).sum() / self.acc_n
+            )
         return loss
 
 

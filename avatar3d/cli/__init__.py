@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place that turns a bug into one line
         if args.debug:
             traceback.print_exc()
-        return _fail(f"error: internal error ({type(e).__name__}: {one_line(e)}); "
-                     "rerun with --debug for the traceback and report it", EXIT_INTERNAL)
+        return _fail(
+            f"error: internal error ({type(e).__name__}: {one_line(e)}); "
+            "rerun with --debug for the traceback and report it",
+            EXIT_INTERNAL,
+        )
     return 0
 
 

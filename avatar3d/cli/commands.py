@@ -39,8 +39,14 @@ def _existing(path: str, what: str) -> Path:
 
 def _capture_settings(a: Namespace) -> dict:
     """The capture flags given on the command line, as capture config keys."""
-    flags = {"max_size": a.max_size, "morphable": a.morphable, "flame_path": a.flame,
-             "flame_landmarks": a.flame_landmarks, "focal": a.focal, "speech_model": a.speech_model}
+    flags = {
+        "max_size": a.max_size,
+        "morphable": a.morphable,
+        "flame_path": a.flame,
+        "flame_landmarks": a.flame_landmarks,
+        "focal": a.focal,
+        "speech_model": a.speech_model,
+    }
     out = {k: v for k, v in flags.items() if v is not None}
     if a.no_feature_tracks:
         out["feature_tracks"] = False
@@ -69,10 +75,15 @@ def cmd_verify(a: Namespace) -> None:
         print(json.dumps({"video": str(a.video), **d.to_dict()}))
         return
     if not d.present:
-        print(f"{a.video}: no avatar3d watermark found (score {d.score:.1f}, threshold {d.to_dict()['threshold']})")
+        print(
+            f"{a.video}: no avatar3d watermark found (score {d.score:.1f}, threshold {d.to_dict()['threshold']})"
+        )
         return
-    who = (f"avatar {d.payload.avatar_id:08x}, avatar3d {d.payload.version}" if d.payload
-           else "payload unreadable (too damaged to decode)")
+    who = (
+        f"avatar {d.payload.avatar_id:08x}, avatar3d {d.payload.version}"
+        if d.payload
+        else "payload unreadable (too damaged to decode)"
+    )
     print(f"{a.video}: avatar3d watermark present (score {d.score:.1f}): {who}")
 
 
@@ -89,7 +100,9 @@ def cmd_capture(a: Namespace) -> None:
 
 def cmd_fit(a: Namespace) -> None:
     inp = _existing(a.input, "input")
-    check_output(a.output, kind="dir", overwrite=a.overwrite, inputs=[inp, a.workdir, a.config, a.speech_model])
+    check_output(
+        a.output, kind="dir", overwrite=a.overwrite, inputs=[inp, a.workdir, a.config, a.speech_model]
+    )
     if a.workdir and Path(a.workdir).expanduser().resolve() == inp.expanduser().resolve():
         raise Avatar3DError(f"--workdir {a.workdir} is the input: choose another work directory")
     cfg = _configured(load_config(a.config, a.preset), a, _capture_settings(a))
@@ -100,30 +113,49 @@ def cmd_fit(a: Namespace) -> None:
 
 
 def _render_stereo(a: Namespace, av: Avatar, audio: Path):
-    res = render_stereo(av, audio, a.camera, ipd=a.ipd, layout=a.layout or "sbs", size=a.size, pose=a.pose,
-                        blink=a.blink, background=a.background)
+    res = render_stereo(
+        av,
+        audio,
+        a.camera,
+        ipd=a.ipd,
+        layout=a.layout or "sbs",
+        size=a.size,
+        pose=a.pose,
+        blink=a.blink,
+        background=a.background,
+    )
     if not tagged_name(a.output, res.layout):
-        print(f"note: headset players pick the layout from the name; call it "
-              f"*{'_LR' if res.layout == 'sbs' else '_TB'}{Path(a.output).suffix}", file=sys.stderr)
+        print(
+            f"note: headset players pick the layout from the name; call it "
+            f"*{'_LR' if res.layout == 'sbs' else '_TB'}{Path(a.output).suffix}",
+            file=sys.stderr,
+        )
     return res
 
 
 def cmd_render(a: Namespace) -> None:
     avatar = _existing(a.avatar, "avatar directory")
     audio = _existing(a.audio, "audio file")
-    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[avatar, audio], suffixes=VIDEO_SUFFIXES)
+    check_output(
+        a.output, kind="file", overwrite=a.overwrite, inputs=[avatar, audio], suffixes=VIDEO_SUFFIXES
+    )
     if not a.stereo and (a.ipd is not None or a.layout is not None):
         raise Avatar3DError("--ipd and --layout need --stereo")
     if a.bake and (a.stereo or not Path(a.bake).is_file()):
-        raise Avatar3DError(f"bake file not found: {a.bake}" if not a.stereo else "--bake does not go with --stereo")
+        raise Avatar3DError(
+            f"bake file not found: {a.bake}" if not a.stereo else "--bake does not go with --stereo"
+        )
     t0 = time.time()
     av = _load(a, avatar)
     if a.no_watermark:
         av.config.render.watermark = False
     look = dict(size=a.size, pose=a.pose, blink=a.blink, background=a.background)
     if a.stereo or a.bake:
-        res = (_render_stereo(a, av, audio) if a.stereo
-               else BakedAvatar(av, LinearBake.load(a.bake)).render(audio, camera=a.camera, **look))
+        res = (
+            _render_stereo(a, av, audio)
+            if a.stereo
+            else BakedAvatar(av, LinearBake.load(a.bake)).render(audio, camera=a.camera, **look)
+        )
         res.save(a.output)
         n, (h, w) = len(res), res.frames.shape[1:3]
     else:
@@ -139,8 +171,10 @@ def _export_web(a: Namespace, avatar: Path, audio: Path | None) -> None:
         raise Avatar3DError(f"--bases must be within 1..{MAX_BASES}, got {a.bases}")
     t0 = time.time()
     out = export_web(_load(a, avatar), a.web, audio, k=a.bases, overwrite=a.overwrite)
-    print(f"wrote {out} in {time.time() - t0:.1f} s: serve it (python -m http.server -d {out}) and open "
-          "index.html; on a headset, serve it on the local network and press Enter VR")
+    print(
+        f"wrote {out} in {time.time() - t0:.1f} s: serve it (python -m http.server -d {out}) and open "
+        "index.html; on a headset, serve it on the local network and press Enter VR"
+    )
 
 
 def cmd_export(a: Namespace) -> None:
@@ -187,11 +221,16 @@ def _check_eval_inputs(a: Namespace) -> None:
         raise Avatar3DError(f"held-out video not found: {a.video}")
     if a.max_frames is not None and a.max_frames < 1:
         raise Avatar3DError(f"--max-frames must be positive, got {a.max_frames}")
-    for flag, f in (("--lpips-weights", a.lpips_weights), ("--syncnet-weights", a.syncnet_weights),
-                    ("--truth", a.truth)):
+    for flag, f in (
+        ("--lpips-weights", a.lpips_weights),
+        ("--syncnet-weights", a.syncnet_weights),
+        ("--truth", a.truth),
+    ):
         if f and not Path(f).is_file():
             raise Avatar3DError(f"{flag} file not found: {f}")
-    check_output(a.output, kind="file", overwrite=a.overwrite, inputs=[a.avatar, a.video], suffixes=(".json",))
+    check_output(
+        a.output, kind="file", overwrite=a.overwrite, inputs=[a.avatar, a.video], suffixes=(".json",)
+    )
 
 
 def cmd_eval(a: Namespace) -> None:
@@ -199,21 +238,44 @@ def cmd_eval(a: Namespace) -> None:
     truth = SyntheticTruth.load(a.truth) if a.truth else None
     t0 = time.time()
     av = Avatar.load(a.avatar, speech_model=a.speech_model)
-    rep = evaluate_avatar(av, a.video, max_frames=a.max_frames, size=a.size, heldout_only=a.heldout_only,
-                          crop=a.crop, lpips_weights=a.lpips_weights, syncnet_weights=a.syncnet_weights,
-                          views=not a.no_views, truth=truth, keep_samples=EVAL_SAMPLES, log=print)
+    rep = evaluate_avatar(
+        av,
+        a.video,
+        max_frames=a.max_frames,
+        size=a.size,
+        heldout_only=a.heldout_only,
+        crop=a.crop,
+        lpips_weights=a.lpips_weights,
+        syncnet_weights=a.syncnet_weights,
+        views=not a.no_views,
+        truth=truth,
+        keep_samples=EVAL_SAMPLES,
+        log=print,
+    )
     js, png = write_report(rep, a.output)
     m = rep["metrics"]
-    print(f"wrote {js} and {png} in {time.time() - t0:.1f} s: PSNR {m['psnr']} dB, SSIM {m['ssim']}, "
-          f"LMD {m['lmd']}, LPIPS {m['lpips']}")
+    print(
+        f"wrote {js} and {png} in {time.time() - t0:.1f} s: PSNR {m['psnr']} dB, SSIM {m['ssim']}, "
+        f"LMD {m['lmd']}, LPIPS {m['lpips']}"
+    )
 
 
 def cmd_view(a: Namespace) -> None:
     from ..viewer import run_viewer  # needs the optional viser package
 
     bake = None if a.bake is None else (lambda av: load_player(av, a.bake))
-    run_viewer(a.avatar, a.audio, host=a.host, port=a.port, size=a.size, pose=a.pose, blink=a.blink,
-               background=a.background, speech_model=a.speech_model, bake=bake)
+    run_viewer(
+        a.avatar,
+        a.audio,
+        host=a.host,
+        port=a.port,
+        size=a.size,
+        pose=a.pose,
+        blink=a.blink,
+        background=a.background,
+        speech_model=a.speech_model,
+        bake=bake,
+    )
 
 
 def cmd_visemes(a: Namespace) -> None:
@@ -230,5 +292,15 @@ def cmd_visemes(a: Namespace) -> None:
     print(f"wrote {a.output}: {len(track)} frames at {a.fps:g} fps in {time.time() - t0:.1f} s")
 
 
-COMMANDS = {"capture": cmd_capture, "fit": cmd_fit, "render": cmd_render, "export": cmd_export, "demo": cmd_demo,
-            "eval": cmd_eval, "view": cmd_view, "visemes": cmd_visemes, "verify": cmd_verify, "serve": cmd_serve}
+COMMANDS = {
+    "capture": cmd_capture,
+    "fit": cmd_fit,
+    "render": cmd_render,
+    "export": cmd_export,
+    "demo": cmd_demo,
+    "eval": cmd_eval,
+    "view": cmd_view,
+    "visemes": cmd_visemes,
+    "verify": cmd_verify,
+    "serve": cmd_serve,
+}

@@ -71,9 +71,7 @@ class Camera:
         if fx <= 0 or fy <= 0:
             raise CameraError(f"focal lengths must be positive, got fx={fx:g}, fy={fy:g}")
         if fx > 1000 * max(self.width, self.height) or fx < 0.01 * max(self.width, self.height):
-            raise CameraError(
-                f"focal length {fx:g} px is absurd for a {self.width}x{self.height} image"
-            )
+            raise CameraError(f"focal length {fx:g} px is absurd for a {self.width}x{self.height} image")
         R = self.world_to_camera[:3, :3]
         if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or abs(np.linalg.det(R) - 1) > 1e-4:
             raise CameraError("camera rotation is not a proper rotation matrix")
@@ -223,7 +221,9 @@ class Camera:
         try:
             d = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CameraError(f"camera file {p} is not valid JSON: {e.msg if hasattr(e, 'msg') else e}") from None
+            raise CameraError(
+                f"camera file {p} is not valid JSON: {e.msg if hasattr(e, 'msg') else e}"
+            ) from None
         if not isinstance(d, dict):
             raise CameraError(f"camera file {p} must hold a JSON object")
         return cls.from_dict(d)

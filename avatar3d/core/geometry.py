@@ -63,7 +63,6 @@ def similarity_align(src, dst, weights=None) -> np.ndarray:
     return s * np.asarray(src, np.float64) @ R.T + t
 
 
-
 def pseudo_huber(x2, knee):
     """Pseudo-Huber of squared residuals ``x2`` (tensor or array): ``x2`` below ``knee**2``, growing like
     ``2 knee |x|`` above; ``knee`` None: ``x2`` itself."""

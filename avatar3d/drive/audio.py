@@ -60,7 +60,9 @@ class AudioDriver:
         n_frames = self.n_frames(wave, fps) if n_frames is None else n_frames
         sm = self.meta.speech_model
         if not sm:
-            feats = frame_features(wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window, frames=frames)
+            feats = frame_features(
+                wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window, frames=frames
+            )
         else:
             feats = self._speech_model_features(wave, fps, n_frames, sm)
             feats = feats if frames is None else feats[frames[0] : frames[1]]
@@ -81,7 +83,9 @@ class AudioDriver:
         path = self.speech_model_path
         if not path.exists():
             raise FormatError(f"{path}: speech model not found")
-        feats = cached_extractor(path)(wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window)
+        feats = cached_extractor(path)(
+            wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window
+        )
         mean, std = np.asarray(sm["mean"], np.float32), np.asarray(sm["std"], np.float32)
         if feats.shape[-1] != mean.shape[0]:
             raise FormatError(
@@ -93,19 +97,29 @@ class AudioDriver:
     def _visemes(self, wave: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
         """The front end's (n_frames, V) vectors of a wave, computed once per wave: a render asks for
         its features chunk by chunk, and the phone recogniser runs over the whole utterance."""
-        key = (id(wave), len(wave), float(fps), int(n_frames), float(np.abs(wave[::VISEME_CACHE_STRIDE]).sum()))
+        key = (
+            id(wave),
+            len(wave),
+            float(fps),
+            int(n_frames),
+            float(np.abs(wave[::VISEME_CACHE_STRIDE]).sum()),
+        )
         if self._viseme_cache is None or self._viseme_cache[0] != key:
             self._viseme_cache = (key, np.asarray(speech_features(wave, fps, n_frames), np.float32))
         return self._viseme_cache[1]
 
-    def codes(self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK) -> Iterator[torch.Tensor]:
+    def codes(
+        self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK
+    ) -> Iterator[torch.Tensor]:
         """Smoothed audio codes of frames 0..n_frames-1, yielded in order as (k, A) tensors of at most
         ``chunk`` frames (features computed per chunk with the smoother's context on both sides)."""
         span = self.model.cfg.smooth_window
         for s in range(0, n_frames, chunk):
             e = min(n_frames, s + chunk)
             lo, hi = max(0, s - span), min(n_frames, e + span)
-            feats = torch.as_tensor(self.features(wave16k, fps, n_frames, frames=(lo, hi)), dtype=torch.float32)
+            feats = torch.as_tensor(
+                self.features(wave16k, fps, n_frames, frames=(lo, hi)), dtype=torch.float32
+            )
             with torch.no_grad():
                 yield self.model.audio(gather_windows(feats, torch.arange(s - lo, e - lo), span))
 
@@ -114,7 +128,9 @@ class AudioDriver:
         wave = np.zeros(SAMPLE_RATE, np.float32)
         feats = torch.as_tensor(self.features(wave)).float()
         with torch.no_grad():
-            return self.model.audio(gather_windows(feats, torch.tensor([len(feats) // 2]), self.model.cfg.smooth_window))[0]
+            return self.model.audio(
+                gather_windows(feats, torch.tensor([len(feats) // 2]), self.model.cfg.smooth_window)
+            )[0]
 
 
 __all__ = ["CODE_CHUNK", "AudioDriver"]

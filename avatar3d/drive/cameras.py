@@ -71,7 +71,10 @@ def resolve_cameras(
     if spec == "frontal":
         return [orbit_camera(meta, 0, 0, size)] * n
     if spec == "orbit":
-        return [orbit_camera(meta, ORBIT_YAW_DEG * math.sin(2 * math.pi * k / max(n, 1)), 0, size) for k in range(n)]
+        return [
+            orbit_camera(meta, ORBIT_YAW_DEG * math.sin(2 * math.pi * k / max(n, 1)), 0, size)
+            for k in range(n)
+        ]
     if isinstance(spec, (str, Path)) and str(spec).endswith(".json"):
         return [_sized(Camera.from_json(spec), size)] * n
     raise CameraError(f"unknown camera {spec!r}: use capture, frontal, orbit, a Camera or a JSON file")

@@ -53,7 +53,11 @@ def read_avatar(path: str | Path) -> AvatarFiles:
     meta = AvatarMeta.from_dict(meta_d)
     n_expr = int(state["expr_basis"].shape[0]) if "expr_basis" in state else DEFAULT_EXPRESSION_DIMS
     model = GaussianAvatar(
-        cfg.model, state["means"].shape[0], n_mels=meta.n_mels - meta.n_visemes, n_expr=n_expr, n_visemes=meta.n_visemes
+        cfg.model,
+        state["means"].shape[0],
+        n_mels=meta.n_mels - meta.n_visemes,
+        n_expr=n_expr,
+        n_visemes=meta.n_visemes,
     )
     try:
         model.load_state_dict(state)
@@ -64,8 +68,14 @@ def read_avatar(path: str | Path) -> AvatarFiles:
 
 def write_avatar(path: str | Path, parts: AvatarFiles) -> Path:
     """Write an avatar directory (atomically; safetensors, no pickle) at the current format version."""
-    return write_avatar_dir(path, parts.meta.to_dict(), parts.config.to_yaml(), parts.model.state_dict(),
-                            parts.track, parts.background)
+    return write_avatar_dir(
+        path,
+        parts.meta.to_dict(),
+        parts.config.to_yaml(),
+        parts.model.state_dict(),
+        parts.track,
+        parts.background,
+    )
 
 
 __all__ = ["AvatarFiles", "read_avatar", "write_avatar"]

@@ -16,19 +16,30 @@ import torch
 
 from .._version import __version__
 from ..audio import load_audio
+from ..config import RenderConfig
 from ..core.camera import Camera
 from ..core.constants import SAMPLE_RATE
-from ..errors import Avatar3DError, ConfigError
+from ..errors import Avatar3DError, CameraError, ConfigError
 from ..io.media import write_video
+from ..io.meta import AvatarMeta
 from ..io.watermark import Payload, embed_frames
 from ..models.gaussian_avatar import GaussianAvatar
 from ..progress import track
 from .audio import AudioDriver
 from .background import background_image
+from .cameras import check_size, resolve_cameras
+from .motion import blinks, head_poses
 
 
-def save_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, audio: np.ndarray, sr: int,
-          avatar_id: int, watermark: bool) -> Path:
+def save_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    audio: np.ndarray,
+    sr: int,
+    avatar_id: int,
+    watermark: bool,
+) -> Path:
     """Encode an H.264 mp4 with the audio muxed in sync (atomically), watermarked unless told not to."""
     path = Path(path)
     if watermark:
@@ -96,7 +107,9 @@ class FrameStream:
         alphas = np.zeros((self.n_frames, self.height, self.width), np.float32)
         for k, (f, a) in enumerate(self.with_alphas()):
             frames[k], alphas[k] = f, a
-        return RenderResult(frames, self.fps, self.audio, self.sample_rate, alphas, self.avatar_id, self.watermark)
+        return RenderResult(
+            frames, self.fps, self.audio, self.sample_rate, alphas, self.avatar_id, self.watermark
+        )
 
     def save(self, path: str | Path, *, watermark: bool | None = None) -> Path:
         """Render and encode frame by frame to an H.264 mp4 with the driving audio (atomically); the
@@ -105,7 +118,9 @@ class FrameStream:
         return save_video(path, iter(self), self.fps, self.audio, self.sample_rate, self.avatar_id, mark)
 
 
-def prepare_audio(audio, sample_rate: int | None, max_seconds: float | None, fps: float) -> tuple[np.ndarray, int]:
+def prepare_audio(
+    audio, sample_rate: int | None, max_seconds: float | None, fps: float
+) -> tuple[np.ndarray, int]:
     """(16 kHz mono wave, number of frames at ``fps``) of a render's audio (a path, or an array with
     ``sample_rate``), cut to ``max_seconds``; one-line errors on bad input."""
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
@@ -117,7 +132,9 @@ def prepare_audio(audio, sample_rate: int | None, max_seconds: float | None, fps
         raise Avatar3DError("the audio contains NaN or infinite samples")
     n = int(math.floor(len(wave) / SAMPLE_RATE * fps))
     if n < 1:
-        raise Avatar3DError(f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps")
+        raise Avatar3DError(
+            f"the audio is too short ({len(wave) / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps"
+        )
     return wave, n
 
 
@@ -132,9 +149,47 @@ class Drive:
     plate: np.ndarray  # (h, w, 3) uint8 capture background
 
 
-def frame_stream(model: GaussianAvatar, driver: AudioDriver, wave: np.ndarray, fps: float, drive: Drive, *,
-                 backend: str = "auto", progress: bool = True, avatar_id: int = 0,
-                 watermark: bool = True) -> FrameStream:
+def plan_render(
+    meta: AvatarMeta,
+    track: dict,
+    plate: np.ndarray,
+    render: RenderConfig,
+    audio,
+    camera=None,
+    *,
+    sample_rate: int | None = None,
+    size=None,
+    pose=None,
+    blink=None,
+    background=None,
+    max_seconds: float | None = None,
+) -> tuple[np.ndarray, Drive]:
+    """(16 kHz wave, :class:`Drive`) of a render, every argument checked before any frame is rendered:
+    the audio, the cameras (one size for all), the pose and blink modes and the background. Unset
+    pose, blink and background come from ``render`` (the avatar's render config)."""
+    wave, n = prepare_audio(audio, sample_rate, max_seconds, meta.fps)
+    cams = resolve_cameras(meta, camera, n, check_size(size))
+    if len({(c.width, c.height) for c in cams}) > 1:
+        raise CameraError("all cameras of a render must have the same image size")
+    bg = background if background is not None else render.background
+    background_image(bg, cams[0], plate)  # a bad colour fails now, not at the first frame
+    poses = head_poses(pose or render.pose, n, meta.fps, track["head_poses"])
+    blink_seq = blinks(blink if blink is not None else render.blink, n, meta.fps, track["blink"])
+    return wave, Drive(cams, poses, blink_seq, bg, plate)
+
+
+def frame_stream(
+    model: GaussianAvatar,
+    driver: AudioDriver,
+    wave: np.ndarray,
+    fps: float,
+    drive: Drive,
+    *,
+    backend: str = "auto",
+    progress: bool = True,
+    avatar_id: int = 0,
+    watermark: bool = True,
+) -> FrameStream:
     """A lazy stream of the frames of ``model`` speaking ``wave`` under ``drive``."""
     n, cams = len(drive.cameras), drive.cameras
 
@@ -152,8 +207,13 @@ def frame_stream(model: GaussianAvatar, driver: AudioDriver, wave: np.ndarray, f
                 with torch.no_grad():
                     pose = torch.as_tensor(drive.poses[k], dtype=torch.float32)
                     gs = model.posed(code, torch.tensor([drive.blinks[k]]), pose)
-                    out = model.render(gs, vm[None], K[None], cam.width, cam.height, bgs[size], backend=backend)
-                yield (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(), out.alphas[0, ..., 0].numpy()
+                    out = model.render(
+                        gs, vm[None], K[None], cam.width, cam.height, bgs[size], backend=backend
+                    )
+                yield (
+                    (out.colors[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+                    out.alphas[0, ..., 0].numpy(),
+                )
                 k += 1
                 if ticks is not None:
                     next(ticks, None)
@@ -163,4 +223,12 @@ def frame_stream(model: GaussianAvatar, driver: AudioDriver, wave: np.ndarray, f
     return FrameStream(fps, wave, SAMPLE_RATE, n, cams[0].width, cams[0].height, frames, avatar_id, watermark)
 
 
-__all__ = ["Drive", "FrameStream", "RenderResult", "frame_stream", "prepare_audio", "save_video"]
+__all__ = [
+    "Drive",
+    "FrameStream",
+    "RenderResult",
+    "frame_stream",
+    "plan_render",
+    "prepare_audio",
+    "save_video",
+]

@@ -81,13 +81,26 @@ class StereoRenderResult:
         """The same eyes packed another way (``sbs`` or ``ou``)."""
         if layout not in LAYOUTS:
             raise Avatar3DError(f"unknown stereo layout {layout!r}: use sbs or ou")
-        return StereoRenderResult(self.left, self.right, self.fps, self.audio, self.sample_rate, self.ipd,
-                                  layout, self.alphas_left, self.alphas_right, self.avatar_id, self.watermark)
+        return StereoRenderResult(
+            self.left,
+            self.right,
+            self.fps,
+            self.audio,
+            self.sample_rate,
+            self.ipd,
+            layout,
+            self.alphas_left,
+            self.alphas_right,
+            self.avatar_id,
+            self.watermark,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the packed frames as an H.264 mp4 with the driving audio (name it ``*_LR.mp4`` /
         ``*_TB.mp4`` so headset players pick the layout)."""
-        return save_video(path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, self.watermark)
+        return save_video(
+            path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, self.watermark
+        )
 
 
 def _eye_cameras(avatar: Avatar, camera, n: int, size, ipd: float) -> tuple[list[Camera], list[Camera]]:
@@ -128,16 +141,29 @@ def render_stereo(
     wave, n = prepare_audio(audio, sample_rate, max_seconds, avatar.meta.fps)
     lefts, rights = _eye_cameras(avatar, camera, n, size, ipd)
     eyes = [avatar.render(wave, cams, sample_rate=SAMPLE_RATE, **render_kw) for cams in (lefts, rights)]
-    return StereoRenderResult(eyes[0].frames, eyes[1].frames, eyes[0].fps, eyes[0].audio, eyes[0].sample_rate,
-                              ipd, layout, eyes[0].alphas, eyes[1].alphas, avatar.avatar_id,
-                              avatar.config.render.watermark)
+    return StereoRenderResult(
+        eyes[0].frames,
+        eyes[1].frames,
+        eyes[0].fps,
+        eyes[0].audio,
+        eyes[0].sample_rate,
+        ipd,
+        layout,
+        eyes[0].alphas,
+        eyes[1].alphas,
+        avatar.avatar_id,
+        avatar.config.render.watermark,
+    )
 
 
-def head_disparity(left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, mask_right: np.ndarray | None = None) -> float:
+def head_disparity(
+    left: np.ndarray, right: np.ndarray, mask_left: np.ndarray, mask_right: np.ndarray | None = None
+) -> float:
     """Horizontal shift in pixels of the head from the left eye's image to the right's (positive: it
     sits further left in the right eye). The left eye's head (its bounding box where ``mask_left`` >
     0.5, masked) is matched along the same rows of the right image (normalised cross-correlation,
     sub-pixel by a parabola through the peak). left, right: (H, W, 3) uint8; masks: (H, W) in [0, 1]."""
+
     def grey(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return g * mask.astype(np.float32) if mask is not None else g

@@ -41,7 +41,9 @@ def _grid_octaves(config: dict[str, Any]) -> None:
         model.setdefault("grid_pe_freqs", 0)
 
 
-def migrate(meta: dict[str, Any], config: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def migrate(
+    meta: dict[str, Any], config: dict[str, Any], root: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(avatar.json mapping, config.yaml mapping) of the directory ``root`` at the current version.
     Both mappings are updated in place and returned."""
     _grid_octaves(config)

@@ -91,7 +91,9 @@ def _check_speech_capture(cs: CaptureSet, speech_model: str | None) -> None:
         )
 
 
-def open_capture(video: Path, work: Path, cfg: AvatarConfig, progress: bool, say: Callable[[str], None]) -> CaptureSet:
+def open_capture(
+    video: Path, work: Path, cfg: AvatarConfig, progress: bool, say: Callable[[str], None]
+) -> CaptureSet:
     """The capture to train on: ``video`` itself when it is a capture directory, the workdir's
     capture when one is there, else a new capture of the clip into ``work/capture``."""
     if video.is_dir():
@@ -125,15 +127,31 @@ def avatar_record(result: TrainResult, video: Path, cs: CaptureSet) -> AvatarMet
     d = result.data
     speech = None
     if d.speech_model is not None:  # render re-runs this model and applies the same normalisation
-        speech = {**d.speech_model, "mean": [float(x) for x in d.feature_mean], "std": [float(x) for x in d.feature_std]}
+        speech = {
+            **d.speech_model,
+            "mean": [float(x) for x in d.feature_mean],
+            "std": [float(x) for x in d.feature_std],
+        }
     front = ("visemes+" if d.n_visemes else "") + ("mel" if d.speech_model is None else "speech_model")
     return AvatarMeta(
-        width=d.width, height=d.height, K=d.K.tolist(), rest_viewmat=d.rest_viewmat.tolist(), fps=d.fps,
-        n_mels=int(d.features.shape[-1]), audio_window=int(d.features.shape[1]),
-        front_end=FrontEnd(front, FRONT_END_VERSION, d.n_visemes), source_size=_source_size(video, cs),
-        speech_model=speech, avatar_id=new_avatar_id(), source=str(video), n_gaussians=result.model.n,
-        train_frames=int(len(d.train_idx)), test_frames=int(len(d.test_idx)),
-        train_seconds=round(result.seconds, 1), heldout=result.heldout, history=result.history,
+        width=d.width,
+        height=d.height,
+        K=d.K.tolist(),
+        rest_viewmat=d.rest_viewmat.tolist(),
+        fps=d.fps,
+        n_mels=int(d.features.shape[-1]),
+        audio_window=int(d.features.shape[1]),
+        front_end=FrontEnd(front, FRONT_END_VERSION, d.n_visemes),
+        source_size=_source_size(video, cs),
+        speech_model=speech,
+        avatar_id=new_avatar_id(),
+        source=str(video),
+        n_gaussians=result.model.n,
+        train_frames=int(len(d.train_idx)),
+        test_frames=int(len(d.test_idx)),
+        train_seconds=round(result.seconds, 1),
+        heldout=result.heldout,
+        history=result.history,
         audio_pretrain=result.audio,
     )
 

@@ -70,8 +70,13 @@ def test_capture_no_face_leaves_nothing(tmp_path, capsys):
 
     rng = np.random.default_rng(1)
     v = tmp_path / "noise.mp4"
-    write_video(v, [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(5)], 25,
-                audio=np.zeros(8000, np.float32), audio_sr=16000)
+    write_video(
+        v,
+        [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(5)],
+        25,
+        audio=np.zeros(8000, np.float32),
+        audio_sr=16000,
+    )
     code, err = _run(["capture", v, "-o", tmp_path / "cap"], capsys)
     assert code == 2 and len(err) == 1
     assert not (tmp_path / "cap").exists()
@@ -108,7 +113,9 @@ def test_render_unreadable_audio(fitted_avatar, tmp_path, capsys):
     code, err = _run(["render", tmp_path / "av", "--audio", bad, "-o", tmp_path / "o.mp4"], capsys)
     assert code == 2 and len(err) == 1 and "broken.wav" in err[0]
     assert not (tmp_path / "o.mp4").exists()
-    code, err = _run(["render", tmp_path / "av", "--audio", tmp_path / "missing.wav", "-o", tmp_path / "o.mp4"], capsys)
+    code, err = _run(
+        ["render", tmp_path / "av", "--audio", tmp_path / "missing.wav", "-o", tmp_path / "o.mp4"], capsys
+    )
     assert code == 2 and "missing.wav" in err[0]
 
 
@@ -118,8 +125,16 @@ def test_render_absurd_camera(fitted_avatar, tmp_path, capsys):
 
     fitted_avatar.save(tmp_path / "av")
     cam = tmp_path / "cam.json"
-    cam.write_text(json.dumps({"width": 64, "height": 64, "K": [[-5, 0, 32], [0, 5, 32], [0, 0, 1]],
-                               "world_to_camera": np.eye(4).tolist()}))
+    cam.write_text(
+        json.dumps(
+            {
+                "width": 64,
+                "height": 64,
+                "K": [[-5, 0, 32], [0, 5, 32], [0, 0, 1]],
+                "world_to_camera": np.eye(4).tolist(),
+            }
+        )
+    )
     wav = tmp_path / "a.wav"
     import wave as wavmod
 
@@ -130,7 +145,9 @@ def test_render_absurd_camera(fitted_avatar, tmp_path, capsys):
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes((np.zeros(16000)).astype("<i2").tobytes())
-    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--camera", cam], capsys)
+    code, err = _run(
+        ["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--camera", cam], capsys
+    )
     assert code == 2 and len(err) == 1 and "focal" in err[0]
     assert not (tmp_path / "o.mp4").exists()
 
@@ -143,14 +160,41 @@ def test_set_reaches_the_config_and_a_bad_key_is_one_line(tmp_path, capsys):
     from avatar3d.io.media import write_audio
 
     write_audio(wav, np.zeros(8000, np.float32), 16000)
-    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4",
-                      "--set", "render.backgroundd=white"], capsys)
+    code, err = _run(
+        [
+            "render",
+            tmp_path / "av",
+            "--audio",
+            wav,
+            "-o",
+            tmp_path / "o.mp4",
+            "--set",
+            "render.backgroundd=white",
+        ],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "backgroundd" in err[0] and not (tmp_path / "o.mp4").exists()
-    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4",
-                      "--set", "train.steps=3"], capsys)
+    code, err = _run(
+        ["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--set", "train.steps=3"],
+        capsys,
+    )
     assert code == 2 and "render.*" in err[0]
-    code, err = _run(["render", tmp_path / "av", "--audio", wav, "-o", tmp_path / "o.mp4", "--camera", "frontal",
-                      "--set", "render.background=#00ff00", "--no-watermark"], capsys)
+    code, err = _run(
+        [
+            "render",
+            tmp_path / "av",
+            "--audio",
+            wav,
+            "-o",
+            tmp_path / "o.mp4",
+            "--camera",
+            "frontal",
+            "--set",
+            "render.background=#00ff00",
+            "--no-watermark",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from avatar3d.io.media import iter_frames
 
@@ -171,8 +215,23 @@ def test_fit_takes_the_capture_flags_and_set(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(commands.Avatar, "fit", staticmethod(fake_fit))
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
-    code, err = _run(["fit", video, "-o", tmp_path / "av", "--preset", "fast", "--focal", "700",
-                      "--set", "train.steps=12", "--set", "capture.stride=2"], capsys)
+    code, err = _run(
+        [
+            "fit",
+            video,
+            "-o",
+            tmp_path / "av",
+            "--preset",
+            "fast",
+            "--focal",
+            "700",
+            "--set",
+            "train.steps=12",
+            "--set",
+            "capture.stride=2",
+        ],
+        capsys,
+    )
     assert code == 2 and "stop here" in err[0]
     cfg = seen["cfg"]
     assert (cfg.capture.focal, cfg.capture.stride, cfg.train.steps, cfg.preset) == (700.0, 2, 12, "fast")

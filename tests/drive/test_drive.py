@@ -19,9 +19,15 @@ from avatar3d.drive import (
 from avatar3d.errors import CameraError, ConfigError
 from avatar3d.io.meta import AvatarMeta
 
-META = AvatarMeta(width=64, height=48, K=[[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]],
-                  rest_viewmat=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]], fps=25.0, n_mels=80,
-                  source_size=(128, 96))
+META = AvatarMeta(
+    width=64,
+    height=48,
+    K=[[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]],
+    rest_viewmat=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]],
+    fps=25.0,
+    n_mels=80,
+    source_size=(128, 96),
+)
 
 
 def test_blinks_are_natural_and_deterministic():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,27 @@ def _check_frames(fps: float, n_frames: int | None, window: int = 1) -> None:
         raise ValueError(f"window must be a positive int, got {window!r}")
 
 
+@dataclass(frozen=True)
+class ClipStats:
+    """A clip's log-mel normalisation: the peak power, per-band mean and std in dB, and whether the clip
+    is (almost) silent. Computed once per clip (:func:`clip_statistics`); chunked feature calls reuse it."""
+
+    peak: float
+    mean: np.ndarray  # (80,)
+    std: np.ndarray  # (80,)
+    silent: bool
+
+
+def clip_statistics(wave: np.ndarray, sr: int) -> ClipStats:
+    """The normalisation :func:`frame_features` applies to ``wave`` (over the whole clip)."""
+    w16 = _to_16k(wave, sr)
+    reg = mel_power_at(w16, _step_centres(w16.shape[0]))  # (n_steps, 80) regular grid
+    peak = float(reg.max())
+    reg_db = _to_db(reg, peak)
+    std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)
+    return ClipStats(peak, reg_db.mean(axis=0), std, bool(_rms(w16) < SILENCE_RMS))
+
+
 def frame_features(
     wave: np.ndarray,
     sr: int,
@@ -193,6 +215,7 @@ def frame_features(
     n_frames: int | None = None,
     window: int = 16,
     frames: tuple[int, int] | None = None,
+    stats: ClipStats | None = None,
 ) -> np.ndarray:
     """Per-video-frame normalised log-mel windows: (n_frames, window, 80) float32.
 
@@ -200,7 +223,8 @@ def frame_features(
     centred on ``t_k = k / fps`` (see the module docstring). ``n_frames`` defaults to
     ``floor(duration * fps)``; frames past the audio's end repeat the last step (edge padding).
     ``frames=(a, b)``: only rows a..b-1 of that array (normalised over the whole clip), computed
-    without the others, for chunked processing of long audio.
+    without the others, for chunked processing of long audio; ``stats``: the clip's
+    :func:`clip_statistics`, so that chunks do not recompute them.
     """
     _check_frames(fps, n_frames, window)
     w16 = _to_16k(wave, sr)  # (T16,)
@@ -209,24 +233,20 @@ def frame_features(
     a, b = (0, int(n_frames)) if frames is None else (int(frames[0]), int(frames[1]))
     if not 0 <= a <= b <= n_frames:
         raise ValueError(f"frames {frames!r} must lie within 0..{n_frames}")
-    steps = _step_centres(w16.shape[0])
-    reg = mel_power_at(w16, steps)  # (n_steps, 80) regular grid: statistics and floor
-    peak = float(reg.max())
-    if n_frames and _rms(w16) < SILENCE_RMS:
+    st = clip_statistics(w16, SR) if stats is None else stats
+    if n_frames and st.silent:
         # An (almost) silent clip has no utterance statistics: normalising it would make silence
         # look like average speech. Give it the value pauses take in normal speech instead.
         return np.full((b - a, int(window), N_MELS), SILENT_VALUE, np.float32)
-    reg_db = _to_db(reg, peak)
-    mean = reg_db.mean(axis=0)  # (80,)
-    std = np.maximum(reg_db.std(axis=0), _STD_FLOOR_DB)  # (80,)
     if b == a:
         return np.zeros((0, window, N_MELS), np.float32)
+    last_step = int(_step_centres(w16.shape[0])[-1])
     centres = np.rint(frame_centres(int(n_frames), fps, int(window))[a:b] * SR).astype(
         np.int64
     )  # (n, window)
-    centres = np.clip(centres, 0, int(steps[-1]))  # edge padding
-    db = _to_db(mel_power_at(w16, centres.reshape(-1)), peak)  # (n * window, 80)
-    feats = (db - mean) / std
+    centres = np.clip(centres, 0, last_step)  # edge padding
+    db = _to_db(mel_power_at(w16, centres.reshape(-1)), st.peak)  # (n * window, 80)
+    feats = (db - st.mean) / st.std
     return feats.reshape(b - a, int(window), N_MELS).astype(np.float32)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import frame_features
+from ..audio.features import clip_statistics, frame_features
 from ..audio.speech_model import cached_extractor
 from ..audio.visemes import speech_features
 from ..core.constants import SAMPLE_RATE
@@ -25,7 +25,7 @@ from ..models.deform import gather_windows
 from ..models.gaussian_avatar import GaussianAvatar
 
 CODE_CHUNK = 256  # frames of audio features computed at a time while rendering
-VISEME_CACHE_STRIDE = 997  # samples between those summed into the viseme cache's key
+WAVE_KEY_STRIDE = 997  # samples between those summed into a per-wave cache key
 
 
 class AudioDriver:
@@ -39,7 +39,7 @@ class AudioDriver:
         self.model = model
         self.meta = meta
         self.speech_model_path = Path(speech_model).expanduser() if speech_model else None
-        self._viseme_cache: tuple[tuple, np.ndarray] | None = None
+        self._cache: dict[str, tuple[tuple, object]] = {}  # per-wave results, one wave per kind
 
     def n_frames(self, wave16k: np.ndarray, fps: float | None = None) -> int:
         """Whole video frames in a wave at ``fps`` (default the avatar's)."""
@@ -60,8 +60,9 @@ class AudioDriver:
         n_frames = self.n_frames(wave, fps) if n_frames is None else n_frames
         sm = self.meta.speech_model
         if not sm:
+            stats = self._cached("stats", wave, (), lambda: clip_statistics(wave, SAMPLE_RATE))
             feats = frame_features(
-                wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window, frames=frames
+                wave, SAMPLE_RATE, fps, n_frames, self.meta.audio_window, frames=frames, stats=stats
             )
         else:
             feats = self._speech_model_features(wave, fps, n_frames, sm)
@@ -94,19 +95,19 @@ class AudioDriver:
             )
         return ((feats - mean) / std).astype(np.float32)
 
+    def _cached(self, what: str, wave: np.ndarray, extra: tuple, compute):
+        """``compute()`` once per wave (and ``extra``): a render asks for its features chunk by chunk,
+        while the normalisation and the phone recogniser need the whole utterance."""
+        key = (what, id(wave), len(wave), extra, float(np.abs(wave[::WAVE_KEY_STRIDE]).sum()))
+        hit = self._cache.get(what)
+        if hit is None or hit[0] != key:
+            hit = self._cache[what] = (key, compute())
+        return hit[1]
+
     def _visemes(self, wave: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-        """The front end's (n_frames, V) vectors of a wave, computed once per wave: a render asks for
-        its features chunk by chunk, and the phone recogniser runs over the whole utterance."""
-        key = (
-            id(wave),
-            len(wave),
-            float(fps),
-            int(n_frames),
-            float(np.abs(wave[::VISEME_CACHE_STRIDE]).sum()),
-        )
-        if self._viseme_cache is None or self._viseme_cache[0] != key:
-            self._viseme_cache = (key, np.asarray(speech_features(wave, fps, n_frames), np.float32))
-        return self._viseme_cache[1]
+        """The front end's (n_frames, V) vectors of a wave (computed once per wave)."""
+        compute = lambda: np.asarray(speech_features(wave, fps, n_frames), np.float32)  # noqa: E731
+        return self._cached("visemes", wave, (float(fps), int(n_frames)), compute)
 
     def codes(
         self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK

@@ -281,3 +281,20 @@ def test_frame_features_in_chunks_equal_the_whole():
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     with pytest.raises(ValueError):
         frame_features(w, 16000, 25.0, frames=(10, 5000))
+
+
+def test_chunks_with_the_clip_statistics_equal_the_whole():
+    """Chunked features reuse the clip's normalisation (computed once) and give the same rows."""
+    from avatar3d.audio.features import clip_statistics, frame_features
+
+    rng = np.random.default_rng(3)
+    w = (rng.normal(size=16000 * 4) * np.sin(np.linspace(0, 40, 16000 * 4)) * 0.1).astype(np.float32)
+    whole = frame_features(w, 16000, 25.0)
+    st = clip_statistics(w, 16000)
+    parts = [
+        frame_features(w, 16000, 25.0, frames=(a, min(100, a + 30)), stats=st) for a in range(0, 100, 30)
+    ]
+    assert np.array_equal(np.concatenate(parts), whole)
+    silent = clip_statistics(np.zeros(16000, np.float32), 16000)
+    quiet = frame_features(np.zeros(16000, np.float32), 16000, 25.0, stats=silent)
+    assert silent.silent and np.ptp(quiet) == 0

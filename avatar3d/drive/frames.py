@@ -39,12 +39,14 @@ def save_video(
     sr: int,
     avatar_id: int,
     watermark: bool,
+    stereo: str | None = None,
 ) -> Path:
-    """Encode an H.264 mp4 with the audio muxed in sync (atomically), watermarked unless told not to."""
+    """Encode an H.264 mp4 with the audio muxed in sync (atomically), watermarked unless told not to;
+    ``stereo`` ('sbs' / 'ou'): the frames are a packed stereo pair, marked so in the stream."""
     path = Path(path)
     if watermark:
         frames = embed_frames(frames, Payload(avatar_id, __version__))
-    write_video(path, frames, fps, audio=audio, audio_sr=sr)
+    write_video(path, frames, fps, audio=audio, audio_sr=sr, stereo=stereo)
     return path
 
 

@@ -96,10 +96,18 @@ class StereoRenderResult:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write the packed frames as an H.264 mp4 with the driving audio (name it ``*_LR.mp4`` /
-        ``*_TB.mp4`` so headset players pick the layout)."""
+        """Write the packed frames as an H.264 mp4 with the driving audio. The stream carries the H.264
+        frame-packing message for the layout (an .mkv also Matroska's StereoMode); players that go by the
+        file name want ``*_LR.mp4`` / ``*_TB.mp4``."""
         return save_video(
-            path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, self.watermark
+            path,
+            self.frames,
+            self.fps,
+            self.audio,
+            self.sample_rate,
+            self.avatar_id,
+            self.watermark,
+            stereo=self.layout,
         )
 
 

@@ -26,6 +26,10 @@ _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 120
 _AAC_FRAME = 1024  # samples per AAC-LC frame
 
 
+# packed stereo layouts: (H.264 frame_packing_arrangement_type, Matroska stereo_mode)
+STEREO_PACKING = {"sbs": (3, "left_right"), "ou": (4, "top_bottom")}
+
+
 @functools.cache
 def _encoder_opens(name: str) -> bool:
     """Whether the encoder exists *and* opens here (e.g. h264_nvenc exists but needs a GPU)."""
@@ -89,8 +93,11 @@ def encode_video(
     *,
     crf: int,
     preset: str,
+    stereo: str | None = None,
 ) -> Path:
     """Implementation of :func:`avatar3d.io.media.write_video` (see there)."""
+    if stereo not in (None, *STEREO_PACKING):
+        raise ValueError(f"stereo must be None, 'sbs' or 'ou', got {stereo!r}")
     fmt = _OUT_FORMATS.get(target.suffix.lower())
     if fmt is None:
         raise MediaError(f"{target}: unsupported output container {target.suffix!r} (use .mp4, .mov or .mkv)")
@@ -125,7 +132,7 @@ def encode_video(
         except (av.FFmpegError, OSError) as e:
             raise MediaError(f"{target}: cannot create output ({_reason(e)})") from None
         try:
-            _encode(container, codec, first, it, h, w, rate, wave, a_sr, crf, preset)
+            _encode(container, codec, first, it, h, w, rate, wave, a_sr, crf, preset, stereo)
             container.close()  # writes the trailer (and the faststart index): may fail, e.g. disk full
         except BaseException as e:
             try:
@@ -152,8 +159,10 @@ def _encode(
     a_sr: int,
     crf: int,
     preset: str,
+    stereo: str | None = None,
 ) -> None:
-    """Encode frames and interleave the audio so that audio sample i sits at i / a_sr."""
+    """Encode frames and interleave the audio so that audio sample i sits at i / a_sr; ``stereo``
+    ('sbs' / 'ou'): mark the frames as a packed stereo pair (see :data:`STEREO_PACKING`)."""
     vs = container.add_stream(codec, rate=rate)
     vs.width, vs.height = w + w % 2, h + h % 2
     vs.pix_fmt = "yuv420p"
@@ -163,6 +172,10 @@ def _encode(
     cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 6, 6, 6, 1  # smpte170m, tv range
     if av.codec.Codec(codec, "w").name == "libx264":
         vs.options = {"crf": str(int(crf)), "preset": preset}
+        if stereo:  # the H.264 frame-packing SEI: decoders report it as Stereo3D side data
+            vs.options["x264-params"] = f"frame-packing={STEREO_PACKING[stereo][0]}"
+    if stereo:  # Matroska's StereoMode element (mp4's st3d box cannot be written through PyAV)
+        vs.metadata["stereo_mode"] = STEREO_PACKING[stereo][1]
     else:  # other encoders: a generous bit rate (~0.25 bit per pixel)
         vs.bit_rate = max(500_000, int(vs.width * vs.height * float(rate) * 0.25))
     aus = None

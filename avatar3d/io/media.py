@@ -437,6 +437,7 @@ def write_video(
     *,
     crf: int = 18,
     preset: str = "medium",
+    stereo: str | None = None,
 ) -> Path:
     """Encode RGB frames (+ optional audio) to ``path`` atomically; returns the path.
 
@@ -448,8 +449,10 @@ def write_video(
     exactly the video's duration and interleaved with it. Containers: .mp4 (faststart), .mov, .mkv.
     The file is written to a hidden temp sibling and renamed into place; on any error (also
     KeyboardInterrupt) the temp file is removed and an existing ``path`` is left untouched.
+    ``stereo`` ('sbs' left eye left, 'ou' left eye on top): the frames are a packed stereo pair; the
+    H.264 stream carries the frame-packing SEI (and an .mkv the StereoMode element) that players read.
     """
-    return encode_video(Path(path), frames, fps, audio, audio_sr, crf=crf, preset=preset)
+    return encode_video(Path(path), frames, fps, audio, audio_sr, crf=crf, preset=preset, stereo=stereo)
 
 
 def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:

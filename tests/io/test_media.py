@@ -476,3 +476,28 @@ def test_real_wavs(real_data):
     assert sr == 16000 and len(b) == 960000
     c, sr = read_audio(real_data / "talk_long_en.mp4", sr=16000)  # mp3 inside mp4 (not AAC)
     assert abs(len(c) / sr - 71.2) < 0.1
+
+
+@pytest.mark.parametrize("layout, kind, mode", [("sbs", 1, "left_right"), ("ou", 2, "top_bottom")])
+def test_stereo_videos_carry_the_frame_packing_that_players_read(tmp_path, layout, kind, mode):
+    """A packed stereo pair is marked in the stream: the H.264 frame-packing SEI (read back as Stereo3D
+    side data; type 1 = side by side, 2 = top-bottom) and, in Matroska, the StereoMode element."""
+    import av
+
+    frames = np.zeros((6, 32, 64, 3), np.uint8)
+    for suffix in (".mp4", ".mkv"):
+        path = write_video(tmp_path / f"pair{suffix}", frames, 25, stereo=layout)
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            sd = [x for f in c.decode(s) for x in f.side_data if "STEREO3D" in str(x.type).upper()]
+            assert sd, f"no Stereo3D side data in {path.name}"
+            assert int(bytes(sd[0])[0]) == kind  # AVStereo3D.type
+            if suffix == ".mkv":
+                assert s.metadata.get("stereo_mode") == mode
+    plain = write_video(tmp_path / "mono.mp4", frames, 25)
+    with av.open(str(plain)) as c:
+        assert not [
+            x for f in c.decode(c.streams.video[0]) for x in f.side_data if "STEREO3D" in str(x.type).upper()
+        ]
+    with pytest.raises(ValueError, match="stereo"):
+        write_video(tmp_path / "bad.mp4", frames, 25, stereo="diagonal")

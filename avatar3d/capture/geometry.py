@@ -6,6 +6,8 @@ import numpy as np
 import roma
 import torch
 
+from ..core.geometry import similarity_fit_batched
+
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 CAUCHY_SIGMAS = 2.0  # robust_umeyama's Cauchy scale, in (robust) standard deviations of the residuals
 
@@ -13,22 +15,20 @@ CAUCHY_SIGMAS = 2.0  # robust_umeyama's Cauchy scale, in (robust) standard devia
 def robust_umeyama(
     src: np.ndarray, dst: np.ndarray, iterations: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched similarity ``dst ≈ s * R @ src + t`` (Umeyama, :func:`roma.rigid_points_registration`)
-    with iteratively re-weighted Cauchy weights.
+    """Batched similarity ``dst ≈ s * R @ src + t`` (Umeyama,
+    :func:`avatar3d.core.geometry.similarity_fit_batched`) with iteratively re-weighted Cauchy weights.
 
     src: (..., N, 3), dst: (..., N, 3) (broadcastable). Returns s (...,), R (..., 3, 3) proper
     rotations, t (..., 3) and the residuals (..., N).
     """
     src, dst = np.broadcast_arrays(np.asarray(src, np.float64), np.asarray(dst, np.float64))
-    x, y = torch.as_tensor(np.ascontiguousarray(src)), torch.as_tensor(np.ascontiguousarray(dst))
     w = None
     for _ in range(max(1, iterations)):
-        R, t, s = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
-        s, R, t = s.numpy(), R.numpy(), t.numpy()
+        s, R, t = similarity_fit_batched(src, dst, w)
         pred = s[..., None, None] * np.einsum("...ij,...nj->...ni", R, src) + t[..., None, :]
         res = np.linalg.norm(pred - dst, axis=-1)  # (..., N)
         sigma = MAD_TO_SIGMA * np.median(res, axis=-1, keepdims=True) + 1e-9
-        w = torch.as_tensor(1.0 / (1.0 + (res / (CAUCHY_SIGMAS * sigma)) ** 2))
+        w = 1.0 / (1.0 + (res / (CAUCHY_SIGMAS * sigma)) ** 2)
     return s, R, t, res
 
 

@@ -46,15 +46,38 @@ def axis_angle_to_rotmat(v: Tensor) -> Tensor:
     return roma.rotvec_to_rotmat(v)
 
 
+def similarity_fit_batched(src, dst, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least-squares similarity (Umeyama) ``dst ≈ s R src + t``, batched over leading axes.
+
+    src, dst: (..., N, D) (broadcastable); weights: (..., N) or None. Returns float64 s (...,),
+    R (..., D, D) proper rotations and t (..., D). Numpy's SVD keeps it bit-reproducible whatever the
+    thread count (a capture resumed from disk must equal the uninterrupted one).
+    """
+    src, dst = np.broadcast_arrays(np.asarray(src, np.float64), np.asarray(dst, np.float64))
+    w = (
+        np.ones(src.shape[:-1])
+        if weights is None
+        else np.broadcast_to(np.asarray(weights, np.float64), src.shape[:-1])
+    )
+    w = w / np.maximum(w.sum(-1, keepdims=True), 1e-12)  # (..., N)
+    mu_s, mu_d = (w[..., None] * src).sum(-2), (w[..., None] * dst).sum(-2)  # (..., D)
+    xs, xd = src - mu_s[..., None, :], dst - mu_d[..., None, :]
+    cov = np.einsum("...n,...ni,...nj->...ij", w, xd, xs)  # (..., D, D)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.ones(S.shape)
+    D[..., -1] = np.sign(np.linalg.det(U) * np.linalg.det(Vt))  # no reflection
+    R = U @ (D[..., :, None] * Vt)
+    s = (S * D).sum(-1) / np.maximum((w * (xs**2).sum(-1)).sum(-1), 1e-12)
+    t = mu_d - s[..., None] * np.einsum("...ij,...j->...i", R, mu_s)
+    return s, R, t
+
+
 def similarity_fit(src, dst, weights=None) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (Umeyama) mapping ``src`` onto ``dst``: (s, R, t) minimising
     ``sum w |dst - (s R src + t)|^2``. src, dst: (N, D) arrays (D = 2 or 3); weights: (N,) or None.
     Returns float64 numpy values: s, R (D, D) with det +1, t (D,)."""
-    x = torch.as_tensor(np.asarray(src), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(dst), dtype=torch.float64)
-    w = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float64)
-    R, t, s = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
-    return float(s), R.numpy(), t.numpy()
+    s, R, t = similarity_fit_batched(src, dst, weights)
+    return float(s), R, t
 
 
 def similarity_align(src, dst, weights=None) -> np.ndarray:

@@ -16,6 +16,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from ..core.geometry import quats_from_normals
+
 
 # ---------------------------------------------------------------------------------------- meshes
 def cycle_from_edges(edges: set[tuple[int, int]] | frozenset, start: int) -> list[int]:
@@ -218,7 +220,4 @@ def rotate_about_x_batch(
 
 def normals_to_quats(normals: Tensor) -> Tensor:
     """wxyz quaternions rotating +z onto each normal (sign-free: a flat disc has no front)."""
-    n = torch.nn.functional.normalize(normals, dim=-1)
-    n = torch.where(n[:, 2:3] < 0, -n, n)
-    q = torch.stack([1 + n[:, 2], -n[:, 1], n[:, 0], torch.zeros_like(n[:, 0])], -1)
-    return torch.nn.functional.normalize(q, dim=-1)
+    return quats_from_normals(torch.where(normals[:, 2:3] < 0, -normals, normals))

@@ -478,6 +478,18 @@ def test_real_wavs(real_data):
     assert abs(len(c) / sr - 71.2) < 0.1
 
 
+def _stereo3d_side_data(container):
+    """Stereo3D side data of every decoded frame. PyAV 18.1.0 iterates a frame's side data as SideData
+    objects, 18.1.1 as a mapping from type to SideData: accept both."""
+    found = []
+    for frame in container.decode(container.streams.video[0]):
+        for item in frame.side_data:
+            data = item if hasattr(item, "type") else frame.side_data[item]
+            if "STEREO3D" in str(data.type).upper():
+                found.append(data)
+    return found
+
+
 @pytest.mark.parametrize("layout, kind, mode", [("sbs", 1, "left_right"), ("ou", 2, "top_bottom")])
 def test_stereo_videos_carry_the_frame_packing_that_players_read(tmp_path, layout, kind, mode):
     """A packed stereo pair is marked in the stream: the H.264 frame-packing SEI (read back as Stereo3D
@@ -489,15 +501,13 @@ def test_stereo_videos_carry_the_frame_packing_that_players_read(tmp_path, layou
         path = write_video(tmp_path / f"pair{suffix}", frames, 25, stereo=layout)
         with av.open(str(path)) as c:
             s = c.streams.video[0]
-            sd = [x for f in c.decode(s) for x in f.side_data if "STEREO3D" in str(x.type).upper()]
+            sd = _stereo3d_side_data(c)
             assert sd, f"no Stereo3D side data in {path.name}"
             assert int(bytes(sd[0])[0]) == kind  # AVStereo3D.type
             if suffix == ".mkv":
                 assert s.metadata.get("stereo_mode") == mode
     plain = write_video(tmp_path / "mono.mp4", frames, 25)
     with av.open(str(plain)) as c:
-        assert not [
-            x for f in c.decode(c.streams.video[0]) for x in f.side_data if "STEREO3D" in str(x.type).upper()
-        ]
+        assert not _stereo3d_side_data(c)
     with pytest.raises(ValueError, match="stereo"):
         write_video(tmp_path / "bad.mp4", frames, 25, stereo="diagonal")

@@ -32,6 +32,7 @@ from ..render.rasterize import RenderOutput, rasterize
 from .deform import AudioMotion, DeformationField, TorsoMotion, gather_windows
 from .encoding import SpatialEncoding
 from .init import mouth_midline
+from .viseme_map import apply_lip_floor
 
 # landmarks whose mean motion is the jaw's (lower inner / outer lip centre, below-lip, chin)
 JAW_LANDMARKS = (14, 17, 200, 152)
@@ -95,6 +96,9 @@ class GaussianAvatar(nn.Module):
         self.mouth_readout = nn.Linear(cfg.audio_dim, 2)
         if self.n_visemes:  # viseme vector -> expression (fitted per subject, not trained by gradient)
             self.register_buffer("viseme_matrix", torch.zeros(self.n_visemes, n_expr))
+            # [lip-opening direction (E), closed level]: the map's output never closes past the
+            # subject's closed lips (:func:`.viseme_map.apply_lip_floor`; zeros = no floor)
+            self.register_buffer("viseme_floor", torch.zeros(n_expr + 1))
         # audio (+ blink) -> the capture's expression coefficients; the landmark motion they imply
         # is carried to the Gaussians by inverse-distance weights (an explicit, mesh-like prior)
         self.expr_dim = n_expr
@@ -135,6 +139,8 @@ class GaussianAvatar(nn.Module):
         state_dict = dict(state_dict)
         for k, v in TorsoMotion().state_dict(prefix="torso_motion.").items():
             state_dict.setdefault(k, v)  # avatars saved before the torso followed the head: a static torso
+        if "viseme_matrix" in state_dict:  # saved before the closed-lip floor: none
+            state_dict.setdefault("viseme_floor", torch.zeros(state_dict["viseme_matrix"].shape[1] + 1))
         kind = encoding_of_state(state_dict)
         if kind is not None and kind != self.deform.encoding.kind:
             dev = self.means.device
@@ -196,7 +202,7 @@ class GaussianAvatar(nn.Module):
         """(..., A+V) codes -> (..., E) the viseme map's expression (zeros without the front end)."""
         if not self.n_visemes:
             return code.new_zeros(code.shape[:-1] + (self.expr_dim,))
-        return code[..., self.cfg.audio_dim :] @ self.viseme_matrix
+        return apply_lip_floor(code[..., self.cfg.audio_dim :] @ self.viseme_matrix, self.viseme_floor)
 
     def predict_expression(self, audio: Tensor, eye: Tensor) -> Tensor:
         """(..., A[+V]) audio codes + (..., 1) blink -> (..., E) expression coefficients.

@@ -14,9 +14,15 @@ a *generic prior built from the subject's own tracking*:
 The fit minimises ``|X M - Y|^2 + sum_v lam |M_v - P_v|^2``: a viseme's data weight is its soft frame
 count ``sum_t X_tv``, so the prior's share ``lam / (lam + n_v)`` shrinks as the viseme is seen more,
 and a viseme never seen keeps its prior; silence keeps its closed mouth much more firmly
-(:data:`PRIOR_WEIGHT`). Least squares on soft posteriors shrinks the amplitude (the
-fitted lip gap varies less than the real one), so the map is then scaled about the closed-mouth shape
-until the fitted lip gap's std over the training frames equals the subject's (the gain is reported).
+(:data:`PRIOR_WEIGHT`).
+
+Least squares on soft posteriors shrinks the amplitude (the fitted lip gap varies less than the real
+one), so the map's output is then scaled about its own mean over the training frames until the fitted
+lip gap's std equals the subject's (the gain is reported): the mean opening stays the subject's.
+(Scaling about the closed shape instead, as before, opened the mouth by 1.5-6 mm on average and
+cost LMD; docs/results/mouth.md.) The scaled map can overshoot below closed lips, so its output is
+floored per frame at the subject's closed lip gap (5th percentile of the training frames) along the
+expression direction that opens the lips: silence and p/b/m close the mouth, never cross the lips.
 A lag (frames; negative = the lips lead the sound) is chosen among a few by the fit's residual.
 """
 
@@ -79,12 +85,28 @@ class VisemeFit:
     lag: int = 0
     gain: float = 1.0
     stats: dict = field(default_factory=dict)
+    # (E + 1,): the expression direction d that opens the lips (lip gap ≈ g0 + e @ d) and the closed
+    # mouth's level f on it; an output with e @ d < f is lifted along d to f. Zeros: no floor.
+    floor: np.ndarray | None = None
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """(T, 17) -> (T, E), with the lag applied (edge-clamped)."""
+        """(T, 17) -> (T, E), with the lag applied (edge-clamped) and the closed-lip floor."""
         T = len(features)
         j = np.clip(np.arange(T) + self.lag, 0, max(T - 1, 0))
-        return np.asarray(features, np.float64)[j] @ self.matrix
+        e = np.asarray(features, np.float64)[j] @ self.matrix
+        return e if self.floor is None else apply_lip_floor(e, self.floor)
+
+
+def apply_lip_floor(expression, floor):
+    """Lift expressions (..., E) whose lip opening ``e @ d`` is below the closed level ``f`` along
+    ``d`` to ``f``; ``floor`` (E + 1,) = [d, f] (zeros: unchanged). numpy arrays or torch tensors."""
+    d, f = floor[:-1], floor[-1]
+    dd = (d * d).sum()
+    if float(dd) <= 0.0:
+        return expression
+    lift = f - expression @ d
+    lift = lift.clip(min=0) if hasattr(lift, "clip") else max(lift, 0)
+    return expression + lift[..., None] * d / dd
 
 
 def _affine(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -138,7 +160,8 @@ def fit_viseme_map(
         prior_strength: frames' worth of weight of each viseme's prior target.
         extra_strength: ridge weight pulling the voice and loudness columns to zero.
         lags: candidate lags (frames); the one with the lowest fitted residual is kept.
-        calibrate: scale the map about the closed mouth so the fitted lip gap's std matches the real one.
+        calibrate: scale the map about its mean output so the fitted lip gap's std matches the real
+            one, and floor it at closed lips.
         valid: (T,) bool, the frames with tracking (others are skipped; the lag still counts them).
     """
     X = np.nan_to_num(np.asarray(features, np.float64))
@@ -169,30 +192,61 @@ def fit_viseme_map(
     err, lag, M = _best_lag(Xall, Y, P, lam, lags, ok)
     fit = VisemeFit(M, lag)
     # the fitted lip gap, linear in the expression: gap ≈ g0 + expression @ dg (regressed on the frames)
-    dg = _affine(gap[:, None], Y)[1:, 0]  # (E,)
+    a = _affine(gap[:, None], Y)
+    g0, dg = float(a[0, 0]), a[1:, 0]  # (E,)
     pred = fit.predict(Xall)[ok]
     std_real, std_fit = float(gap.std()), float((pred @ dg).std())
     gain = 1.0
     if calibrate and std_fit > 1e-9:
+        floor = np.append(dg, info["gap_p5"] - g0)  # closed lips: the training frames' 5th percentile
         gain = float(np.clip(std_real / std_fit, 1.0, max_gain))
-        closed = info["closed"]  # expression of the subject's closed, neutral-width mouth
-        # rows sum to 1 on the 15 visemes: scaling every viseme row about `closed` scales the output
-        M = M.copy()
-        M[:15] = closed + gain * (M[:15] - closed)
-        M[15:] = gain * M[15:]
-        fit = VisemeFit(M, lag, gain)
+        fit = _calibrated(fit, Xall, ok, pred.mean(0), floor, std_real, gain, max_gain)
+        gain = fit.gain
     counts = Xall[ok, :15].sum(0)
+    final = fit.predict(Xall)[ok]
     fit.stats = {
         "lag": int(lag),
         "gain": round(gain, 4),
         "fit_mse": round(err, 5),
         "expression_var": round(float(Y.var(0).mean()), 5),
         "lip_gap_std_real": std_real,
-        "lip_gap_std_fit": std_fit * gain,
+        "lip_gap_std_fit": float((final @ dg).std()),
+        "lip_gap_mean_real": float(gap.mean()),
+        "lip_gap_mean_fit": g0 + float((final @ dg).mean()),
         "frames_per_viseme": {v: round(float(c), 1) for v, c in zip(VISEME_NAMES, counts)},
         **{k: info[k] for k in ("gap_p5", "gap_p95")},
     }
     return fit
+
+
+def _calibrated(
+    fit: VisemeFit,
+    X: np.ndarray,
+    ok: np.ndarray,
+    mean: np.ndarray,
+    floor: np.ndarray,
+    std_real: float,
+    gain: float,
+    max_gain: float,
+) -> VisemeFit:
+    """``fit`` scaled about its mean output ``mean`` (E,) and floored at closed lips, with the gain
+    that makes the floored output's lip gap vary as the real one (``std_real``) over frames ``ok``.
+
+    The 15 viseme rows sum to 1, so scaling every viseme row about ``mean`` (and the voice and loudness
+    rows about 0) scales the output about ``mean``. The floor lifts the lowest frames, which lowers
+    the std a little: the gain is refined by a few fixed-point steps."""
+    d = floor[:-1]
+    out = fit
+    for _ in range(4):
+        M = fit.matrix.copy()
+        M[:15] = mean + gain * (M[:15] - mean)
+        M[15:] = gain * M[15:]
+        out = VisemeFit(M, fit.lag, gain, floor=floor)
+        std = float((out.predict(X)[ok] @ d).std())
+        if std <= 1e-12 or abs(std / std_real - 1.0) < 0.01:
+            break
+        gain = float(np.clip(gain * std_real / std, 1.0, max_gain))
+    return out
 
 
 def _best_lag(
@@ -218,6 +272,7 @@ __all__ = [
     "VISEME_NAMES",
     "VISEME_SHAPES",
     "VisemeFit",
+    "apply_lip_floor",
     "fit_viseme_map",
     "lip_gap",
     "mouth_width",

@@ -150,6 +150,8 @@ def fit_visemes(model: GaussianAvatar, cs, data: TrainData, cfg: AvatarConfig) -
     )
     with torch.no_grad():
         model.viseme_matrix.copy_(torch.as_tensor(fit.matrix, dtype=torch.float32))
+        if fit.floor is not None:
+            model.viseme_floor.copy_(torch.as_tensor(fit.floor, dtype=torch.float32))
         model.audio.viseme_lag.fill_(int(fit.lag))
     return fit.stats
 

@@ -41,6 +41,11 @@ def viseme_avatar(fitted_avatar):
     return fitted_avatar
 
 
+def _code(model, viseme_vector: torch.Tensor) -> torch.Tensor:
+    """An audio code whose learned part is zero and whose front-end part is ``viseme_vector``."""
+    return torch.cat([torch.zeros(model.cfg.audio_dim), viseme_vector])
+
+
 def _gap_of(av, expression: torch.Tensor) -> np.ndarray:
     m = av.model
     lm = m.landmarks + m.expr_mean + torch.einsum("te,eld->tld", expression, m.expr_basis)
@@ -66,7 +71,9 @@ def test_pp_closes_and_aa_opens(viseme_avatar):
     vec = {v: one[VISEME_NAMES.index(v)] for v in ("sil", "PP", "aa")}
     for v in ("PP", "aa"):
         vec[v] = vec[v] + one[15] + 0.6 * one[16]  # voiced and loud
-    gaps = {v: float(_gap_of(viseme_avatar, (x @ m.viseme_matrix)[None])[0]) for v, x in vec.items()}
+    gaps = {
+        v: float(_gap_of(viseme_avatar, m.viseme_expression(_code(m, x))[None])[0]) for v, x in vec.items()
+    }
     stats = viseme_avatar.meta.audio_pretrain["viseme_map"]
     span = stats["gap_p95"] - stats["gap_p5"]
     assert gaps["aa"] > gaps["sil"] + 0.3 * span

@@ -10,6 +10,7 @@ from avatar3d.models.gaussian_avatar import GaussianAvatar
 from avatar3d.models.viseme_map import (
     N_VISEME_FEATURES,
     VISEME_NAMES,
+    apply_lip_floor,
     fit_viseme_map,
     lip_gap,
     mouth_width,
@@ -87,7 +88,7 @@ def test_prior_dominates_for_unseen_visemes():
     assert P[V["ou"], 1] < P[V["E"], 1] and P[V["oh"], 1] < P[V["E"], 1]
 
 
-def test_gain_restores_the_subjects_amplitude():
+def test_gain_restores_the_subjects_amplitude_and_keeps_the_mean():
     X, base, basis, rng = _subject(T=400)
     # a mouth that opens a lot on aa, with jitter the soft visemes cannot explain
     Y = np.zeros((len(X), basis.shape[0]))
@@ -95,16 +96,36 @@ def test_gain_restores_the_subjects_amplitude():
     L = _landmarks(base, basis, Y)
     raw = fit_viseme_map(X, Y, L, calibrate=False)
     cal = fit_viseme_map(X, Y, L, calibrate=True)
-    real = lip_gap(L).std()
-    g_raw = lip_gap(_landmarks(base, basis, raw.predict(X))).std()
-    g_cal = lip_gap(_landmarks(base, basis, cal.predict(X))).std()
-    assert g_raw < 0.85 * real
-    assert 0.9 * real < g_cal < 1.1 * real
+    real = lip_gap(L)
+    g_raw = lip_gap(_landmarks(base, basis, raw.predict(X)))
+    g_cal = lip_gap(_landmarks(base, basis, cal.predict(X)))
+    assert g_raw.std() < 0.85 * real.std()
+    assert 0.95 * real.std() < g_cal.std() < 1.05 * real.std()
     assert cal.gain > 1.0
-    # the closed visemes stay closed: scaling is about the closed mouth
-    closed = lip_gap(_landmarks(base, basis, cal.matrix[[V["sil"]]])).item()
-    wide = lip_gap(_landmarks(base, basis, cal.matrix[[V["aa"]]])).item()
-    assert closed < lip_gap(L).mean() < wide
+    # the mean opening stays the subject's (scaling about the closed shape opened every frame more)
+    assert abs(g_cal.mean() - real.mean()) < 0.15 * real.std()
+    assert cal.stats["lip_gap_mean_fit"] == pytest.approx(g_cal.mean(), abs=1e-9)
+    # silence and p/b/m close the lips (the floor: the 5th percentile gap) and never cross them
+    one = np.eye(N_VISEME_FEATURES)
+    closed = lip_gap(_landmarks(base, basis, cal.predict(one[[V["sil"]]])))[0]
+    wide = lip_gap(_landmarks(base, basis, cal.predict(one[[V["aa"]]])))[0]
+    assert closed == pytest.approx(np.percentile(real, 5), abs=0.05 * real.std())
+    assert g_cal.min() >= np.percentile(real, 5) - 1e-9
+    assert closed < real.mean() < wide
+
+
+def test_lip_floor_is_the_same_in_numpy_and_torch():
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(50, 6))
+    floor = np.append(rng.normal(size=6), 0.3)
+    lifted = apply_lip_floor(e, floor)
+    d = floor[:-1]
+    assert (lifted @ d >= 0.3 - 1e-9).all()
+    keep = e @ d >= 0.3
+    assert np.array_equal(lifted[keep], e[keep])  # frames above the floor are untouched
+    t = apply_lip_floor(torch.as_tensor(e), torch.as_tensor(floor))
+    assert np.allclose(t.numpy(), lifted)
+    assert np.array_equal(apply_lip_floor(e, np.zeros(7)), e)  # zeros: no floor (older avatars)
 
 
 def test_bad_shapes_raise():

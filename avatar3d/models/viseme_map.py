@@ -23,6 +23,8 @@ lip gap's std equals the subject's (the gain is reported): the mean opening stay
 cost LMD; docs/results/mouth.md.) The scaled map can overshoot below closed lips, so its output is
 floored per frame at the subject's closed lip gap (5th percentile of the training frames) along the
 expression direction that opens the lips: silence and p/b/m close the mouth, never cross the lips.
+The mouth width (rounding for oh / ou, spreading for E / ih) is shrunk the same way and is scaled
+separately, along a direction that leaves the opening alone, up to :data:`MAX_WIDTH_GAIN`.
 A lag (frames; negative = the lips lead the sound) is chosen among a few by the fit's residual.
 """
 
@@ -88,6 +90,7 @@ class VisemeFit:
     # (E + 1,): the expression direction d that opens the lips (lip gap ≈ g0 + e @ d) and the closed
     # mouth's level f on it; an output with e @ d < f is lifted along d to f. Zeros: no floor.
     floor: np.ndarray | None = None
+    width_gain: float = 1.0
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """(T, 17) -> (T, E), with the lag applied (edge-clamped) and the closed-lip floor."""
@@ -202,11 +205,13 @@ def fit_viseme_map(
         gain = float(np.clip(std_real / std_fit, 1.0, max_gain))
         fit = _calibrated(fit, Xall, ok, pred.mean(0), floor, std_real, gain, max_gain)
         gain = fit.gain
+        fit = _widened(fit, Xall, ok, dg, _affine(width[:, None], Y)[1:, 0], float(width.std()))
     counts = Xall[ok, :15].sum(0)
     final = fit.predict(Xall)[ok]
     fit.stats = {
         "lag": int(lag),
         "gain": round(gain, 4),
+        "width_gain": round(fit.width_gain, 4),
         "fit_mse": round(err, 5),
         "expression_var": round(float(Y.var(0).mean()), 5),
         "lip_gap_std_real": std_real,
@@ -249,6 +254,30 @@ def _calibrated(
     return out
 
 
+MAX_WIDTH_GAIN = 1.5  # the rounding / spreading is less predictable from sound than the opening
+
+
+def _widened(fit: VisemeFit, X: np.ndarray, ok: np.ndarray, dg: np.ndarray, dw: np.ndarray, std_real: float):
+    """``fit`` with its mouth-width (rounding / spreading) motion scaled about its mean until the
+    width's std over frames ``ok`` equals the real one (``std_real``; gain in [1, MAX_WIDTH_GAIN]),
+    leaving the lip opening as it is: the change is along the direction u with u·dg = 0, u·dw = 1
+    (dg, dw (E,): the expression's lip-gap and width read-outs)."""
+    pred = fit.predict(X)[ok]
+    std = float((pred @ dw).std())
+    if std <= 1e-12:
+        return fit
+    g = float(np.clip(std_real / std, 1.0, MAX_WIDTH_GAIN))
+    D = np.stack([dg, dw], 1)
+    u = D @ np.linalg.lstsq(D.T @ D, np.array([0.0, 1.0]), rcond=None)[0]
+    M = fit.matrix.copy()
+    centre = np.zeros_like(M)
+    centre[:15] = pred.mean(0)  # the viseme rows sum to 1: move them about the mean output
+    M = M + (g - 1.0) * ((M - centre) @ dw)[:, None] * u[None]
+    out = VisemeFit(M, fit.lag, fit.gain, floor=fit.floor)
+    out.width_gain = g
+    return out
+
+
 def _best_lag(
     X: np.ndarray, Y: np.ndarray, P: np.ndarray, lam: np.ndarray, lags: tuple[int, ...], ok: np.ndarray
 ) -> tuple[float, int, np.ndarray]:
@@ -268,6 +297,7 @@ def _best_lag(
 
 __all__ = [
     "N_VISEME_FEATURES",
+    "MAX_WIDTH_GAIN",
     "PRIOR_WEIGHT",
     "VISEME_NAMES",
     "VISEME_SHAPES",

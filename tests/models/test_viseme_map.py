@@ -8,6 +8,7 @@ from avatar3d.config import ModelConfig
 from avatar3d.core.topology import INNER_LIP_PAIRS, MOUTH_CORNERS
 from avatar3d.models.gaussian_avatar import GaussianAvatar
 from avatar3d.models.viseme_map import (
+    MAX_WIDTH_GAIN,
     N_VISEME_FEATURES,
     VISEME_NAMES,
     apply_lip_floor,
@@ -112,6 +113,25 @@ def test_gain_restores_the_subjects_amplitude_and_keeps_the_mean():
     assert closed == pytest.approx(np.percentile(real, 5), abs=0.05 * real.std())
     assert g_cal.min() >= np.percentile(real, 5) - 1e-9
     assert closed < real.mean() < wide
+
+
+def test_width_is_scaled_without_moving_the_opening():
+    X, base, basis, rng = _subject(T=400, seed=2)
+    Y = np.zeros((len(X), basis.shape[0]))
+    Y[:, 0] = 2.0 * X[:, V["aa"]] + 0.3 * rng.normal(size=len(X))
+    # rounded on oh / ou, spread on E / ih, with jitter the visemes cannot explain
+    Y[:, 1] = X[:, V["E"]] + X[:, V["ih"]] - X[:, V["oh"]] - X[:, V["ou"]] + 0.8 * rng.normal(size=len(X))
+    L = _landmarks(base, basis, Y)
+    cal = fit_viseme_map(X, Y, L)
+    w_real = mouth_width(L).std()
+    w_cal = mouth_width(_landmarks(base, basis, cal.predict(X))).std()
+    assert 1.0 < cal.width_gain <= MAX_WIDTH_GAIN
+    assert w_cal <= 1.02 * w_real and (w_cal > 0.95 * w_real or cal.width_gain == MAX_WIDTH_GAIN)
+    one = np.eye(N_VISEME_FEATURES)
+    width = {v: mouth_width(_landmarks(base, basis, cal.predict(one[[V[v]]])))[0] for v in ("ou", "E")}
+    assert width["ou"] < width["E"]
+    # the opening is the one the gain calibration chose
+    assert lip_gap(_landmarks(base, basis, cal.predict(X))).std() == pytest.approx(lip_gap(L).std(), rel=0.05)
 
 
 def test_lip_floor_is_the_same_in_numpy_and_torch():

@@ -294,10 +294,6 @@ class TrainConfig:
     lambda_dssim: float = 0.2
     lip_weight: float = 4.0  # extra L1 weight inside the mouth box
     lambda_mask: float = 0.05  # alpha vs person-mask loss
-    # the face and torso Gaussians' alpha inside the tracked inner-lip opening (eroded by
-    # mouth_clear_erode_px): only the mouth interior (teeth, tongue, cavity) may show there; 0 = off
-    lambda_mouth_clear: float = 0.1
-    mouth_clear_erode_px: float = 1.0
     lambda_offset: float = 1e-3  # L1 on deformation offsets
     lambda_audio: float = 0.5  # auxiliary: the audio code must predict the tracked mouth opening
     audio_batch: int = 16  # frames per step for that auxiliary loss
@@ -445,7 +441,7 @@ LIMITS: dict[str, dict[str, tuple[float, float]]] = {
         "audio_fraction": (0.0, 1.0), "holdout_fraction": (0.0, 0.9), "lr_means": (0.0, 10.0),
         "lr_colors": (0.0, 10.0), "lr_opacity": (0.0, 10.0), "lr_scales": (0.0, 10.0), "lr_quats": (0.0, 10.0),
         "lr_net": (0.0, 10.0), "lr_grid": (0.0, 10.0), "lambda_dssim": (0.0, 1.0), "lip_weight": (0.0, 1e3),
-        "lambda_mask": (0.0, 1e3), "lambda_mouth_clear": (0.0, 1e3), "mouth_clear_erode_px": (0.0, 64.0), "lambda_offset": (0.0, 1e3), "lambda_audio": (0.0, 1e3),
+        "lambda_mask": (0.0, 1e3), "lambda_offset": (0.0, 1e3), "lambda_audio": (0.0, 1e3),
         "audio_batch": (1, 65_536), "audio_pretrain_steps": (0, 100_000_000), "audio_pretrain_batch": (1, 65_536),
         "mouth_sampling": (0.0, 1e3), "densify_every": (0, 100_000_000), "densify_until": (0.0, 1.0),
         "densify_fraction": (0.0, 1.0), "prune_opacity": (0.0, 1.0), "checkpoint_every": (0, 100_000_000),

@@ -17,7 +17,7 @@ from torch import Tensor
 from ..audio import load_audio
 from ..audio.visemes import speech_features
 from ..core.constants import SAMPLE_RATE
-from ..core.topology import inner_lip_loop, outer_lip_loop
+from ..core.topology import outer_lip_loop
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -192,8 +192,6 @@ class TrainData:
     # the speech front end's per-frame vectors (T, 17) [15 viseme weights, voice, loudness], also
     # appended to every window step of ``features`` (its last ``n_visemes`` channels); None without
     visemes: Tensor | None = None
-    # (T, 20, 2) the tracked inner-lip contour in training pixels (NaN where untracked); None: unknown
-    inner_lips: Tensor | None = None
 
     @property
     def n_visemes(self) -> int:
@@ -246,7 +244,6 @@ class TrainData:
             feature_mean=audio.mean,
             feature_std=audio.std,
             visemes=None if audio.visemes is None else f32(audio.visemes),
-            inner_lips=f32(np.asarray(cs.landmarks2d, np.float64)[:, inner_lip_loop()] * np.array([sx, sy])),
         )
 
     def image(self, i: int) -> Tensor:

@@ -2,8 +2,7 @@
 
 Staged schedule (TalkingGaussian / GaussianTalker): static appearance first (deformation off), then
 the audio deformation alone (canonical Gaussians frozen), then everything jointly. Losses: L1 +
-D-SSIM, extra L1 weight in the mouth box, alpha vs person mask, face alpha inside the lips' opening
-(:mod:`.mouth_clear`), L1 on offsets, region-attention
+D-SSIM, extra L1 weight in the mouth box, alpha vs person mask, L1 on offsets, region-attention
 sparsity (audio attention above the nose, eye attention below it), and — when ``train.lpips_weights``
 names a local weights file — LPIPS on a lower-face crop from the joint stage on. Checkpoints
 (:mod:`avatar3d.train.checkpoint`: model, optimiser, RNG and densification state) are written right
@@ -36,7 +35,6 @@ from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import fit_identity, load_checkpoint, save_checkpoint
 from .data import TrainData
 from .losses import dssim, psnr, ssim
-from .mouth_clear import mouth_clear_loss
 
 
 @dataclass
@@ -182,10 +180,6 @@ def frame_loss(
     if t.lambda_mask > 0:
         mask = data.masks[i].float() / 255.0
         loss = loss + t.lambda_mask * (out.alphas[0, ..., 0] - mask).abs().mean()
-    if t.lambda_mouth_clear > 0 and teacher:  # the tracked opening is this frame's only when driven by it
-        clear = mouth_clear_loss(model, gs, data, i, t.mouth_clear_erode_px)
-        if clear is not None:
-            loss = loss + t.lambda_mouth_clear * clear
     if "d_pos" in gs:
         loss = loss + t.lambda_offset * gs["d_pos"].abs().sum(-1).mean() / model.cfg.max_offset
         hi = gs["head_index"]

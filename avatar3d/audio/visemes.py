@@ -59,6 +59,8 @@ __all__ = [
     "FEATURE_DIM",
     "FRONTEND_NAME",
     "FRONTEND_VERSION",
+    "MIN_LIVE_LOOKAHEAD",
+    "MIN_LOOKAHEAD",
     "VISEMES",
     "StreamingVisemes",
     "VisemeTrack",
@@ -77,6 +79,10 @@ _PRIOR_DB, _PRIOR_S = -26.0, 0.25
 _LOUD_LO, _LOUD_HI = -30.0, 12.0  # dB relative to the speech level -> 0 .. 1
 _SIL = VISEMES.index("sil")
 MIN_LOOKAHEAD = _GATE_FWD + BLOCK_S / 2  # the gate looks 100 ms ahead, at VAD-block resolution
+# live use may shorten the gate's look-ahead (the mouth then opens up to that much later at a voice
+# onset than the offline front end opens it): never below this
+MIN_GATE_FORWARD = 0.03  # s
+MIN_LIVE_LOOKAHEAD = MIN_GATE_FORWARD + BLOCK_S / 2
 
 
 def frontend_info() -> dict:
@@ -99,8 +105,9 @@ def _check_fps(fps: float) -> float:
 class _Core:
     """The shared offline/streaming engine: a :class:`PhoneStream` plus per-frame rendering state."""
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, gate_forward: float = _GATE_FWD) -> None:
         self.fps = _check_fps(fps)
+        self.gate_forward = float(gate_forward)
         self.stream = PhoneStream()
         self._wave: list[np.ndarray] = []
         self._wave0 = 0  # sample index of the first kept sample
@@ -130,7 +137,7 @@ class _Core:
             i = base + d
             ok = (i >= 0) & (i < probs.size)
             c = (i + 0.5) * BLOCK_S
-            ok &= (c >= t - _GATE_BACK) & (c <= t + _GATE_FWD)
+            ok &= (c >= t - _GATE_BACK) & (c <= t + self.gate_forward)
             gmax = np.where(ok, np.maximum(gmax, probs[np.clip(i, 0, probs.size - 1)]), gmax)
         return voice, np.clip((gmax - _GATE_LO) / (_GATE_HI - _GATE_LO), 0.0, 1.0)
 
@@ -272,13 +279,18 @@ class StreamingVisemes:
     ``push(chunk)`` returns the rows (k, 17) finalised so far; ``flush()`` ends the stream and
     returns the rest, up to ``floor(duration * fps)`` frames in total. Frame k is emitted once audio
     up to ``k / fps + lookahead`` has arrived; :attr:`latency` (seconds) adds the VAD's 32 ms block.
+
+    From :data:`MIN_LOOKAHEAD` up the rows are the offline front end's (:func:`speech_features`).
+    A shorter lookahead (down to :data:`MIN_LIVE_LOOKAHEAD`) shortens the voice gate's look-ahead to
+    fit: the rows then differ from the offline ones only at voice onsets, which open the mouth up to
+    ``MIN_LOOKAHEAD - lookahead`` later.
     """
 
     def __init__(self, fps: float = 25.0, lookahead: float = 0.2) -> None:
-        if not MIN_LOOKAHEAD <= float(lookahead) <= 5.0:
-            raise ValueError(f"lookahead must be in {MIN_LOOKAHEAD:.3f}..5 s, got {lookahead!r}")
+        if not MIN_LIVE_LOOKAHEAD <= float(lookahead) <= 5.0:
+            raise ValueError(f"lookahead must be in {MIN_LIVE_LOOKAHEAD:.3f}..5 s, got {lookahead!r}")
         self.lookahead = float(lookahead)
-        self._core = _Core(fps)
+        self._core = _Core(fps, gate_forward=min(_GATE_FWD, self.lookahead - BLOCK_S / 2))
         self.fps = self._core.fps
 
     @property

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..audio import load_audio
-from ..audio.visemes import MIN_LOOKAHEAD, StreamingVisemes
+from ..audio.visemes import MIN_LIVE_LOOKAHEAD, StreamingVisemes
 from ..core.constants import SAMPLE_RATE
 from ..drive.audio import AudioDriver
 from ..drive.motion import blink_schedule
@@ -55,7 +55,8 @@ class StreamingWeights:
 
     ``lookahead``: seconds of audio after a frame's instant to wait for (0.2 covers the model's audio
     window and smoother; less lowers latency at some cost in fidelity; the front end needs at least
-    :data:`~avatar3d.audio.visemes.MIN_LOOKAHEAD`); ``context``: seconds of past audio kept for the
+    :data:`~avatar3d.audio.visemes.MIN_LIVE_LOOKAHEAD`, and below
+    :data:`~avatar3d.audio.visemes.MIN_LOOKAHEAD` its voice gate looks less far ahead); ``context``: seconds of past audio kept for the
     log-mel features, normalised over it (offline, over the whole clip), so streamed weights
     approximate the offline ones. Blinks follow the natural schedule of :meth:`Avatar.render`
     (``blink``). Memory is bounded whatever the stream's length.
@@ -85,7 +86,7 @@ class StreamingWeights:
         plain = dataclasses.replace(meta, front_end=dataclasses.replace(meta.front_end, viseme_channels=0))
         self._plain = AudioDriver(avatar.model, plain, avatar.audio.speech_model_path)
         self.visemes = (
-            StreamingVisemes(self.fps, max(MIN_LOOKAHEAD, self.lookahead)) if meta.n_visemes else None
+            StreamingVisemes(self.fps, max(MIN_LIVE_LOOKAHEAD, self.lookahead)) if meta.n_visemes else None
         )
         self._vis = np.zeros((0, meta.n_visemes), np.float32)  # front-end rows of frames vis0 ..
         self._vis0 = 0

@@ -217,7 +217,22 @@ def test_streaming_emits_after_lookahead(speech):
     rest = s.flush()
     assert len(got) + len(rest) == 25
     with pytest.raises(ValueError):
-        StreamingVisemes(lookahead=0.05)
+        StreamingVisemes(lookahead=0.03)
+
+
+def test_low_latency_streaming_differs_from_offline_only_at_voice_onsets(speech, offline25):
+    """Below MIN_LOOKAHEAD the voice gate looks less far ahead: the voice probability is the offline
+    one, the gate (and so the visemes and loudness) may open later at an onset, never elsewhere."""
+    s = StreamingVisemes(fps=25.0, lookahead=0.07)
+    assert s.latency == pytest.approx(0.102)
+    on = np.concatenate([s.push(speech[i : i + 320]) for i in range(0, speech.size, 320)] + [s.flush()])
+    off = offline25
+    assert on.shape == off.shape
+    np.testing.assert_allclose(on[:, 15], off[:, 15], atol=1e-5)  # voice probability
+    assert (on[:, 16] <= off[:, 16] + 1e-5).all()  # a later-opening gate only lowers the loudness
+    same = np.abs(on[:, 16] - off[:, 16]) < 1e-5
+    assert same.mean() >= 0.8
+    assert (on[:, :15].argmax(1) == off[:, :15].argmax(1)).mean() >= 0.75
 
 
 def _bad_cases() -> dict[str, tuple[np.ndarray, int]]:

@@ -193,6 +193,12 @@ def test_memory_does_not_follow_the_audio_length(avatar, tmp_path, speech):
     assert long < 1.3 * short and long < 120e6, (short, long)
 
 
+def test_generated_motion_of_a_window_is_the_whole_motions():
+    whole = head_poses("generated", 3000, 25.0, None)
+    np.testing.assert_array_equal(stream._generated(2500, 2564, 25.0), whole[2500:2564])
+    np.testing.assert_array_equal(stream._generated(0, 10, 30.0), head_poses("generated", 10, 30.0, None))
+
+
 def test_frame_period_meets_the_analysis_grids():
     assert stream.frame_period(25.0) == 4  # 2560 samples: 5 VAD blocks, 8 mel hops
     assert stream.frame_period(30.0) == 24

@@ -5,12 +5,13 @@ few consecutive frames at each, as playback does. Prints one JSON line:
 * ``start_s``: start_viewer's time; ``first_frame_s``: from its call to the first frame rendered;
 * ``peak_rss_mb``: the process's peak resident memory (ru_maxrss), start-up included;
 * ``rss_mb_at_minute``: resident memory after each position; ``seek_s``: the first frame after each
-  seek; ``seek_and_render_3_frames_s``: that frame and the next two.
+  seek (``--settle`` seconds after the previous one); ``seek_and_render_3_frames_s``: that frame and
+  the next two.
 
 It runs against whichever avatar3d is imported (run it with PYTHONPATH=/path/to/checkout to measure
 another one) and uses only the API both old and new viewers share.
 
-    python benchmarks/bench_view_memory.py AVATAR_DIR AUDIO [--bake DIR] [--size 128] [--positions 13]
+    python benchmarks/bench_view_memory.py AVATAR_DIR AUDIO [--bake DIR] [--size 128] [--positions 13] [--settle 2]
 """
 
 import argparse
@@ -56,6 +57,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="render size (default 128)")
     ap.add_argument("--positions", type=int, default=13, help="seek positions through the clip (default 13)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds watched after each position before the next seek (default 2)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     player = None
@@ -75,6 +82,7 @@ def main() -> None:
     n, fps = v.drive.n_frames, v.drive.fps
     seek, three = [], []
     for k in np.linspace(0, n - 4, args.positions).astype(int)[1:]:
+        time.sleep(args.settle)  # a user watches a little before seeking again (work ahead may finish)
         t1 = time.time()
         v.render_view(state, k / fps)
         seek.append(time.time() - t1)

@@ -58,6 +58,11 @@ def main() -> None:
     ap.add_argument("--positions", type=int, default=13, help="seek positions through the clip (default 13)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="afterwards, also decode the file whole and report how far the streamed codes are from it",
+    )
+    ap.add_argument(
         "--settle",
         type=float,
         default=2.0,
@@ -104,7 +109,28 @@ def main() -> None:
         "seek_s": [round(x, 2) for x in seek],
         "seek_and_render_3_frames_s": [round(x, 2) for x in three],
     }
+    if args.compare:
+        out["compare"] = compare_codes(v.avatar, args.audio, [int(x * 60 * fps) for x, _ in rows[1:]])
     print(json.dumps(out))
+
+
+def compare_codes(avatar, audio: str, frames: list[int]) -> dict:
+    """Streamed against decoded drive: the codes of 64 frames from each of ``frames`` (after a seek
+    there), as the rms of the difference over the rms of the decoded codes."""
+    from avatar3d.viewer.timeline import make_drive
+
+    streamed, decoded = make_drive(avatar, audio, stream=True), make_drive(avatar, audio, stream=False)
+    try:
+        rel = []
+        for k in frames:
+            ks = range(max(0, min(k, decoded.n_frames - 64)), max(0, min(k, decoded.n_frames - 64)) + 64)
+            a = torch.stack([streamed.codes[j] for j in ks])
+            b = torch.stack([decoded.codes[j] for j in ks])
+            rel.append(round(float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()), 4))
+        return {"rel_rms_code_diff_after_seek": rel}
+    finally:
+        streamed.close()
+        decoded.close()
 
 
 if __name__ == "__main__":

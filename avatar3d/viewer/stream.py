@@ -12,7 +12,7 @@ is decoded or analysed before the first frame, and memory does not grow with the
   :data:`PRIME_S` of audio before it so its decoder, voice detector and loudness reference have
   settled.
 
-Design and measurements: ``docs/results/viewmem.md``.
+Design: ``docs/design/view-streaming.md``.
 """
 
 from __future__ import annotations

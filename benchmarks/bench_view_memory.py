@@ -25,9 +25,11 @@ import numpy as np
 import torch
 
 import avatar3d
+from avatar3d.export.bake import load_player
 from avatar3d.viewer import start_viewer
 from avatar3d.viewer.frames import look_at_wxyz, viewer_pose
 from avatar3d.viewer.server import CameraState
+from avatar3d.viewer.timeline import make_drive
 
 
 def rss_mb() -> float:
@@ -72,8 +74,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     player = None
     if args.bake:
-        from avatar3d.export.bake import load_player
-
         player = lambda av: load_player(av, args.bake)  # noqa: E731
     t0 = time.time()
     v = start_viewer(args.avatar, args.audio, port=0, size=args.size, log=None, bake=player)
@@ -117,8 +117,6 @@ def main() -> None:
 def compare_codes(avatar, audio: str, frames: list[int]) -> dict:
     """Streamed against decoded drive: the codes of 64 frames from each of ``frames`` (after a seek
     there), as the rms of the difference over the rms of the decoded codes."""
-    from avatar3d.viewer.timeline import make_drive
-
     streamed, decoded = make_drive(avatar, audio, stream=True), make_drive(avatar, audio, stream=False)
     try:
         rel = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import types
 import warnings
 from fractions import Fraction
@@ -21,13 +22,7 @@ from avatar3d.io import (
     write_image,
     write_video,
 )
-from avatar3d.io.media import (
-    _metadata_rotation,
-    _norm_rotation,
-    iter_audio,
-    probe_audio,
-    read_audio_range,
-)
+from avatar3d.io.media import _metadata_rotation, _norm_rotation, iter_audio, probe_audio, read_audio_range
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
 TALKS = {  # name: (width, height, fps, seconds) from MANIFEST.md
@@ -527,14 +522,11 @@ def _noise_file(path: Path, sr: int, seconds: float, channels: int = 2, seed: in
     """Band-limited noise (sample-exact alignment errors show at once) written with write_audio."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((int(sr * seconds), channels)).astype(np.float32)
-    x = np.cumsum(x, axis=0) * 0.02
-    x -= x.mean(axis=0)
+    x = np.cumsum(x, axis=0) - np.cumsum(x, axis=0).mean(axis=0)
     return write_audio(path, np.clip(x / (np.abs(x).max() + 1e-6) * 0.8, -1, 1), sr)
 
 
-@pytest.mark.parametrize(
-    ("suffix", "sr", "channels"), [(".wav", 44100, 2), (".flac", 48000, 1), (".wav", 16000, 1)]
-)
+@pytest.mark.parametrize("suffix,sr,channels", [(".wav", 44100, 2), (".flac", 48000, 1), (".wav", 16000, 1)])
 @pytest.mark.parametrize("out_sr", [16000, None])
 def test_iter_audio_equals_read_audio_and_ranges_equal_slices(tmp_path, suffix, sr, channels, out_sr):
     path = _noise_file(tmp_path / f"n{suffix}", sr, 3.3, channels)
@@ -574,8 +566,6 @@ def test_ranges_of_compressed_audio_and_a_late_start(tmp_path, real_data):
 def test_chunked_reads_hold_no_more_than_a_chunk(tmp_path):
     """Reading ten minutes chunk by chunk, or one second of its end, allocates a few chunks' worth:
     never the whole file (read_audio's float copy of it is 38 MB)."""
-    import tracemalloc
-
     sr = 16000
     path = tmp_path / "long.wav"
     write_audio(path, np.tile(np.sin(np.arange(sr) / 7.0).astype(np.float32) * 0.5, 600), sr)
@@ -601,13 +591,9 @@ def test_chunked_read_errors(tmp_path):
         iter_audio(tmp_path / "missing.wav")
     _one_line_naming(e, tmp_path / "missing.wav")
     silent = write_video(tmp_path / "silent.mp4", _ramp_frames(5), 25)
-    for call in (
-        lambda: probe_audio(silent),
-        lambda: list(iter_audio(silent)),
-        lambda: read_audio_range(silent, 0, 1),
-    ):
+    for call in (probe_audio, lambda p: list(iter_audio(p)), lambda p: read_audio_range(p, 0, 1)):
         with pytest.raises(MediaError) as e:
-            call()
+            call(silent)
         _one_line_naming(e, silent)
     with pytest.raises(MediaError):
         list(iter_audio(wav, 123))  # an absurd target rate

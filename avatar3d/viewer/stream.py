@@ -29,7 +29,7 @@ import torch
 
 from ..audio.features import HOP, ClipStats, clip_statistics, frame_features
 from ..audio.vad import BLOCK
-from ..audio.visemes import StreamingVisemes
+from ..audio.visemes import FEATURE_DIM, VISEMES, StreamingVisemes
 from ..core.constants import SAMPLE_RATE
 from ..drive.audio import AudioDriver
 from ..drive.motion import MOTION_AMPLITUDE_DEG, MOTION_FREQ_HZ, MOTION_SINES, blinks
@@ -59,6 +59,13 @@ def frame_period(fps: float) -> int:
         if (p * spf) % grid == 0:
             return p
     return whole if whole <= MAX_PERIOD else 1
+
+
+def _silent_row() -> np.ndarray:
+    """(1, V) the front end's row of silence: all weight on ``sil``, no voice, no loudness."""
+    row = np.zeros((1, FEATURE_DIM), np.float32)
+    row[0, VISEMES.index("sil")] = 1.0
+    return row
 
 
 class FileAudio:
@@ -139,8 +146,14 @@ class FrontEnd:
             self._prime(a)
         while self.end < b and not self._done:
             self._push()
-        out = self._rows[a - self._first : b - self._first]
-        out = np.pad(out, ((0, (b - a) - len(out)), (0, 0)), mode="edge")  # past the end: the last row
+        out = self._rows[max(0, a - self._first) : b - self._first]
+        if len(out) < b - a:  # past the stream's last row (a rounded length): repeat it, or silence
+            last = self._rows[-1:] if len(self._rows) else _silent_row()
+            out = (
+                np.concatenate([out, np.repeat(last, (b - a) - len(out), 0)])
+                if len(out)
+                else np.repeat(last, b - a, 0)
+            )
         keep = max(0, a - math.ceil(FRONT_KEEP_S * self.fps) - self._first)
         if keep:
             self._rows, self._first = self._rows[keep:], self._first + keep

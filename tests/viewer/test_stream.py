@@ -117,6 +117,10 @@ def test_front_end_streams_from_the_start_and_reprimes_at_a_seek(long_wav):
     last = fe.rows(n - 10, n)
     assert last.shape == (10, FEATURE_DIM) and fe.primes == 4
     fe.close()
+    longer = stream.FrontEnd(stream.FileAudio(path, len(wave)), 25.0, n + 3)  # a header promising more
+    tail = longer.rows(n - 2, n + 3)
+    assert tail.shape == (5, FEATURE_DIM) and np.array_equal(tail[-1], tail[-2])
+    longer.close()
 
 
 def test_streamed_drive_matches_the_decoded_one(avatar, long_wav):

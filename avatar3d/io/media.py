@@ -31,16 +31,21 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar3d.errors import MediaError
+from avatar3d.io._audio_chunks import AudioInfo, Rechunker, plan_read
 from avatar3d.io._encode import encode_audio, encode_image, encode_video
 from avatar3d.io._shared import _reason, _snap_rate, audio_channels_first, check_sample_rate, resample_audio
 
 __all__ = [
+    "AudioInfo",
     "VideoInfo",
     "audio_channels_first",
     "check_sample_rate",
+    "iter_audio",
     "iter_frames",
+    "probe_audio",
     "probe_video",
     "read_audio",
+    "read_audio_range",
     "read_image",
     "resample_audio",
     "write_audio",
@@ -422,6 +427,96 @@ def read_audio(path: PathLike, sr: int | None = None) -> tuple[np.ndarray, int]:
     if sr is not None and sr != rate:
         wave, rate = resample_audio(wave, rate, sr), sr
     return np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False), int(rate)
+
+
+def _audio_track(container: av.container.InputContainer, p: Path) -> tuple[av.audio.stream.AudioStream, int]:
+    """The first audio track and its sample rate, or a MediaError."""
+    if not container.streams.audio:
+        raise MediaError(f"{p}: has no audio track")
+    st = container.streams.audio[0]
+    rate = int(st.rate or 0) or int(st.codec_context.sample_rate or 0)
+    if not rate:
+        raise MediaError(f"{p}: audio track declares no sample rate")
+    return st, rate
+
+
+def _declared_end(st: av.audio.stream.AudioStream, container: av.container.InputContainer) -> float | None:
+    """End of the audio track in seconds on the container timeline, from the headers (None: unknown)."""
+    if st.duration is not None and st.time_base is not None:
+        return float(((st.start_time or 0) + st.duration) * st.time_base) - _t_ref(container)
+    return None if container.duration is None else container.duration / av.time_base
+
+
+def probe_audio(path: PathLike) -> AudioInfo:
+    """Duration, rate and layout of the first audio track, from the headers (no decoding unless the
+    file declares no duration; then the track is decoded once, in constant memory)."""
+    p = _check_input(path)
+    container = _open(p)
+    try:
+        st, rate = _audio_track(container, p)
+        end, layout = _declared_end(st, container), (int(st.layout.nb_channels), st.codec_context.name)
+    finally:
+        container.close()
+    if end is None or end <= 0:
+        end = sum(x.size for x in iter_audio(p, rate, chunk=60.0)) / rate
+    return AudioInfo(float(end), rate, *layout)
+
+
+def iter_audio(
+    path: PathLike, sr: int | None = None, *, start: float = 0.0, end: float | None = None, chunk: float = 1.0
+) -> Iterator[np.ndarray]:
+    """Stream the first audio track as (n,) float32 mono chunks in [-1, 1] at ``sr`` (default native).
+
+    Yields samples ``round(start * sr)`` .. ``round(end * sr)`` (default: to the end) of :func:`read_audio`,
+    equal sample for sample, ``chunk`` seconds at a time, in memory independent of the file's length. A
+    ``start`` past 0 seeks (decoding from a little before it). Errors as :func:`read_audio`.
+    """
+    sr = None if sr is None else check_sample_rate(sr, "target sample rate")
+    if not (math.isfinite(start) and start >= 0) or (end is not None and not end >= start):
+        raise ValueError(f"need 0 <= start <= end, got start={start!r}, end={end!r}")
+    if not (math.isfinite(chunk) and chunk > 0):
+        raise ValueError(f"chunk must be a positive number of seconds, got {chunk!r}")
+    return _iter_audio(_check_input(path), sr, float(start), end, float(chunk))
+
+
+def _iter_audio(p: Path, sr: int | None, start: float, end: float | None, chunk_s: float):
+    container = _open(p)
+    try:
+        st, rate = _audio_track(container, p)
+        out_sr, t_ref = sr or rate, _t_ref(container)
+        plan = plan_read(rate, out_sr, round(start * out_sr), None if end is None else round(end * out_sr))
+        n_end = None if st.duration is None else round((_declared_end(st, container) or 0.0) * rate)
+        chunks = Rechunker(rate, out_sr, plan, n_end, round(chunk_s * out_sr))
+        if plan.first > 0 and st.time_base is not None:  # a little early: decoders settle after a seek
+            container.seek(max(0, int((plan.first / rate + t_ref - 0.2) / st.time_base)), stream=st)
+        note: dict[str, object] = {}
+        pos = None
+        for _, frames in _decode_packets(container, st, note):
+            for fr in frames:
+                x = _frame_to_mono(fr)
+                x = x if fr.sample_rate == rate else resample_audio(x, int(fr.sample_rate), rate)
+                if pos is None:  # the first frame sits at its timestamp, the others follow (as read_audio)
+                    pos = round((float(fr.time) - t_ref) * rate) if fr.time is not None else 0
+                    pos = pos if pos < 3600 * rate or plan.first else 0
+                yield from chunks.put(pos, x)
+                pos += x.size
+            if chunks.done:
+                break
+        if pos is None and not plan.first:  # (a range past the end is just empty)
+            why = f" ({note['problem']})" if note.get("problem") else ""
+            raise MediaError(f"{p}: audio track has no decodable samples{why}")
+        yield from chunks.finish()
+        if note.get("problem") and not plan.first:  # (after a seek the packet count cannot be checked)
+            warnings.warn(
+                f"{p}: audio is truncated or corrupt ({note['problem']})", RuntimeWarning, stacklevel=2
+            )
+    finally:
+        container.close()
+
+
+def read_audio_range(path: PathLike, t0: float, t1: float, sr: int | None = None) -> np.ndarray:
+    """Samples ``round(t0 * sr)`` .. ``round(t1 * sr)`` of :func:`read_audio` (fewer past its end), seeking."""
+    return np.concatenate([np.zeros(0, np.float32), *iter_audio(path, sr, start=t0, end=t1, chunk=60.0)])
 
 
 # ---------------------------------------------------------------------------------------------

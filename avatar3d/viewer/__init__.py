@@ -2,7 +2,8 @@
 
 :mod:`.frames` holds the viser-free core (browser camera -> Camera, time -> frame), :mod:`.timeline`
 the per-frame inputs in time (computed chunk by chunk, so memory stays flat on long audio),
-:mod:`.sound` the audio the browser plays, and :mod:`.server` the viser server and its render thread.
+:mod:`.stream` long audio read from its file around the playhead, :mod:`.sound` the audio the
+browser plays, and :mod:`.server` the viser server and its render thread.
 """
 
 from __future__ import annotations

@@ -1,12 +1,18 @@
 """What drives the viewer in time: per-frame audio codes, head poses and blinks (:class:`Drive`), and
 the playback :class:`Clock`.
 
-An idle loop is a few hundred frames, held in memory. Audio of any length is not: its 16 kHz
-samples live in a temporary file (mapped, and its pages handed back after every use) next to the
-16-bit WAV the browsers play (:mod:`.sound`), and the per-frame inputs are computed chunk by chunk
-(:data:`~avatar3d.drive.audio.CODE_CHUNK` frames, exactly as :meth:`AudioDriver.codes` chunks them,
-so the numbers equal :meth:`Avatar.render`'s) into a small LRU cache, the next chunk ahead of
-playback in a background thread. Memory does not grow with the audio's length.
+An idle loop is a few hundred frames, held in memory. Audio is not: the per-frame inputs are
+computed chunk by chunk into a small LRU cache, the next chunk ahead of playback in a background
+thread. Two ways, by length:
+
+* an array, or a file up to :data:`SHORT_AUDIO_S` long, is decoded whole and analysed as
+  :meth:`Avatar.render` does (chunks of :data:`~avatar3d.drive.audio.CODE_CHUNK` frames exactly as
+  :meth:`AudioDriver.codes` makes them, so the numbers equal a render's); its 16 kHz samples live in a
+  temporary file (mapped, its pages handed back after every use) next to the 16-bit WAV the browsers
+  play (:mod:`.sound`);
+* a longer file is never decoded whole (:mod:`.stream`): each chunk's audio is read from the file
+  around it, the speech front end streams ahead of the playhead and re-primes at a seek, and the
+  browsers' WAV is made from the file as they read it. Start-up costs the same for a minute or an hour.
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ from ..core.constants import SAMPLE_RATE
 from ..drive.audio import CODE_CHUNK
 from ..drive.motion import blinks, head_poses
 from ..errors import Avatar3DError
-from ..io.media import write_audio
+from ..io.media import probe_audio, write_audio
 from ..models.deform import gather_windows
+from .sound import WavSource
+from .stream import STREAM_CHUNK, FileAudio, open_streamed, streamed_chunk
 
 POSE_MODES = ("static", "track", "generated")
 BLINK_MODES = ("auto", "track", "none")
 CACHE_CHUNKS = 3  # chunks of per-frame inputs kept (the one playing, the one before, the one ahead)
 PREFETCH_FROM = 0.5  # past this fraction of a chunk, the next one is computed in the background
 IDLE_SECONDS = 20.0  # default length of the idle loop
+SHORT_AUDIO_S = 60.0  # audio files up to this long are decoded whole (exact); longer ones stream (.stream)
 
 
 @dataclass
@@ -97,8 +106,9 @@ class Drive:
     """Everything that changes with time, per frame.
 
     ``codes`` (n, A), ``blinks[mode]`` (n,) and ``poses[mode]`` (n, 4, 4) index like arrays;
-    ``sound``: the 16-bit WAV of the driving audio (None when the avatar idles); call :meth:`close`
-    to remove its temporary files.
+    ``sound``: the 16-bit WAV of the driving audio, a file or a :class:`~.sound.WavSource` (None when
+    the avatar idles); ``streamed``: the long-audio state of :mod:`.stream` (None otherwise). Call
+    :meth:`close` to remove its temporary files.
     """
 
     def __init__(
@@ -107,12 +117,13 @@ class Drive:
         n_frames: int,
         compute,
         chunk: int,
-        sound: Path | None = None,
+        sound: Path | WavSource | None = None,
         tmp: tempfile.TemporaryDirectory | None = None,
         wave: _WaveFile | None = None,
+        streamed=None,
     ):
         self.fps, self.n_frames, self.chunk, self.sound = float(fps), int(n_frames), int(chunk), sound
-        self._compute, self._tmp, self._wave = compute, tmp, wave
+        self._compute, self._tmp, self._wave, self.streamed = compute, tmp, wave, streamed
         self._cache: OrderedDict[int, FrameInputs] = OrderedDict()
         self._lock, self._work = threading.Lock(), threading.Lock()
         self._ahead: Future | None = None
@@ -137,7 +148,8 @@ class Drive:
         """The chunk holding frame ``k`` and ``k``'s row in it (computing it if needed)."""
         c, i = divmod(int(k), self.chunk)
         inputs = self._chunk(c)
-        if i >= PREFETCH_FROM * self.chunk and (c + 1) * self.chunk < self.n_frames:
+        ahead_from = 0.0 if self.streamed is not None else PREFETCH_FROM  # short chunks: at once
+        if i >= ahead_from * self.chunk and (c + 1) * self.chunk < self.n_frames:
             self._prefetch(c + 1)
         return inputs, i
 
@@ -164,7 +176,8 @@ class Drive:
 
     def _prefetch(self, c: int) -> None:
         with self._lock:
-            if c in self._cache or (self._ahead is not None and not self._ahead.done()) or self._tmp is None:
+            busy = self._ahead is not None and not self._ahead.done()
+            if c in self._cache or busy or (self._tmp is None and self.streamed is None):  # (an idle loop)
                 return
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar3d-view-ahead")
@@ -181,6 +194,9 @@ class Drive:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        if self.streamed is not None and self.streamed.front is not None:
+            with self._work:
+                self.streamed.front.close()
 
 
 def _mirrored(x: np.ndarray) -> np.ndarray:
@@ -231,14 +247,45 @@ def _audio_chunk(avatar, wave: _WaveFile, n: int):
     return compute
 
 
+def _streamed_drive(avatar, path, n_samples: int) -> Drive:
+    """The drive of a long audio file, read around the playhead (:mod:`.stream`)."""
+    fps = float(avatar.meta.fps)
+    n = math.floor(n_samples / SAMPLE_RATE * fps + 1e-6)
+    if n < 1:
+        raise Avatar3DError(
+            f"the audio is too short ({n_samples / SAMPLE_RATE:.3f} s) for one frame at {fps:g} fps"
+        )
+    s = open_streamed(avatar, path, n_samples)
+
+    def compute(a: int, b: int) -> FrameInputs:
+        return FrameInputs(*streamed_chunk(s, a, b))
+
+    sound = WavSource(FileAudio(path, n_samples).chunks, n_samples, SAMPLE_RATE)
+    return Drive(fps, n, compute, STREAM_CHUNK, sound=sound, streamed=s)
+
+
 def make_drive(
-    avatar, audio=None, *, sample_rate: int | None = None, idle_seconds: float = IDLE_SECONDS
+    avatar,
+    audio=None,
+    *,
+    sample_rate: int | None = None,
+    idle_seconds: float = IDLE_SECONDS,
+    stream: bool | None = None,
 ) -> Drive:
     """The per-frame inputs of ``avatar`` driven by ``audio`` (a path, or an array with
-    ``sample_rate``), exactly as :meth:`Avatar.render` computes them; with no audio, an idle loop of
-    ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion."""
+    ``sample_rate``), as :meth:`Avatar.render` computes them; with no audio, an idle loop of
+    ``idle_seconds``: the silent face (mouth closed), natural blinks, seamless head motion.
+
+    ``stream``: read a file around the playhead (:mod:`.stream`) instead of decoding it whole;
+    default: for files longer than :data:`SHORT_AUDIO_S`. Streamed features are normalised by
+    statistics sampled across the file and the front end restarts at a seek, so they differ a little
+    from a render's; the decoded path gives a render's numbers exactly."""
     if audio is None:
         return _idle_drive(avatar, idle_seconds)
+    if sample_rate is None:
+        n_samples = probe_audio(audio).n_samples(SAMPLE_RATE)
+        if stream or (stream is None and n_samples > SHORT_AUDIO_S * SAMPLE_RATE):
+            return _streamed_drive(avatar, audio, n_samples)
     fps = float(avatar.meta.fps)
     wave = load_audio(audio if sample_rate is None else (audio, sample_rate), sr=SAMPLE_RATE)
     n = math.floor(len(wave) / SAMPLE_RATE * fps)
@@ -282,4 +329,13 @@ class Clock:
             self.playing = False
 
 
-__all__ = ["BLINK_MODES", "POSE_MODES", "Clock", "Drive", "FrameInputs", "FrameSeq", "make_drive"]
+__all__ = [
+    "BLINK_MODES",
+    "POSE_MODES",
+    "SHORT_AUDIO_S",
+    "Clock",
+    "Drive",
+    "FrameInputs",
+    "FrameSeq",
+    "make_drive",
+]

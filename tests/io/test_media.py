@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import types
 import warnings
 from fractions import Fraction
@@ -21,7 +22,7 @@ from avatar3d.io import (
     write_image,
     write_video,
 )
-from avatar3d.io.media import _metadata_rotation, _norm_rotation
+from avatar3d.io.media import _metadata_rotation, _norm_rotation, iter_audio, probe_audio, read_audio_range
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
 TALKS = {  # name: (width, height, fps, seconds) from MANIFEST.md
@@ -511,3 +512,89 @@ def test_stereo_videos_carry_the_frame_packing_that_players_read(tmp_path, layou
         assert not _stereo3d_side_data(c)
     with pytest.raises(ValueError, match="stereo"):
         write_video(tmp_path / "bad.mp4", frames, 25, stereo="diagonal")
+
+
+# ------------------------------------------------------------------------------------------------
+# chunked and ranged audio reads
+
+
+def _noise_file(path: Path, sr: int, seconds: float, channels: int = 2, seed: int = 0) -> Path:
+    """Band-limited noise (sample-exact alignment errors show at once) written with write_audio."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((int(sr * seconds), channels)).astype(np.float32)
+    x = np.cumsum(x, axis=0) - np.cumsum(x, axis=0).mean(axis=0)
+    return write_audio(path, np.clip(x / (np.abs(x).max() + 1e-6) * 0.8, -1, 1), sr)
+
+
+@pytest.mark.parametrize("suffix,sr,channels", [(".wav", 44100, 2), (".flac", 48000, 1), (".wav", 16000, 1)])
+@pytest.mark.parametrize("out_sr", [16000, None])
+def test_iter_audio_equals_read_audio_and_ranges_equal_slices(tmp_path, suffix, sr, channels, out_sr):
+    path = _noise_file(tmp_path / f"n{suffix}", sr, 3.3, channels)
+    full, rate = read_audio(path, out_sr)
+    chunks = list(iter_audio(path, out_sr, chunk=0.37))
+    assert all(c.dtype == np.float32 and c.ndim == 1 for c in chunks)
+    assert {len(c) for c in chunks[:-1]} == {round(0.37 * rate)}
+    np.testing.assert_array_equal(np.concatenate(chunks), full)
+    info = probe_audio(path)
+    assert (info.sample_rate, info.channels) == (sr, channels)
+    assert info.n_samples(out_sr) == len(full) and info.duration == pytest.approx(3.3, abs=1e-3)
+    for t0, t1 in [(0.0, 0.5), (1.234, 2.5), (2.0, 2.0), (3.1, 9.0), (5.0, 6.0)]:
+        seg = read_audio_range(path, t0, t1, out_sr)
+        ref = full[round(t0 * rate) : round(t1 * rate)]
+        assert seg.shape == ref.shape
+        np.testing.assert_allclose(seg, ref, atol=1e-6)  # the resampler saw the same samples
+
+
+def test_ranges_of_compressed_audio_and_a_late_start(tmp_path, real_data):
+    """AAC in mp4 (real clip): ranges land on the same samples (AAC's noise substitution may differ
+    a little after a seek); a track starting late is zero-padded in chunks as in read_audio."""
+    clip = real_data / "talk_de.mp4"
+    full, _ = read_audio(clip, 16000)
+    np.testing.assert_array_equal(np.concatenate(list(iter_audio(clip, 16000, chunk=2.0))), full)
+    assert probe_audio(clip).n_samples(16000) == len(full)
+    for t0 in (0.5, 7.25, 19.5):
+        seg = read_audio_range(clip, t0, t0 + 0.5, 16000)
+        ref = full[round(t0 * 16000) : round((t0 + 0.5) * 16000)]
+        assert seg.shape == ref.shape and np.abs(seg - ref).max() < 2e-3
+        assert np.corrcoef(seg, ref)[0, 1] > 0.999
+    test_late_audio_track_shares_the_video_timeline(tmp_path)  # writes tmp_path / "late.mp4"
+    late, rate = read_audio(tmp_path / "late.mp4")
+    np.testing.assert_array_equal(np.concatenate(list(iter_audio(tmp_path / "late.mp4", chunk=0.1))), late)
+    assert probe_audio(tmp_path / "late.mp4").duration == pytest.approx(len(late) / rate, abs=0.01)
+
+
+def test_chunked_reads_hold_no_more_than_a_chunk(tmp_path):
+    """Reading ten minutes chunk by chunk, or one second of its end, allocates a few chunks' worth:
+    never the whole file (read_audio's float copy of it is 38 MB)."""
+    sr = 16000
+    path = tmp_path / "long.wav"
+    write_audio(path, np.tile(np.sin(np.arange(sr) / 7.0).astype(np.float32) * 0.5, 600), sr)
+    tracemalloc.start()
+    try:
+        n = sum(len(c) for c in iter_audio(path, 22050, chunk=1.0))
+        _, peak_iter = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        tail = read_audio_range(path, 598.5, 599.5, 22050)
+        _, peak_range = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == round(600 * 22050) and len(tail) == 22050
+    assert peak_iter < 4e6 and peak_range < 4e6, (peak_iter, peak_range)
+
+
+def test_chunked_read_errors(tmp_path):
+    wav = _noise_file(tmp_path / "a.wav", 16000, 0.5)
+    for bad in ({"start": -1.0}, {"start": 2.0, "end": 1.0}, {"start": float("nan")}, {"chunk": 0.0}):
+        with pytest.raises(ValueError):
+            iter_audio(wav, **bad)
+    with pytest.raises(MediaError) as e:
+        iter_audio(tmp_path / "missing.wav")
+    _one_line_naming(e, tmp_path / "missing.wav")
+    silent = write_video(tmp_path / "silent.mp4", _ramp_frames(5), 25)
+    for call in (probe_audio, lambda p: list(iter_audio(p)), lambda p: read_audio_range(p, 0, 1)):
+        with pytest.raises(MediaError) as e:
+            call(silent)
+        _one_line_naming(e, silent)
+    with pytest.raises(MediaError):
+        list(iter_audio(wav, 123))  # an absurd target rate
+    assert read_audio_range(wav, 2.0, 3.0).shape == (0,)  # past the end: nothing, no error

@@ -36,10 +36,11 @@ def blink_schedule(n: int, fps: float, seed: int = 0) -> np.ndarray:
     return out
 
 
-def generated_motion(n: int, fps: float, seed: int = 0) -> np.ndarray:
-    """(n, 4, 4) smooth, small head motion (pitch ±3°, yaw ±6°, roll ±2°) from sums of slow sines."""
+def generated_motion(n: int, fps: float, seed: int = 0, start: int = 0) -> np.ndarray:
+    """(n, 4, 4) smooth, small head motion (pitch ±3°, yaw ±6°, roll ±2°) from sums of slow sines,
+    for frames ``start`` .. ``start + n - 1`` (any window of one endless motion)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(n) / fps
+    t = np.arange(start, start + n) / fps
     ang = np.zeros((n, 3))
     for axis, amp in enumerate(MOTION_AMPLITUDE_DEG):
         for _ in range(MOTION_SINES):
@@ -50,21 +51,24 @@ def generated_motion(n: int, fps: float, seed: int = 0) -> np.ndarray:
     return P
 
 
-def _looped(track: np.ndarray, n: int) -> np.ndarray:
-    """``track`` played forwards then backwards, repeated to n frames (no jump at the seam)."""
+def _looped(track: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """``track`` played forwards then backwards, repeated (no jump at the seam): frames start .. start + n - 1."""
     cyc = np.concatenate([track, track[::-1]])
-    return cyc[np.arange(n) % len(cyc)]
+    return cyc[np.arange(start, start + n) % len(cyc)]
 
 
-def head_poses(mode: str, n: int, fps: float, track_poses: np.ndarray | torch.Tensor) -> np.ndarray:
-    """(n, 4, 4) head poses: 'static' (identity), 'track' (the training clip's ``track_poses``
-    (T, 4, 4), looped back and forth) or 'generated' (:func:`generated_motion`)."""
+def head_poses(
+    mode: str, n: int, fps: float, track_poses: np.ndarray | torch.Tensor, start: int = 0
+) -> np.ndarray:
+    """(n, 4, 4) head poses of frames ``start`` .. ``start + n - 1``: 'static' (identity), 'track' (the
+    training clip's ``track_poses`` (T, 4, 4), looped back and forth) or 'generated'
+    (:func:`generated_motion`)."""
     if mode == "static":
         return np.tile(np.eye(4), (n, 1, 1))
     if mode == "track":
-        return _looped(np.asarray(track_poses), n)
+        return _looped(np.asarray(track_poses), n, start)
     if mode == "generated":
-        return generated_motion(n, fps)
+        return generated_motion(n, fps, start=start)
     raise ConfigError(f"unknown pose mode {mode!r}: use static, track or generated")
 
 

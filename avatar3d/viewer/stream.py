@@ -24,7 +24,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import roma
 import torch
 
 from ..audio.features import HOP, ClipStats, clip_statistics, frame_features
@@ -32,7 +31,7 @@ from ..audio.vad import BLOCK
 from ..audio.visemes import FEATURE_DIM, VISEMES, StreamingVisemes
 from ..core.constants import SAMPLE_RATE
 from ..drive.audio import AudioDriver
-from ..drive.motion import MOTION_AMPLITUDE_DEG, MOTION_FREQ_HZ, MOTION_SINES, blinks
+from ..drive.motion import blinks, head_poses
 from ..io.media import iter_audio, read_audio_range
 from ..models.deform import gather_windows
 
@@ -205,29 +204,10 @@ def _features(s: StreamedInputs, lo: int, hi: int) -> torch.Tensor:
     return torch.as_tensor(feats, dtype=torch.float32)
 
 
-def _generated(a: int, b: int, fps: float) -> np.ndarray:
-    """``generated_motion(b, fps)[a:b]`` (the same sines, drawn in the same order), without the
-    frames before ``a``: at the end of an hour those would be 90 000 poses per chunk."""
-    rng = np.random.default_rng(0)
-    t = np.arange(a, b) / fps
-    ang = np.zeros((b - a, 3))
-    for axis, amp in enumerate(MOTION_AMPLITUDE_DEG):
-        for _ in range(MOTION_SINES):
-            f, ph = rng.uniform(*MOTION_FREQ_HZ), rng.uniform(0, 2 * np.pi)
-            ang[:, axis] += amp / MOTION_SINES * np.sin(2 * np.pi * f * t + ph)
-    P = np.tile(np.eye(4), (b - a, 1, 1))
-    P[:, :3, :3] = roma.rotvec_to_rotmat(torch.as_tensor(np.radians(ang))).numpy()
-    return P
-
-
 def _poses(track: np.ndarray, a: int, b: int, fps: float) -> dict[str, np.ndarray]:
-    """Head poses of frames a..b-1 in each mode, as :func:`avatar3d.drive.motion.head_poses` gives them."""
-    cyc = np.concatenate([track, track[::-1]])  # the track, looped back and forth
-    return {
-        "static": np.tile(np.eye(4), (b - a, 1, 1)),
-        "track": cyc[np.arange(a, b) % len(cyc)],
-        "generated": _generated(a, b, fps),
-    }
+    """Head poses of frames a..b-1 in each mode (only those frames are computed: at the end of an
+    hour, the frames before ``a`` would be 90 000 poses per chunk)."""
+    return {mode: head_poses(mode, b - a, fps, track, start=a) for mode in ("static", "track", "generated")}
 
 
 @torch.no_grad()

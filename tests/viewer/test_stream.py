@@ -199,10 +199,14 @@ def test_memory_does_not_follow_the_audio_length(avatar, tmp_path, speech):
     assert long < 1.3 * short and long < 120e6, (short, long)
 
 
-def test_generated_motion_of_a_window_is_the_whole_motions():
-    whole = head_poses("generated", 3000, 25.0, None)
-    np.testing.assert_array_equal(stream._generated(2500, 2564, 25.0), whole[2500:2564])
-    np.testing.assert_array_equal(stream._generated(0, 10, 30.0), head_poses("generated", 10, 30.0, None))
+def test_poses_of_a_window_are_the_whole_motions():
+    track = np.tile(np.eye(4), (7, 1, 1)) * np.arange(1, 8)[:, None, None]
+    for mode in ("generated", "track", "static"):
+        whole = head_poses(mode, 3000, 25.0, track)
+        np.testing.assert_array_equal(stream._poses(track, 2500, 2564, 25.0)[mode], whole[2500:2564])
+        np.testing.assert_array_equal(
+            stream._poses(track, 0, 10, 30.0)[mode], head_poses(mode, 10, 30.0, track)
+        )
 
 
 def test_frame_period_meets_the_analysis_grids():

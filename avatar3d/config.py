@@ -249,9 +249,9 @@ class ModelConfig:
     # drive the expression through a per-subject viseme map, beside log-mel (or the speech model), which
     # only adds a bounded residual; False = log-mel / speech model alone (what older avatars used)
     visemes: bool = True
-    residual_scale: float = (
-        0.3  # bound (tanh) of that residual per expression coefficient (unit-variance units)
-    )
+    # bound (tanh) of that residual per expression coefficient (unit-variance units); a residual
+    # learned from one voice's log-mel fits that voice and blurs another's (docs/results/mouth.md)
+    residual_scale: float = 0.1
     # mouth interior split along the slit (upper teeth with the skull, lower teeth and tongue with the jaw)
     # and no landmark binding across the slit; False = nearest landmarks (what older avatars used)
     mouth_split: bool = True

@@ -359,7 +359,12 @@ def stream_memory(av: Avatar, bake: LinearBake, wave: np.ndarray, minutes: float
 
 
 def bench_stream(
-    av: Avatar, bake: LinearBake, res: dict, minutes: float = 60.0, latency: bool = True
+    av: Avatar,
+    bake: LinearBake,
+    res: dict,
+    minutes: float = 60.0,
+    latency: bool = True,
+    lookaheads: tuple[float, ...] = (0.2, 0.12),
 ) -> None:
     """Live weights: latency (lookahead and processing, reported apart) on a minute of speech_b in
     20 ms chunks; the streamed weights against the offline ones; RSS over ``minutes`` of audio."""
@@ -369,7 +374,7 @@ def bench_stream(
         sb, blinks("auto", int(len(sb) / SR * av.meta.fps), float(av.meta.fps), av.track["blink"])
     )
     rows = {}
-    for la in (0.2, 0.12) if latency else ():
+    for la in lookaheads if latency else ():
         r = stream_latency(av, bake, sb, la, 0.02)
         w = r.pop("weights")
         m = min(len(w), len(offline))
@@ -395,6 +400,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0, help="audio pushed for the stream's memory figure")
     ap.add_argument("--bake", help="a bake file to use instead of fitting one")
     ap.add_argument("--no-latency", action="store_true", help="stream: the memory run only")
+    ap.add_argument("--lookaheads", type=float, nargs="+", default=[0.2, 0.12], help="stream: seconds")
     ap.add_argument("--json")
     a = ap.parse_args()
     av = Avatar.load(a.avatar)
@@ -420,7 +426,7 @@ def main() -> None:
     if "web" in a.only:
         bench_web(av, bake, res, out)
     if "stream" in a.only:
-        bench_stream(av, bake, res, a.minutes, latency=not a.no_latency)
+        bench_stream(av, bake, res, a.minutes, latency=not a.no_latency, lookaheads=tuple(a.lookaheads))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     _ = math

@@ -195,7 +195,7 @@ def main() -> None:
     res: dict = {"args": vars(a), "stages": {}}
     for name, args, reset, wd in (
         ("capture", capture, lambda: shutil.rmtree(cap, ignore_errors=True), None),
-        ("fit", fit, lambda: shutil.rmtree(work, ignore_errors=True), work),
+        ("fit", fit, lambda: [shutil.rmtree(p, ignore_errors=True) for p in (work, av)], work),
         ("render", render, lambda: mp4.unlink(missing_ok=True), None),
     ):
         if name == "fit" and "pretrain" in stages:

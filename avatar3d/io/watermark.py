@@ -453,13 +453,6 @@ def _bin_weights(spec: np.ndarray) -> np.ndarray:
     return (env + 1e-9 * env.mean() + 1e-30) ** -WHITEN
 
 
-def _sync(fold: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
-    """(z-score of the sync correlation peak, its shift (dy, dx), noise std of the correlation);
-    see :func:`_sync_z`."""
-    spec = np.fft.fft2(fold)
-    return _sync_z(spec, _bin_weights(spec), key)
-
-
 def _sync_z(spec: np.ndarray, wts: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
     """The sync correlation of a fold (its spectrum ``spec``), each frequency bin weighted by
     ``wts`` (:func:`_bin_weights`): (peak z-score, shift (dy, dx), noise std). The std is taken
@@ -514,17 +507,37 @@ def detect_sum(
 ) -> Detection:
     """Detection from the summed residual of ``n`` frames (``pairs``: candidate periods, if known).
 
-    The score is the sync z-score at the best period and shift, re-centred on this video's chance
-    level: minus the median best z-score of the same search under ``NULL_KEYS`` keys never
-    embedded, plus ``NULL_CENTRE`` (so a larger search or a smaller frame, which raise every key's
-    maximum alike, do not raise the false-positive rate)."""
+    The periods the autocorrelation and the priors propose are tried first; the rescale grid
+    (:func:`_scale_grid`) only when they do not reach the threshold. The score is the sync z-score
+    at the best period and shift, re-centred on this video's chance level: minus the median best
+    z-score of the same search under ``NULL_KEYS`` keys never embedded, plus ``NULL_CENTRE`` (so a
+    larger search or a smaller frame, which raise every key's maximum alike, do not raise the
+    false-positive rate)."""
     h, w = acc.shape
     if min(h, w) < 2 * _PERIODS[0] / 0.6:
         raise WatermarkError(f"frames of {w}x{h} are too small to carry the mark")
-    best = (-np.inf, (0, 0), (float(TILE), float(TILE)), None)
+    pairs = pairs if pairs is not None else _period_pairs(acc)
+    grid = set(_scale_grid(h, w))
+    first = [p for p in pairs if p not in grid]
+    best, chance = _search(acc, first, key, None, None)
+    z = _centred(best[0], chance)
+    if z < Z_THRESHOLD and len(first) < len(pairs):
+        best, chance = _search(acc, [p for p in pairs if p in grid], key, best, chance)
+        z = _centred(best[0], chance)
+    _, shift, (px, py), fold = best
+    present = bool(z >= Z_THRESHOLD)
+    payload, fixed = _decode(fold, shift, key) if present else (None, 0)
+    scale = (px / _period_from_scaled(px), py / _period_from_scaled(py))
+    return Detection(present, float(z), payload, scale, shift, n, fixed)
+
+
+def _search(acc: np.ndarray, pairs, key: int, best, chance):
+    """Fold at each candidate period; keep the best (z, shift, period, fold) for ``key`` and, per
+    unused key (:func:`_null_keys`), its best z (continuing ``best`` / ``chance`` when given)."""
     nulls = _null_keys(key) if NULL_KEYS > 0 else ()
-    chance = np.full(len(nulls), -np.inf)
-    for px, py in pairs if pairs is not None else _period_pairs(acc):
+    best = best if best is not None else (-np.inf, (0, 0), (float(TILE), float(TILE)), None)
+    chance = chance if chance is not None else np.full(len(nulls), -np.inf)
+    for px, py in pairs:
         fold = _fold(acc, px, py)
         spec = np.fft.fft2(fold)
         wts = _bin_weights(spec)
@@ -533,13 +546,11 @@ def detect_sum(
             best = (z, shift, (px, py), fold)
         for i, k in enumerate(nulls):
             chance[i] = max(chance[i], _sync_z(spec, wts, k)[0])
-    z, shift, (px, py), fold = best
-    if len(nulls):
-        z = z - float(np.median(chance)) + NULL_CENTRE
-    present = bool(z >= Z_THRESHOLD)
-    payload, fixed = _decode(fold, shift, key) if present else (None, 0)
-    scale = (px / _period_from_scaled(px), py / _period_from_scaled(py))
-    return Detection(present, float(z), payload, scale, shift, n, fixed)
+    return best, chance
+
+
+def _centred(z: float, chance: np.ndarray) -> float:
+    return z - float(np.median(chance)) + NULL_CENTRE if len(chance) else z
 
 
 def _period_from_scaled(p: float) -> float:

@@ -6,7 +6,14 @@ same command again to completion (R seconds). Reported per trial: t, R, the seco
 ``t + R - D`` (work redone plus restart overhead), and for ``fit`` the step it resumed from and the
 seconds of training since the checkpoint it resumed from (what the kill threw away).
 
+Stage ``pretrain`` kills the same fit inside its audio pre-training: the uninterrupted run is
+watched (its audio pre-training checkpoints, ``checkpoint.audio.safetensors``, and the training
+loop's first checkpoint, written when the pre-training ends) to place the pre-training on the
+clock, and each kill falls at a uniform moment of it (``--window`` as fractions of it). Reported
+besides: the pre-training step the rerun resumed from.
+
     python benchmarks/bench_crash.py --video ../shared/data/talk_b.mp4 --trials 3 --out /tmp/bench_crash
+    python benchmarks/bench_crash.py --video ../shared/data/talk_b.mp4 --stages pretrain --window 0.05 0.98
 """
 
 from __future__ import annotations
@@ -42,6 +49,67 @@ def _run(args: list[str]) -> tuple[float, str]:
     if p.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
     return time.time() - t0, p.stdout + p.stderr
+
+
+def _ckpt_step(path: Path) -> int | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {}).get("step", -1))
+    except (OSError, SafetensorError, ValueError):
+        return None
+
+
+def _watched(args: list[str], work: Path) -> tuple[float, dict]:
+    """Run once uninterrupted, polling ``work``: (seconds, where the audio pre-training lay on the
+    clock: ``start_s``, ``end_s``, ``steps``, and the audio checkpoints seen as (s, step))."""
+    p = subprocess.Popen(_cli(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    t0, seen, end = time.time(), [], None
+    audio, main = work / "checkpoint.audio.safetensors", work / "checkpoint.safetensors"
+    while p.poll() is None:
+        k = _ckpt_step(audio)
+        if k is not None and (not seen or seen[-1][1] != k):
+            seen.append((round(time.time() - t0, 2), k))
+        if end is None and main.is_file():
+            end = time.time() - t0
+        time.sleep(0.05)
+    D = time.time() - t0
+    if p.returncode != 0 or end is None or not seen:
+        sys.exit(f"{' '.join(args)} failed or wrote no checkpoints:\n{p.stdout.read()}")
+    (t1, k1), (t2, k2) = seen[0], seen[-1]
+    rate = (k2 - k1) / (t2 - t1) if len(seen) > 1 and t2 > t1 else None
+    if rate is None:
+        sys.exit("one audio pre-training checkpoint only: lower --checkpoint-seconds to place the stage")
+    return D, {
+        "start_s": round(t2 - k2 / rate, 2),
+        "end_s": round(end, 2),
+        "steps": k2,
+        "audio_checkpoints": seen,
+    }
+
+
+def _pretrain_trials(args: list[str], reset, work: Path, n: int, rng: random.Random, window) -> dict:
+    """Kills inside the audio pre-training (``window``: fractions of it)."""
+    reset()
+    D, where = _watched(args, work)
+    print("pretrain uninterrupted", round(D, 1), where, flush=True)
+    P = where["end_s"] - where["start_s"]
+    rows = []
+    for _ in range(n):
+        reset()
+        after = where["start_s"] + rng.uniform(window[0] * P, window[1] * P)
+        k = _killed(args, after, work)
+        k["audio_checkpoint_step"] = _ckpt_step(work / "checkpoint.audio.safetensors")
+        k["main_checkpoint_existed"] = (work / "checkpoint.safetensors").is_file()
+        k["into_pretraining_s"] = round(k["kill_s"] - where["start_s"], 2)
+        R, log = _run(args)
+        m = re.search(r"resuming the audio pre-training from step (\d+)", log)
+        row = {**k, "rerun_s": round(R, 1), "lost_s": round(k["kill_s"] + R - D, 1)}
+        row["resumed_pretraining_step"] = int(m.group(1)) if m else None
+        rows.append(row)
+        print("pretrain", row, flush=True)
+    return {"uninterrupted_s": round(D, 1), "pretraining": where, "trials": rows}
 
 
 def _killed(args: list[str], after: float, work: Path | None) -> dict:
@@ -99,8 +167,8 @@ def main() -> None:
     ap.add_argument(
         "--stages",
         default="capture,fit,render",
-        help="comma-separated subset (fit needs the capture, "
-        "render the avatar: kept in --out from an earlier run)",
+        help="comma-separated subset of capture,fit,pretrain,render (fit and pretrain need the "
+        "capture, render the avatar: kept in --out from an earlier run)",
     )
     ap.add_argument(
         "--window",
@@ -108,7 +176,8 @@ def main() -> None:
         nargs=2,
         default=(0.1, 0.9),
         metavar=("LO", "HI"),
-        help="kill at a uniform moment in [LO D, HI D] (default 0.1 0.9)",
+        help="kill at a uniform moment in [LO D, HI D] (default 0.1 0.9); for pretrain, LO and HI are "
+        "fractions of the audio pre-training",
     )
     a = ap.parse_args()
     out = Path(a.out)
@@ -126,9 +195,12 @@ def main() -> None:
     res: dict = {"args": vars(a), "stages": {}}
     for name, args, reset, wd in (
         ("capture", capture, lambda: shutil.rmtree(cap, ignore_errors=True), None),
-        ("fit", fit, lambda: shutil.rmtree(work, ignore_errors=True), work),
+        ("fit", fit, lambda: [shutil.rmtree(p, ignore_errors=True) for p in (work, av)], work),
         ("render", render, lambda: mp4.unlink(missing_ok=True), None),
     ):
+        if name == "fit" and "pretrain" in stages:
+            res["stages"]["pretrain"] = _pretrain_trials(args, reset, work, a.trials, rng, tuple(a.window))
+            (out / f"crash_{'_'.join(stages)}.json").write_text(json.dumps(res, indent=1))
         if name not in stages:
             continue
         reset()

@@ -15,11 +15,16 @@ Scheme (docs/provenance.md; why its strength and threshold: docs/design/watermar
   change is fixed (``TARGET_MSE``). The same mark is in every frame.
 * **Detection** (blind, over the whole video): per frame the luma residual (minus a 4 px blur)
   divided by its local contrast is summed over frames; candidate tile periods come from the
-  whitened autocorrelation of that sum and from priors (64/128/256 px), so a crop is a shift and a
-  resize a change of period; the sum is resampled to the 128 px tile and folded onto one tile; a
-  circular correlation with the sync pattern gives the shift, and the peak's z-score (against the
-  other 16384 shifts) is the detection score. The bits are the signs of the projections on the bit
-  patterns at that shift, with Chase decoding against the CRC.
+  whitened autocorrelation of that sum, from priors (64/128/256 px) and from a geometric grid
+  of rescales (``SCALES``, step ``SCALE_STEP``), so a crop is a shift and a resize a change of
+  period; the sum is resampled to the 128 px tile and folded onto one tile; a circular
+  correlation with the sync pattern, each frequency bin weighted by the fold's own smoothed power
+  to the power ``-WHITEN`` (a matched filter for the picture's coloured leftover), gives the
+  shift, and the peak's z-score (against the other 16384 shifts) is the raw score. The detection
+  score is that raw score minus the median of the same search's best z-scores under
+  ``NULL_KEYS`` keys never embedded, plus ``NULL_CENTRE``: the search's chance level on this very
+  video is taken out. The bits are the signs of the weighted projections on the bit patterns at
+  that shift, with Chase decoding against the CRC.
 * The threshold ``Z_THRESHOLD`` comes from the score's null distribution on unmarked video and
   unused keys (benchmarks/bench_watermark.py).
 
@@ -49,7 +54,7 @@ __all__ = ["Z_THRESHOLD", "Detection", "Payload", "avatar_id_from_file", "detect
 TILE = 128  # reference tile, pixels
 N_BITS = 64  # 32 id + 16 version + 16 CRC
 KEY = 0x5EED_A3D0  # the library's public pattern key
-SYNC_SHARE = 0.2  # fraction of the mark's energy in the sync pattern
+SYNC_SHARE = 0.45  # fraction of the mark's energy in the sync pattern (docs/design/watermark.md)
 SYNC_BINS = 0.35  # fraction of the band's frequency bins given to the sync pattern (the rest: bits)
 BAND = (2.0, 8.0)  # cycles per tile kept in the patterns (wavelengths 16..64 px)
 HOST_REJECTION = 0.9  # share of the picture's own pattern projections cancelled at embedding
@@ -59,6 +64,12 @@ CHASE_BITS = 5  # 32 tries: a damaged payload passes the CRC-16 by chance with p
 Z_THRESHOLD = 7.0  # detection threshold on the score, from its null distribution (docs/design/watermark.md)
 MAX_FRAMES = 300  # frames read by detect (spread over the video)
 _PERIODS = (24.0, 320.0)  # tile periods searched by detect, pixels
+SCALES = (0.45, 2.2)  # rescales of the video searched by detect (times the render's tile period)
+SCALE_STEP = 1.01  # ratio between neighbouring periods of that search (0: autocorrelation candidates only)
+NULL_KEYS = 8  # keys never embedded whose scores on the same video set its chance level
+NULL_CENTRE = 4.1  # the chance level the score is re-centred on (the null median of the fixed search)
+WHITEN = 1.0  # detection weighs each frequency bin by its measured power to the power -WHITEN
+WHITEN_SIGMA = 2.0  # bins: the neighbourhood over which that power is averaged
 
 
 class WatermarkError(Avatar3DError):
@@ -402,7 +413,19 @@ def _period_pairs(acc: np.ndarray) -> list[tuple[float, float]]:
     py = _period_candidates(a[: int(0.7 * h), 0])
     iso = _period_candidates(a[0, :m] + a[:m, 0])
     prior = [(float(p), float(p)) for p in (TILE // 2, TILE, 2 * TILE) if p <= min(h, w)]
-    return [(p, p) for p in iso] + [(x, y) for x in px for y in py] + prior
+    return [(p, p) for p in iso] + [(x, y) for x in px for y in py] + prior + _scale_grid(h, w)
+
+
+def _scale_grid(h: int, w: int) -> list[tuple[float, float]]:
+    """Isotropic periods on a geometric grid (ratio ``SCALE_STEP``) over the rescales searched
+    (``SCALES`` x the 128 px tile), up to 0.7 of the frame's shorter side: a weak mark whose
+    lattice does not stand out of the autocorrelation is still found at any scale."""
+    hi = min(SCALES[1] * TILE, 0.7 * min(h, w))
+    lo = max(SCALES[0] * TILE, _PERIODS[0])
+    if SCALE_STEP <= 1 or hi <= lo:
+        return []
+    n = int(np.floor(np.log(hi / lo) / np.log(SCALE_STEP))) + 1
+    return [(float(p), float(p)) for p in lo * SCALE_STEP ** np.arange(n)]
 
 
 def _fold(acc: np.ndarray, px: float, py: float) -> np.ndarray:
@@ -418,23 +441,45 @@ def _fold(acc: np.ndarray, px: float, py: float) -> np.ndarray:
     return r.reshape(nh, TILE, nw, TILE).sum(axis=(0, 2)).astype(np.float64)
 
 
-def _sync(fold: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
-    """(z-score of the sync correlation peak, its shift (dy, dx), noise std of the correlation).
+def _bin_weights(spec: np.ndarray) -> np.ndarray:
+    """(TILE, TILE) weight per frequency bin of a folded sum's spectrum ``spec``: its locally
+    averaged power to the power ``-WHITEN`` (1: the matched filter for coloured noise, 0: none).
+    The picture's leftover spectrum is far from flat across the mark's band; weighting each bin by
+    its measured noise lets the quiet bins count instead of being drowned by the loud ones."""
+    if WHITEN == 0:
+        return np.ones(spec.shape)
+    pw = np.fft.fftshift(np.abs(spec) ** 2).astype(np.float32)
+    env = np.fft.ifftshift(cv2.GaussianBlur(pw, (0, 0), WHITEN_SIGMA)).astype(np.float64)
+    return (env + 1e-9 * env.mean() + 1e-30) ** -WHITEN
 
-    The std is taken after removing the sync's own autocorrelation scaled to the peak, so a strong
-    mark is not held back by its own sidelobes."""
-    fs, auto = _sync_spectrum(key)
-    c = np.fft.ifft2(np.fft.fft2(fold) * np.conj(fs)).real
+
+def _sync_z(spec: np.ndarray, wts: np.ndarray, key: int) -> tuple[float, tuple[int, int], float]:
+    """The sync correlation of a fold (its spectrum ``spec``), each frequency bin weighted by
+    ``wts`` (:func:`_bin_weights`): (peak z-score, shift (dy, dx), noise std). The std is taken
+    after removing the (weighted) sync's own autocorrelation scaled to the peak, so a strong mark
+    is not held back by its own sidelobes."""
+    fs, _ = _sync_spectrum(key)
+    c = np.fft.ifft2(spec * np.conj(fs) * wts).real
     dy, dx = np.unravel_index(int(np.argmax(c)), c.shape)
-    rest = c - c[dy, dx] * np.roll(auto, (dy, dx), axis=(0, 1))
+    auto = np.fft.ifft2(np.abs(fs) ** 2 * wts).real
+    rest = c - c[dy, dx] * np.roll(auto / auto[0, 0], (dy, dx), axis=(0, 1))
     sd = float(rest.std()) or 1e-12
     return float((c[dy, dx] - c.mean()) / sd), (int(dy), int(dx)), sd
+
+
+@lru_cache(maxsize=16)
+def _null_keys(key: int) -> tuple[int, ...]:
+    """``NULL_KEYS`` keys derived from ``key`` and never embedded: the same search run with them
+    shows how high this video scores by chance."""
+    ks = np.random.default_rng([key, 0x0DE7EC7]).integers(1, 2**31, NULL_KEYS + 1)
+    return tuple(int(k) for k in ks if int(k) != key)[:NULL_KEYS]
 
 
 def _decode(fold: np.ndarray, shift: tuple[int, int], key: int) -> tuple[Payload | None, int]:
     """Payload from the bit projections at ``shift`` (Chase: also try every flip of the
     ``CHASE_BITS`` least reliable bits, most likely first; the first to pass the CRC wins)."""
-    aligned = np.roll(fold, (-shift[0], -shift[1]), axis=(0, 1))
+    spec = np.fft.fft2(fold)
+    aligned = np.roll(np.fft.ifft2(spec * _bin_weights(spec)).real, (-shift[0], -shift[1]), axis=(0, 1))
     soft = np.tensordot(_patterns(key)[1:], aligned, axes=([1, 2], [0, 1]))  # (N_BITS,)
     bits = (soft > 0).astype(np.int8)
     weak = np.argsort(np.abs(soft))[:CHASE_BITS]
@@ -460,21 +505,52 @@ def detect_frames(frames: Iterable[np.ndarray], *, key: int = KEY) -> Detection:
 def detect_sum(
     acc: np.ndarray, n: int, *, key: int = KEY, pairs: list[tuple[float, float]] | None = None
 ) -> Detection:
-    """Detection from the summed residual of ``n`` frames (``pairs``: candidate periods, if known)."""
+    """Detection from the summed residual of ``n`` frames (``pairs``: candidate periods, if known).
+
+    The periods the autocorrelation and the priors propose are tried first; the rescale grid
+    (:func:`_scale_grid`) only when they do not reach the threshold. The score is the sync z-score
+    at the best period and shift, re-centred on this video's chance level: minus the median best
+    z-score of the same search under ``NULL_KEYS`` keys never embedded, plus ``NULL_CENTRE`` (so a
+    larger search or a smaller frame, which raise every key's maximum alike, do not raise the
+    false-positive rate)."""
     h, w = acc.shape
     if min(h, w) < 2 * _PERIODS[0] / 0.6:
         raise WatermarkError(f"frames of {w}x{h} are too small to carry the mark")
-    best = (-np.inf, (0, 0), (float(TILE), float(TILE)), None)
-    for px, py in pairs if pairs is not None else _period_pairs(acc):
-        fold = _fold(acc, px, py)
-        z, shift, _ = _sync(fold, key)
-        if z > best[0]:
-            best = (z, shift, (px, py), fold)
-    z, shift, (px, py), fold = best
+    pairs = pairs if pairs is not None else _period_pairs(acc)
+    grid = set(_scale_grid(h, w))
+    first = [p for p in pairs if p not in grid]
+    best, chance = _search(acc, first, key, None, None)
+    z = _centred(best[0], chance)
+    if z < Z_THRESHOLD and len(first) < len(pairs):
+        best, chance = _search(acc, [p for p in pairs if p in grid], key, best, chance)
+        z = _centred(best[0], chance)
+    _, shift, (px, py), fold = best
     present = bool(z >= Z_THRESHOLD)
     payload, fixed = _decode(fold, shift, key) if present else (None, 0)
     scale = (px / _period_from_scaled(px), py / _period_from_scaled(py))
     return Detection(present, float(z), payload, scale, shift, n, fixed)
+
+
+def _search(acc: np.ndarray, pairs, key: int, best, chance):
+    """Fold at each candidate period; keep the best (z, shift, period, fold) for ``key`` and, per
+    unused key (:func:`_null_keys`), its best z (continuing ``best`` / ``chance`` when given)."""
+    nulls = _null_keys(key) if NULL_KEYS > 0 else ()
+    best = best if best is not None else (-np.inf, (0, 0), (float(TILE), float(TILE)), None)
+    chance = chance if chance is not None else np.full(len(nulls), -np.inf)
+    for px, py in pairs:
+        fold = _fold(acc, px, py)
+        spec = np.fft.fft2(fold)
+        wts = _bin_weights(spec)
+        z, shift, _ = _sync_z(spec, wts, key)
+        if z > best[0]:
+            best = (z, shift, (px, py), fold)
+        for i, k in enumerate(nulls):
+            chance[i] = max(chance[i], _sync_z(spec, wts, k)[0])
+    return best, chance
+
+
+def _centred(z: float, chance: np.ndarray) -> float:
+    return z - float(np.median(chance)) + NULL_CENTRE if len(chance) else z
 
 
 def _period_from_scaled(p: float) -> float:
@@ -503,10 +579,12 @@ def attack_frames(
     scale: float = 1.0,
     crop: float = 0.0,
     offset: tuple[float, float] = (0.37, 0.61),
+    interp: int | None = None,
 ) -> Iterable[np.ndarray]:
     """The edits the mark must survive, for robustness checks: keep ``1 - crop`` of the width and
     height (the removed margin split ``offset`` : ``1 - offset`` before/after, x then y), then
-    resize by ``scale`` (INTER_AREA when shrinking). Yields (H', W', 3) uint8 frames."""
+    resize by ``scale`` with the OpenCV filter ``interp`` (default INTER_AREA when shrinking,
+    INTER_LINEAR when enlarging). Yields (H', W', 3) uint8 frames."""
     for f in frames:
         h, w = f.shape[:2]
         if crop > 0:
@@ -515,5 +593,6 @@ def attack_frames(
             f = f[y0 : y0 + ch, x0 : x0 + cw]
         if scale != 1.0:
             size = (max(2, round(f.shape[1] * scale)), max(2, round(f.shape[0] * scale)))
-            f = cv2.resize(f, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            flag = interp if interp is not None else cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            f = cv2.resize(f, size, interpolation=flag)
         yield np.ascontiguousarray(f)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.deform import gather_windows
+from .checkpoint import StageCheckpoint
 
 
 def augment_mel(
@@ -106,11 +107,32 @@ def audio_branch_parameters(model) -> list:
     )
 
 
+def audio_branch(model) -> torch.nn.Module:
+    """The audio branch as one module (audio encoder + smoother, mouth read-out, expression head):
+    what the audio pre-training changes, and what its checkpoints hold."""
+    return torch.nn.ModuleDict(
+        {"audio": model.audio, "mouth_readout": model.mouth_readout, "expr_head": model.expr_head}
+    )
+
+
 def pretrain_audio(
-    model, data, steps: int, batch: int, lr: float, seed: int, augment: bool, progress=None
+    model,
+    data,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    augment: bool,
+    progress=None,
+    checkpoint: StageCheckpoint | None = None,
 ) -> dict:
     """Pre-train the audio encoder, temporal smoother, mouth read-out and expression head on the
     auxiliary targets alone (no rendering: cheap), before the avatar is rendered at all.
+
+    With ``checkpoint`` the stage writes its state (the branch's weights, the optimiser, the step,
+    the numpy, torch and global torch RNG states, the running loss) on the checkpoint's intervals,
+    and continues from the last one written for the same fit and settings: a killed pre-training
+    resumes on the trajectory it would have followed.
 
     Returns ``{"steps", "loss", "heldout_mouth_corr"}``."""
     if steps <= 0 or len(data.train_idx) == 0:
@@ -120,13 +142,23 @@ def pretrain_audio(
     rng = np.random.default_rng(int(seed) + 1)
     w = 1.0 + data.mouth[data.train_idx, 0].numpy()  # open mouths are rarer: sample them more
     p = w / w.sum()
-    rng_steps = range(int(steps))
+    branch, start, running = audio_branch(model), 0, None
+    if checkpoint is not None:
+        checkpoint = checkpoint.for_run(
+            steps=int(steps), batch=int(batch), lr=lr, seed=int(seed), augment=augment
+        )
+        resumed = checkpoint.load(branch)
+        if resumed is not None:
+            resumed.restore({"audio": opt}, rng, {"audio": gen})
+            start, running = min(resumed.step, int(steps)), resumed.scalars.get("running")
+            if checkpoint.log is not None:
+                checkpoint.log(f"resuming the audio pre-training from step {start} ({resumed.path})")
+    rng_steps = range(start, int(steps))
     it = rng_steps if progress is None else progress(rng_steps, "audio pre-training")
-    running = None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small ops: threads would only contend (docs/design/cpu-preset.md)
     try:
-        for _ in it:
+        for step in it:
             idx = torch.as_tensor(rng.choice(data.train_idx, size=int(batch), p=p))
             loss = audio_targets_loss(model, data, idx, augment, gen)
             opt.zero_grad(set_to_none=True)
@@ -134,6 +166,9 @@ def pretrain_audio(
             opt.step()
             lv = float(loss.detach())
             running = lv if running is None else 0.98 * running + 0.02 * lv
+            if checkpoint is not None and checkpoint.due(step + 1, int(steps)):
+                state = {"optimizers": {"audio": opt}, "rng": rng, "generators": {"audio": gen}}
+                checkpoint.save(step + 1, branch, scalars={"running": running}, **state)
     finally:
         torch.set_num_threads(threads)
     return {

@@ -15,10 +15,14 @@ object with the numpy generator's ``bit_generator.state``, the optimisers' scala
 scalars (loss average, history, elapsed seconds, ...).
 
 Writes are atomic (:func:`avatar3d.io.atomic.atomic_file`), and the previous checkpoint is kept as
-``checkpoint.prev.safetensors`` until the next one is complete. On load, an unreadable file is set
+``<name>.prev.safetensors`` (``checkpoint.prev.safetensors``) until the next one is complete. On load, an unreadable file is set
 aside as ``<name>.corrupt`` with a warning and the previous one is tried, then a fresh start; a
 checkpoint of another fit (another config, step count, preset or capture, or an older format) is set
 aside as ``<name>.stale`` and the fit starts over.
+
+A stage inside the fit that runs before the training loop's first checkpoint (the audio
+pre-training) checkpoints itself through a :class:`StageCheckpoint`: the same file format, checks and
+atomic writes, in its own file beside the fit's (``checkpoint.<stage>.safetensors``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,7 @@ FORMAT = "avatar3d-train-checkpoint"
 VERSION = 2
 NAME = "checkpoint.safetensors"
 PREV = "checkpoint.prev.safetensors"
+AUDIO_NAME = "checkpoint.audio.safetensors"  # the audio pre-training's own checkpoint
 # keys that change when or how often checkpoints are written, never what is trained
 _NOT_FINGERPRINTED = ("checkpoint_every", "checkpoint_seconds")
 
@@ -55,6 +61,13 @@ def fit_identity(cfg, capture_digest: str | None) -> dict:
     out.update({f"train.{k}": v for k, v in d["train"].items() if k not in _NOT_FINGERPRINTED})
     out["capture"] = capture_digest
     return out
+
+
+def prev_path(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``x.safetensors`` -> ``x.prev.safetensors``."""
+    path = Path(path)
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
+    return path.with_name(f"{stem}.prev.safetensors")
 
 
 def fingerprint(identity: dict) -> str:
@@ -154,7 +167,7 @@ def save_checkpoint(
     grad_acc: torch.Tensor | None = None,
     scalars: dict | None = None,
 ) -> None:
-    """Write a checkpoint atomically to ``path``; the one it replaces becomes ``checkpoint.prev``.
+    """Write a checkpoint atomically to ``path``; the one it replaces becomes :func:`prev_path`.
 
     ``identity``: the :func:`fit_identity` (checked on load); ``generators``: named torch generators
     (the global torch RNG is always saved); ``scalars`` must be JSON-serialisable.
@@ -190,7 +203,7 @@ def save_checkpoint(
     with atomic_file(path, suffix="") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
         if path.is_file():  # keep the last good one until the new one is in place
-            os.replace(path, path.with_name(PREV))
+            os.replace(path, prev_path(path))
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -222,7 +235,7 @@ def load_checkpoint(
     identity: dict | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Resumed | None:
-    """Load the newest usable checkpoint at ``path`` (or its ``checkpoint.prev`` sibling) into
+    """Load the newest usable checkpoint at ``path`` (or its :func:`prev_path` sibling) into
     ``model`` (resized to its Gaussian count); None when there is none (start from scratch).
 
     A file that cannot be read is renamed ``<name>.corrupt`` (a RuntimeWarning says so) and the
@@ -235,7 +248,7 @@ def load_checkpoint(
     path.with_name(path.name + ".tmp").unlink(missing_ok=True)
     n0 = int(getattr(model, "n", 0))
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for cand in (path, path.with_name(PREV)):
+    for cand in (path, prev_path(path)):
         if not cand.is_file():
             continue
         try:
@@ -254,7 +267,7 @@ def load_checkpoint(
                 stacklevel=2,
             )
         except LookupError as e:
-            for other in (path, path.with_name(PREV)):
+            for other in (path, prev_path(path)):
                 if other.is_file():
                     _set_aside(other, "stale")
             if log is not None:
@@ -289,3 +302,60 @@ def _restore(path: Path, meta: dict, tensors: dict[str, torch.Tensor], model) ->
     return Resumed(
         step, opts, tensors.get("acc.grad"), state.get("scalars", {}), path, state.get("rng", {}), rng_tensors
     )
+
+
+@dataclass
+class StageCheckpoint:
+    """Checkpoints of a stage that runs inside a fit before its training loop (the audio
+    pre-training): its own file ``path``, refused unless written for the same ``identity`` (the
+    fit's, plus the stage's own settings: :meth:`for_run`); written every ``every`` steps of the
+    stage, every ``seconds`` of wall time and at the stage's end (``every`` and ``seconds`` 0: at
+    the end only)."""
+
+    path: Path
+    identity: dict
+    every: int = 0
+    seconds: float = 0.0
+    log: Callable[[str], None] | None = None
+    last: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def beside(
+        cls,
+        main: Path,
+        stage: str,
+        identity: dict | None,
+        train_cfg,
+        log: Callable[[str], None] | None = None,
+    ) -> StageCheckpoint:
+        """The checkpoint of ``stage`` next to the fit's ``main`` checkpoint, on the fit's intervals
+        (``train.checkpoint_every`` counted in the stage's steps, ``train.checkpoint_seconds``)."""
+        return cls(
+            Path(main).with_name(f"checkpoint.{stage}.safetensors"),
+            {**(identity or {}), "stage": stage},
+            int(train_cfg.checkpoint_every),
+            float(train_cfg.checkpoint_seconds),
+            log,
+        )
+
+    def for_run(self, **settings) -> StageCheckpoint:
+        """The same checkpoint, its identity extended by the stage's own settings (steps, batch, ...)."""
+        return replace(self, identity={**self.identity, **{f"stage.{k}": v for k, v in settings.items()}})
+
+    def load(self, module: torch.nn.Module) -> Resumed | None:
+        """Load the stage's last checkpoint into ``module`` (None: start the stage afresh); one of
+        another fit or stage is set aside (``.stale``), an unreadable one too (``.corrupt``)."""
+        res = load_checkpoint(self.path, module, identity=self.identity, log=self.log)
+        self.last = time.monotonic()
+        return res
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether to write one after ``step`` of ``steps``."""
+        by_steps = self.every > 0 and step % self.every == 0
+        by_time = self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+        return by_steps or by_time or step == steps
+
+    def save(self, step: int, module: torch.nn.Module, **state) -> None:
+        """Write one (``state``: :func:`save_checkpoint`'s optimizers, rng, generators, scalars)."""
+        save_checkpoint(self.path, module, step, identity=self.identity, **state)
+        self.last = time.monotonic()

@@ -32,7 +32,7 @@ from ..models.viseme_map import fit_viseme_map
 from ..workdir import capture_digest
 from .audio_aug import audio_branch_parameters, audio_targets_loss, heldout_mouth_correlation, pretrain_audio
 from .checkpoint import NAME as CHECKPOINT_NAME
-from .checkpoint import fit_identity, load_checkpoint, save_checkpoint
+from .checkpoint import StageCheckpoint, fit_identity, load_checkpoint, save_checkpoint
 from .data import TrainData
 from .losses import dssim, psnr, ssim
 
@@ -352,13 +352,17 @@ def _resume(cs, cfg: AvatarConfig, workdir, model: GaussianAvatar, log):
 
 
 def _audio_stage(
-    model: GaussianAvatar, data: TrainData, cfg: AvatarConfig, augment: bool, progress, log
+    model: GaussianAvatar, data: TrainData, cfg: AvatarConfig, augment: bool, progress, log, saver=None
 ) -> dict:
     """Pre-train the audio branch on its auxiliary targets (a short fit gets a proportionally short
     stage); returns the stage's summary."""
     t = cfg.train
     n_pre = min(t.audio_pretrain_steps, max(MIN_AUDIO_PRETRAIN_STEPS, int(AUDIO_PRETRAIN_PER_STEP * t.steps)))
-    stats = pretrain_audio(model, data, n_pre, t.audio_pretrain_batch, t.lr_net, t.seed, augment, progress)
+    ck = None  # the stage's own checkpoints, beside the fit's
+    if saver is not None and saver.enabled:
+        ck = StageCheckpoint.beside(saver.path, "audio", saver.identity, t, log)
+    b, lr = t.audio_pretrain_batch, t.lr_net
+    stats = pretrain_audio(model, data, n_pre, b, lr, t.seed, augment, progress, ck)
     corr = stats.get("heldout_mouth_corr")
     log(
         f"audio pre-training: {stats['steps']} steps, held-out mouth-opening correlation "
@@ -431,7 +435,7 @@ def train(cs, cfg: AvatarConfig, workdir: str | Path | None = None, progress=Non
     # the re-voicing augmentation shifts mel bins: meaningless for speech-model features
     augment = t.audio_augment and data.feature_kind == "mel"
     if resumed is None and t.audio_pretrain_steps > 0 and t.lambda_audio > 0:
-        audio_stats = _audio_stage(model, data, cfg, augment, progress, log)
+        audio_stats = _audio_stage(model, data, cfg, augment, progress, log, saver)
     aug_gen = torch.Generator().manual_seed(t.seed + 2)
     frozen = t.audio_freeze and t.audio_pretrain_steps > 0 and t.lambda_audio > 0
     if frozen:  # (also when resuming: the checkpoint holds the pre-trained audio branch)

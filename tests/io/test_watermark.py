@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
+from avatar3d.api import RenderResult
 from avatar3d.cli import main
 from avatar3d.io import watermark as wm
 from avatar3d.io.media import iter_frames, write_video
@@ -79,20 +81,37 @@ def test_detects_and_decodes_after_h264(clips):
     d = wm.detect(clips[0])
     assert d.present and d.score >= wm.Z_THRESHOLD
     assert d.payload == PAYLOAD
-    assert d.scale == pytest.approx((1.0, 1.0), abs=0.01)
+    assert d.scale == pytest.approx((1.0, 1.0), abs=0.03)  # the rescale grid's peak is flat within ~2 %
 
 
 @pytest.mark.parametrize(
     "attack",
-    [{}, {"scale": 0.5}, {"crop": 0.1}, {"crop": 0.1, "scale": 0.5}],
-    ids=["crf28", "crf28+half", "crf28+crop10", "crf28+crop10+half"],
+    [
+        {},
+        {"scale": 0.5},
+        {"scale": 0.5, "interp": cv2.INTER_CUBIC},
+        {"scale": 0.5, "interp": cv2.INTER_LINEAR},
+        {"scale": 0.75, "interp": cv2.INTER_CUBIC},
+        {"crop": 0.1},
+        {"crop": 0.1, "scale": 0.5},
+    ],
+    ids=[
+        "crf28",
+        "crf28+half",
+        "crf28+half-bicubic",
+        "crf28+half-bilinear",
+        "crf28+0.75-bicubic",
+        "crf28+crop10",
+        "crf28+crop10+half",
+    ],
 )
 def test_survives_attacks(clips, tmp_path, attack):
     d = wm.detect(_attacked(clips[0], tmp_path, **attack))
     assert d.present, d
     assert d.payload == PAYLOAD
     if "scale" in attack:
-        assert d.scale == pytest.approx((0.5, 0.5), abs=0.01)
+        s = attack["scale"]
+        assert d.scale == pytest.approx((s, s), abs=0.03)
 
 
 def test_unmarked_video_is_not_detected(clips, tmp_path):
@@ -131,8 +150,6 @@ def test_cli_verify(clips, tmp_path, capsys):
 
 
 def test_render_result_save_marks_unless_disabled(clips, tmp_path):
-    from avatar3d.api import RenderResult
-
     frames = np.stack(clips[2][:50])
     audio = np.zeros(16000 * 2, np.float32)
     res = RenderResult(frames, FPS, audio, 16000, avatar_id=0xABCDEF01)

@@ -237,17 +237,32 @@ class SpeechFeatureExtractor:
         (20 ms for HuBERT), centred on ``k / fps``; ``n_frames`` defaults to ``floor(duration * fps)``.
         """
         _check_frames(fps, n_frames, window)
-        feats, times, duration = self.sequence(wave, sr)  # (S, D), (S,), seconds
+        return self.frame_windows(self.sequence(wave, sr), fps, n_frames, window)
+
+    def frame_windows(
+        self,
+        seq: tuple[np.ndarray, np.ndarray, float],
+        fps: float,
+        n_frames: int | None = None,
+        window: int = 1,
+        frames: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Rows of :meth:`__call__` from a :meth:`sequence` result ``seq``: all n_frames, or only
+        ``frames=(a, b)`` -> (b - a, window, D), so a long clip's model pass is run once and its
+        frames are windowed chunk by chunk."""
+        _check_frames(fps, n_frames, window)
+        feats, times, duration = seq  # (S, D), (S,), seconds
         if n_frames is None:
             n_frames = int(np.floor(duration * fps + 1e-6))
+        a, b = (0, int(n_frames)) if frames is None else (int(frames[0]), int(frames[1]))
         step_s = self.hop / self.sample_rate
         offsets = (np.arange(int(window)) - (window - 1) / 2.0) * step_s  # (window,)
-        t = np.arange(int(n_frames))[:, None] / float(fps) + offsets[None, :]  # (n, window) seconds
+        t = np.arange(a, b)[:, None] / float(fps) + offsets[None, :]  # (b - a, window) seconds
         u = np.clip((t - times[0]) / step_s, 0.0, feats.shape[0] - 1)  # fractional step index
         i0 = np.floor(u).astype(np.int64)
         i1 = np.minimum(i0 + 1, feats.shape[0] - 1)
-        a = (u - i0)[..., None].astype(np.float32)
-        return ((1.0 - a) * feats[i0] + a * feats[i1]).astype(np.float32)  # (n, window, D)
+        w = (u - i0)[..., None].astype(np.float32)
+        return ((1.0 - w) * feats[i0] + w * feats[i1]).astype(np.float32)  # (b - a, window, D)
 
 
 def cached_extractor(path: str | os.PathLike[str], device: str = "cpu") -> SpeechFeatureExtractor:

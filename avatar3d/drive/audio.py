@@ -65,8 +65,7 @@ class AudioDriver:
                 wave, SAMPLE_RATE, fps, n_frames, self.meta.audio_window, frames=frames, stats=stats
             )
         else:
-            feats = self._speech_model_features(wave, fps, n_frames, sm)
-            feats = feats if frames is None else feats[frames[0] : frames[1]]
+            feats = self._speech_model_features(wave, fps, n_frames, sm, frames)
         if not self.meta.n_visemes:
             return feats
         vis = self._visemes(wave, fps, n_frames)
@@ -74,7 +73,11 @@ class AudioDriver:
             vis = vis[frames[0] : frames[1]]
         return np.concatenate([feats, np.repeat(vis[:, None, :], feats.shape[1], 1)], -1)
 
-    def _speech_model_features(self, wave: np.ndarray, fps: float, n_frames: int, sm: dict) -> np.ndarray:
+    def _speech_model_features(
+        self, wave: np.ndarray, fps: float, n_frames: int, sm: dict, frames: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Normalised speech-model features of frames ``frames`` (all by default); the model runs once
+        per wave (its output sequence is cached), each chunk is only windowed from it."""
         if self.speech_model_path is None:
             raise FormatError(
                 f"this avatar was trained with the speech model {sm.get('path') or '(unrecorded)'}: "
@@ -84,9 +87,9 @@ class AudioDriver:
         path = self.speech_model_path
         if not path.exists():
             raise FormatError(f"{path}: speech model not found")
-        feats = cached_extractor(path)(
-            wave, SAMPLE_RATE, fps, n_frames=n_frames, window=self.meta.audio_window
-        )
+        ext = cached_extractor(path)
+        seq = self._cached("speech_model", wave, (str(path),), lambda: ext.sequence(wave, SAMPLE_RATE))
+        feats = ext.frame_windows(seq, fps, n_frames, self.meta.audio_window, frames=frames)
         mean, std = np.asarray(sm["mean"], np.float32), np.asarray(sm["std"], np.float32)
         if feats.shape[-1] != mean.shape[0]:
             raise FormatError(

@@ -348,3 +348,22 @@ def test_fit_refuses_a_capture_made_without_the_model(speech_capture, speech_mod
     with pytest.raises(ConfigError, match="capture again"):
         Avatar.fit(speech_capture.root, config=_small_cfg(speech_model=str(other)), progress=False, log=None)
     assert isinstance(ConfigError("x"), Avatar3DError)
+
+
+def test_chunked_speech_model_features_run_the_model_once(speech_avatar, speech_model, tmp_path, monkeypatch):
+    """A render asks for features chunk by chunk: the model runs once per wave, and the chunks equal
+    the whole clip's rows."""
+    from avatar3d import Avatar
+    from avatar3d.audio.speech_model import SpeechFeatureExtractor
+
+    speech_avatar.save(tmp_path / "av")
+    av = Avatar.load(tmp_path / "av", speech_model=speech_model)
+    wave = _other_audio(3.0)
+    whole = av.audio_features(wave, 25.0, 75)
+    calls = []
+    real = SpeechFeatureExtractor._forward
+    monkeypatch.setattr(SpeechFeatureExtractor, "_forward", lambda self, w: calls.append(1) or real(self, w))
+    wave2 = wave.copy()  # a new wave: nothing cached for it yet
+    chunks = [av.audio_features(wave2, 25.0, 75, frames=(a, min(75, a + 20))) for a in range(0, 75, 20)]
+    np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-6, atol=1e-6)
+    assert len(calls) == 1

@@ -225,11 +225,15 @@ def test_kill_9_in_the_audio_pretraining_of_a_cli_fit_resumes_there(clip, tmp_pa
     )
 
     def audio_step() -> int:
-        try:
-            with safe_open(str(work / "checkpoint.audio.safetensors"), "pt") as f:
-                return int((f.metadata() or {}).get("step", -1))
-        except (OSError, SafetensorError):
-            return -1
+        """The step a rerun resumes from: the checkpoint's, or its previous one's while a write has
+        moved the old file aside and not yet put the new one in place."""
+        for name in ("checkpoint.audio.safetensors", "checkpoint.audio.prev.safetensors"):
+            try:
+                with safe_open(str(work / name), "pt") as f:
+                    return int((f.metadata() or {}).get("step", -1))
+            except (OSError, SafetensorError, RuntimeError):  # missing: safe_open raises RuntimeError
+                continue
+        return -1
 
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     t0 = time.time()

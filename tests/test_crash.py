@@ -53,7 +53,7 @@ def _ckpt_step(work: Path) -> int:
     try:
         with safe_open(str(work / "checkpoint.safetensors"), "pt") as f:
             return int((f.metadata() or {}).get("step", -1))
-    except (OSError, SafetensorError):  # not there yet, or being replaced
+    except (OSError, SafetensorError, RuntimeError):  # not there yet, or being replaced
         return -1
 
 

@@ -273,9 +273,7 @@ def _widened(fit: VisemeFit, X: np.ndarray, ok: np.ndarray, dg: np.ndarray, dw: 
     centre = np.zeros_like(M)
     centre[:15] = pred.mean(0)  # the viseme rows sum to 1: move them about the mean output
     M = M + (g - 1.0) * ((M - centre) @ dw)[:, None] * u[None]
-    out = VisemeFit(M, fit.lag, fit.gain, floor=fit.floor)
-    out.width_gain = g
-    return out
+    return VisemeFit(M, fit.lag, fit.gain, floor=fit.floor, width_gain=g)
 
 
 def _best_lag(

@@ -60,9 +60,20 @@ class Avatar:
         speech_model: str | Path | None = None,
     ):
         meta = meta if isinstance(meta, AvatarMeta) else AvatarMeta.from_dict(meta)
-        self.model, self.config, self.meta = model.eval(), config, meta
-        self.track, self.background = track, background
+        self.model, self.meta = model.eval(), meta
+        self.model.set_train_camera(meta.viewmat, meta.intrinsics)
+        self.config, self.track, self.background = config, track, background
         self.audio = AudioDriver(self.model, meta, speech_model)
+
+    @property
+    def config(self) -> AvatarConfig:
+        """The configuration; assigning one also applies its ``render.footprint`` to the model."""
+        return self._config
+
+    @config.setter
+    def config(self, cfg: AvatarConfig) -> None:
+        self._config = cfg
+        self.model.footprint_share = float(cfg.render.footprint)
 
     @classmethod
     def fit(cls, video: str | Path, config=None, workdir: str | Path | None = None, **kw) -> Avatar:
@@ -152,7 +163,16 @@ class Avatar:
         code = audio_code if audio_code is not None else self.audio.silence_code()
         pose = None if head_pose is None else torch.as_tensor(head_pose, dtype=torch.float32)
         gs = self.model.posed(code, torch.tensor([float(blink)]), pose)
+        gs["scales"] = self.splat_scales(gs["means"], gs["scales"])
         return {k: gs[k].numpy() for k in GAUSSIAN_KEYS}
+
+    def splat_scales(self, means, scales) -> torch.Tensor:
+        """Scales for other splat renderers (PLY, the web player): with the footprint filter of the
+        capture view at the clip's own size baked in, so a viewer rendering that finely, or finer
+        (a headset), shows no cracks between the Gaussians fitted at the training size."""
+        vm, K = self.cameras("capture", 1)[0].to_torch()
+        gs = {"means": torch.as_tensor(means).float(), "scales": torch.as_tensor(scales).float()}
+        return self.model.render_scales(gs, vm[None], K[None])
 
     def export_ply(self, path: str | Path, audio=None, sample_rate: int | None = None) -> list[Path]:
         """Standard 3DGS PLY: one file (the neutral face) or, with ``audio``, one per frame in a directory."""

@@ -339,6 +339,10 @@ class RenderConfig:
     blink: str = "auto"  # "auto" (natural blinks), "none", or "track"
     backend: str = "auto"  # rasteriser backend
     watermark: bool = True  # saved videos carry the invisible provenance mark (docs/provenance.md)
+    # renders finer than training (a larger image, or closer) floor each Gaussian at this share of a
+    # training pixel's footprint: 1 = the training render, resampled; 0 = unfiltered (sharper, with
+    # cracks between Gaussians); why this default: docs/design/footprint-filter.md
+    footprint: float = 0.5
 
 
 @dataclass
@@ -447,6 +451,7 @@ LIMITS: dict[str, dict[str, tuple[float, float]]] = {
         "densify_fraction": (0.0, 1.0), "prune_opacity": (0.0, 1.0), "checkpoint_every": (0, 100_000_000),
         "seed": (0, 2**32 - 1), "lpips_weight": (0.0, 1e3),
     },
+    "RenderConfig": {"footprint": (0.0, 1.0)},
 }  # fmt: skip
 GRID_MAX_ENTRIES = 2**28  # levels x table entries x features of one hash grid (1 GiB of float32)
 

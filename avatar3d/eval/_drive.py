@@ -99,13 +99,14 @@ def render_layers(
     hp = None if head_pose is None else torch.as_tensor(np.asarray(head_pose), dtype=torch.float32)
     gs = m.posed(code, torch.tensor([float(blink)]), hp)
     vm, K = camera.to_torch()
+    scales = m.render_scales(gs, vm[None], K[None])
     out_layers = []
     for g in groups:
         sel = slice(None) if g is None else torch.isin(m.group, torch.tensor(g))
         out = rasterize(
             gs["means"][sel],
             gs["quats"][sel],
-            gs["scales"][sel],
+            scales[sel],
             gs["opacities"][sel],
             gs["colors"][sel],
             vm[None],

@@ -167,9 +167,10 @@ def export_web(
         "blink": blink,
         "pose": "static",
     }
+    scales = avatar.splat_scales(c["means"], np.exp(c["log_scales"])).numpy()
     with atomic_dir(out, kind="web") as tmp:  # writes the output marker
         (tmp / "avatar.ply").write_bytes(
-            _ply_bytes(c["means"], c["quats"], np.exp(c["log_scales"]), c["opacities"], c["colors"])
+            _ply_bytes(c["means"], c["quats"], scales, c["opacities"], c["colors"])
         )
         (tmp / "basis.bin").write_bytes(texels.tobytes())
         (tmp / "weights.bin").write_bytes(weights.tobytes())

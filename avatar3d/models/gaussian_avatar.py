@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..core.geometry import quat_multiply, rotmat_to_quat
 from ..core.groups import HEAD, MOUTH, TORSO
+from ..render.footprint import footprint_scales
 from ..render.rasterize import RenderOutput, rasterize
 from .deform import AudioMotion, DeformationField, TorsoMotion, gather_windows
 from .encoding import SpatialEncoding
@@ -110,6 +111,19 @@ class GaussianAvatar(nn.Module):
         self.register_buffer("expr_mean", torch.zeros(478, 3))
         self.torso_motion = TorsoMotion()
         self.deform_enabled = True
+        # the camera the Gaussians were fitted through, at the training size (not saved: the avatar's
+        # metadata carries it); renders finer than it get the footprint filter (see :meth:`render`)
+        self.train_camera: tuple[Tensor, Tensor] | None = None
+        self.footprint_share = 1.0
+
+    def set_train_camera(self, viewmat, K, share: float = 1.0) -> None:
+        """Record the training camera ((4, 4) world -> camera, (3, 3) intrinsics at the training size)
+        and the share of its pixel footprint that finer renders keep (see :meth:`render`)."""
+        self.train_camera = (
+            torch.as_tensor(viewmat, dtype=torch.float32).reshape(4, 4),
+            torch.as_tensor(K, dtype=torch.float32).reshape(3, 3),
+        )
+        self.footprint_share = float(share)
 
     # ------------------------------------------------------------------ building
     def _build_deform(self, kind: str) -> None:
@@ -358,6 +372,14 @@ class GaussianAvatar(nn.Module):
         )
         return out
 
+    def render_scales(self, gs: dict[str, Tensor], viewmats: Tensor, Ks: Tensor) -> Tensor:
+        """The posed Gaussians' scales for rendering through ``viewmats`` / ``Ks`` (C cameras)."""
+        if self.train_camera is None:
+            return gs["scales"]
+        return footprint_scales(
+            gs["means"], gs["scales"], viewmats, Ks, *self.train_camera, self.footprint_share
+        )
+
     def render(
         self,
         gs: dict[str, Tensor],
@@ -368,11 +390,15 @@ class GaussianAvatar(nn.Module):
         background: Tensor | None = None,  # (C, H, W, 3) image or (C, 3) colour
         backend: str = "auto",
     ) -> RenderOutput:
-        """Rasterise posed Gaussians and composite them over ``background``."""
+        """Rasterise posed Gaussians and composite them over ``background``.
+
+        A camera that samples the head more finely than the training camera (a larger image, or
+        closer) gets the 3D footprint filter (:func:`~avatar3d.render.footprint.footprint_scales`), so
+        the Gaussians fitted at the training size leave no cracks."""
         out = rasterize(
             gs["means"],
             gs["quats"],
-            gs["scales"],
+            self.render_scales(gs, viewmats, Ks),
             gs["opacities"],
             gs["colors"],
             viewmats,

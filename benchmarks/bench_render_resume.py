@@ -93,7 +93,7 @@ def overhead(a: argparse.Namespace) -> dict:
         psnr = {p.stem: round(_psnr(p, marked), 2) for p in (p1, p2)}
         marks = {p.stem: _verify(p) for p in (p1, p2)} if a.verify else None
     return {
-        "frames": len(s), "size": f"{s.width}x{s.height}", "segment_frames": fr.segment_frames(s.fps),
+        "frames": len(s), "size": f"{s.width}x{s.height}", "segment_frames": fr.segment_frames(),
         "render_s": round(t_render, 1), "key_s": round(t_key, 3),
         "encode_single_s": [round(x, 2) for x in single], "encode_segmented_s": [round(x, 2) for x in seg],
         "join_s": [round(x, 2) for x in joins], "bytes": sizes, "psnr_db_vs_frames": psnr,

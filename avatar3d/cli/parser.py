@@ -121,7 +121,7 @@ def add_render(sub) -> None:
     r = sub.add_parser(
         "render",
         help="render an avatar speaking an audio file",
-        description="Render an avatar speaking an audio file. The video is rendered in segments of 10 s "
+        description="Render an avatar speaking an audio file. The video is rendered in segments of 250 frames "
         "kept beside the output (.NAME.parts/) until it is complete: after a kill, the same command "
         "again resumes from them.",
     )

@@ -83,19 +83,21 @@ class RenderResult:
         return save_video(path, self.frames, self.fps, self.audio, self.sample_rate, self.avatar_id, mark)
 
 
-SEGMENT_SECONDS = 10.0  # seconds of video per segment of a render to a file (docs/design/render-resume.md)
+# frames per segment of a render to a file: x264's default keyframe interval, so the parts' keyframes
+# fall where a single encode puts them (10 s at 25 fps; docs/design/render-resume.md)
+SEGMENT_FRAMES = 250
 SEGMENT_ENV = "AVATAR3D_RENDER_SEGMENT_FRAMES"  # frames per segment instead (tests use short ones)
 
 
-def segment_frames(fps: float) -> int:
-    """Frames per segment of a render to a file at ``fps``: :data:`SEGMENT_SECONDS` of video, or the
-    number of frames in the environment variable :data:`SEGMENT_ENV`."""
+def segment_frames() -> int:
+    """Frames per segment of a render to a file: :data:`SEGMENT_FRAMES`, or the number of frames in
+    the environment variable :data:`SEGMENT_ENV`."""
     env = os.environ.get(SEGMENT_ENV, "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
             raise ConfigError(f"{SEGMENT_ENV} must be a positive whole number of frames, got {env!r}")
         return int(env)
-    return max(1, round(SEGMENT_SECONDS * fps))
+    return SEGMENT_FRAMES
 
 
 def _print_now(line: str) -> None:
@@ -161,7 +163,7 @@ class FrameStream:
         segments are joined without re-encoding. ``log`` gets one line when parts are reused or dropped.
         """
         mark = self.watermark if watermark is None else watermark
-        seg = segment_frames(self.fps)
+        seg = segment_frames()
         # a stream without a key gets a fresh one: its parts are never reused
         key = self._key() if self._key is not None else {"stream": secrets.token_hex(8)}
         key = {**key, "watermark": f"{mark} {self.avatar_id:08x}", "fps": repr(float(self.fps)),
@@ -174,7 +176,7 @@ class FrameStream:
             elif parts.parts:
                 say(
                     f"resuming {path}: {parts.reused_frames} of {self.n_frames} frames were rendered by an "
-                    f"interrupted run ({len(parts.parts)} parts); rendering the other "
+                    f"interrupted run ({len(parts.parts)} part{'s' if len(parts.parts) > 1 else ''}); rendering the other "
                     f"{self.n_frames - parts.reused_frames}"
                 )
             for a, b in parts.missing_runs():

@@ -80,10 +80,10 @@ def _leftovers(d) -> list[str]:
 
 def test_segment_length_default_and_override(monkeypatch):
     monkeypatch.delenv(SEGMENT_ENV)
-    assert segment_frames(25.0) == 250 and segment_frames(30000 / 1001) == 300
+    assert segment_frames() == 250
     monkeypatch.setenv(SEGMENT_ENV, "0")
     with pytest.raises(ConfigError, match=SEGMENT_ENV):
-        segment_frames(25.0)
+        segment_frames()
 
 
 def test_codes_from_an_offset_equal_those_of_a_whole_run(avatar, wave):

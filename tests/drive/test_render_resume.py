@@ -246,3 +246,24 @@ def test_a_bad_output_fails_before_any_frame(avatar, wave, tmp_path):
             s.save(bad, log=None)
         assert made == []
     assert _leftovers(tmp_path) == []
+
+
+def test_an_interrupted_join_is_done_again_from_the_parts(avatar, wave, tmp_path, monkeypatch):
+    ref = _stream(avatar, wave).save(tmp_path / "ref.mp4", log=None)
+    out = tmp_path / "o.mp4"
+    real = seg_mod._AacSource.upto
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seg_mod._AacSource, "upto", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _stream(avatar, wave).save(out, log=None)
+    assert not out.exists() and (parts_dir(out) / MANIFEST).is_file()
+    assert _leftovers(tmp_path) == [parts_dir(out).name]  # the output's temp file is gone
+    monkeypatch.setattr(seg_mod._AacSource, "upto", real)
+    s, notes = _stream(avatar, wave), []
+    made = _counting(s)
+    s.save(out, log=notes.append)
+    assert made == [] and any(f"{len(s)} of {len(s)} frames" in n for n in notes)
+    assert _packets(out) == _packets(ref) and _leftovers(tmp_path) == []

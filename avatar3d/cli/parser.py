@@ -118,7 +118,13 @@ def add_fit(sub) -> None:
 
 
 def add_render(sub) -> None:
-    r = sub.add_parser("render", help="render an avatar speaking an audio file")
+    r = sub.add_parser(
+        "render",
+        help="render an avatar speaking an audio file",
+        description="Render an avatar speaking an audio file. The video is rendered in segments of 250 frames "
+        "kept beside the output (.NAME.parts/) until it is complete: after a kill, the same command "
+        "again resumes from them.",
+    )
     r.add_argument("avatar", help="avatar directory")
     r.add_argument("--audio", required=True, help="audio (or video with audio) file")
     r.add_argument("-o", "--output", required=True, help="output .mp4 (.mov, .mkv)")

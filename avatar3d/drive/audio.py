@@ -113,19 +113,22 @@ class AudioDriver:
         return self._cached("visemes", wave, (float(fps), int(n_frames)), compute)
 
     def codes(
-        self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK
+        self, wave16k: np.ndarray, fps: float, n_frames: int, chunk: int = CODE_CHUNK, start: int = 0
     ) -> Iterator[torch.Tensor]:
-        """Smoothed audio codes of frames 0..n_frames-1, yielded in order as (k, A) tensors of at most
-        ``chunk`` frames (features computed per chunk with the smoother's context on both sides)."""
+        """Smoothed audio codes of frames start..n_frames-1, yielded in order as (k, A) tensors of at
+        most ``chunk`` frames (features computed per chunk with the smoother's context on both sides).
+        Chunks keep their places whatever ``start`` is, so each code equals the one a run from frame 0
+        gives (a resumed render's frames are those of an uninterrupted one)."""
         span = self.model.cfg.smooth_window
-        for s in range(0, n_frames, chunk):
+        for s in range(start - start % chunk, n_frames, chunk):
             e = min(n_frames, s + chunk)
             lo, hi = max(0, s - span), min(n_frames, e + span)
             feats = torch.as_tensor(
                 self.features(wave16k, fps, n_frames, frames=(lo, hi)), dtype=torch.float32
             )
             with torch.no_grad():
-                yield self.model.audio(gather_windows(feats, torch.arange(s - lo, e - lo), span))
+                codes = self.model.audio(gather_windows(feats, torch.arange(s - lo, e - lo), span))
+            yield codes[max(0, start - s) :]
 
     def silence_code(self) -> torch.Tensor:
         """(A,) the audio code of one second of silence: the neutral, closed-mouth face."""

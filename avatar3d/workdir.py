@@ -10,7 +10,6 @@ exclusive lock on ``<workdir>/.lock``: a second fit on the same workdir is refus
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .io.atomic import atomic_file
+from .io.locks import PidLock
 
 RECORD = "workdir.json"
 FORMAT = "avatar3d-workdir"
@@ -139,32 +139,14 @@ def check_workdir(work: str | os.PathLike, source: str | os.PathLike, capture: d
         tmp.write_text(json.dumps(new, indent=1))
 
 
-class WorkdirLock:
+class WorkdirLock(PidLock):
     """An exclusive, advisory lock on ``<workdir>/.lock`` held while a fit uses the workdir (released
     by :meth:`release`, or by the OS when the process dies). Without ``fcntl`` it does nothing."""
 
     def __init__(self, work: str | os.PathLike) -> None:
-        self._fd: int | None = None
-        try:
-            import fcntl  # POSIX only: elsewhere the lock does nothing
-        except ImportError:
-            return
-        path = Path(work) / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise WorkdirError(
-                f"--workdir {work} is in use by another fit (pid {other}): wait for it, or use another --workdir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        def busy(pid: str) -> WorkdirError:
+            return WorkdirError(
+                f"--workdir {work} is in use by another fit (pid {pid}): wait for it, or use another --workdir"
+            )
 
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+        super().__init__(Path(work) / ".lock", busy)

@@ -35,6 +35,7 @@ from avatar3d.errors import MediaError
 from avatar3d.io._encode import _AAC_FRAME, _AAC_RATES, _OUT_FORMATS, _as_fps, _pick_video_codec
 from avatar3d.io._shared import _reason, audio_channels_first, check_sample_rate, resample_audio
 from avatar3d.io.atomic import atomic_file
+from avatar3d.io.locks import PidLock
 from avatar3d.io.media import write_video
 from avatar3d.io.outputs import OutputError
 
@@ -133,7 +134,7 @@ class RenderParts:
                     "frames": str(self.n_frames), "segment_frames": str(self.segment_frames)}  # fmt: skip
         self.parts: dict[int, Part] = {}
         self._log = log or (lambda s: None)
-        self._lock: int | None = None
+        self._lock: PidLock | None = None
 
     # ------------------------------------------------------------------ segments
     @property
@@ -180,28 +181,17 @@ class RenderParts:
         self._release()
 
     def _acquire(self) -> None:
-        try:
-            import fcntl  # POSIX only: elsewhere two renders of one output are not kept apart
-        except ImportError:
-            return
-        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise OutputError(
-                f"{self.output} is being rendered by another process (pid {other}): wait for it, "
+        def busy(pid: str) -> OutputError:
+            return OutputError(
+                f"{self.output} is being rendered by another process (pid {pid}): wait for it, "
                 "or choose another output path"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock = fd
+            )
+
+        self._lock = PidLock(self.dir / ".lock", busy)
 
     def _release(self) -> None:
         if self._lock is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lock)
+            self._lock.release()
             self._lock = None
 
     def clear(self) -> None:

@@ -7,8 +7,9 @@ sources ship inside the package (package data), so an installed wheel builds the
 
 Each build is JIT-compiled with :func:`torch.utils.cpp_extension.load` on first use (never at import)
 into ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/avatar3d/torch_extensions``, in a folder named after a
-hash of the sources, the flags, torch, the compiler and ninja (:func:`build_key`): one build per
-machine and version, shared by every checkout and process. The sources are copied into that folder
+hash of the sources, the flags, torch (its version and where it is installed: the build files name
+its headers by path), the compiler and ninja (:func:`build_key`): one build per machine, version and
+environment, shared by every checkout and process using it. The sources are copied into that folder
 and built from there, and the build always runs the ``ninja`` of the ``ninja`` package (a dependency)
 whatever ``ninja`` comes first on ``PATH``, so no two tools rebuild each other's output. If a build
 fails, one warning is issued and callers fall back to the PyTorch reference; nothing raises for lack
@@ -113,13 +114,23 @@ def _compilers(kind: str) -> list[str]:
 
 
 def build_key(kind: str, ninja_bin_dir: str | None = None) -> str:
-    """Hex digest naming one build: the kernel sources, flags, Python, torch, compilers and ninja."""
+    """Hex digest naming one build: the kernel sources, flags, Python and torch (versions and install
+    locations: two environments sharing a folder would rewrite each other's build files, each naming
+    its own headers, and rebuild in turn), compilers and ninja."""
     h = hashlib.sha256()
     for rel in sorted(_SOURCES[kind] + _HEADERS):
         h.update(rel.encode() + b"\0" + (KERNELS / rel).read_bytes() + b"\0")
     ninja_exe = str(Path(ninja_bin_dir) / "ninja") if ninja_bin_dir else "ninja"
     tools = [_tool_version(t) for t in _compilers(kind)] + [_tool_version(ninja_exe)]
-    for part in (sys.version, torch.__version__, str(torch.version.cuda), repr(_FLAGS[kind]), *tools):
+    places = (sys.prefix, str(Path(torch.__file__).resolve().parent))
+    for part in (
+        sys.version,
+        torch.__version__,
+        str(torch.version.cuda),
+        *places,
+        repr(_FLAGS[kind]),
+        *tools,
+    ):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 

@@ -41,6 +41,14 @@ def test_build_key_follows_the_sources_not_the_checkout(tmp_path, monkeypatch) -
     assert _cuda_ext.build_key("cpu", _cuda_ext.ninja_dir()) != key  # a header change is a new build
 
 
+def test_build_key_follows_the_environment(monkeypatch) -> None:
+    """Two virtual environments (same torch version, other install paths) never share a build folder:
+    torch writes its header paths into the build files, so they would rebuild each other's build."""
+    key = _cuda_ext.build_key("cpu", _cuda_ext.ninja_dir())
+    monkeypatch.setattr(_cuda_ext.sys, "prefix", "/elsewhere/venv")
+    assert _cuda_ext.build_key("cpu", _cuda_ext.ninja_dir()) != key
+
+
 def test_build_key_follows_ninja(tmp_path) -> None:
     fake = tmp_path / "ninja"
     fake.write_text("#!/bin/sh\necho 0.0.1-other\n")

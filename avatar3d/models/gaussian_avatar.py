@@ -116,14 +116,13 @@ class GaussianAvatar(nn.Module):
         self.train_camera: tuple[Tensor, Tensor] | None = None
         self.footprint_share = 1.0
 
-    def set_train_camera(self, viewmat, K, share: float = 1.0) -> None:
-        """Record the training camera ((4, 4) world -> camera, (3, 3) intrinsics at the training size)
-        and the share of its pixel footprint that finer renders keep (see :meth:`render`)."""
+    def set_train_camera(self, viewmat, K) -> None:
+        """Record the training camera ((4, 4) world -> camera, (3, 3) intrinsics at the training size);
+        ``footprint_share`` sets how much of its pixel footprint finer renders keep (see :meth:`render`)."""
         self.train_camera = (
             torch.as_tensor(viewmat, dtype=torch.float32).reshape(4, 4),
             torch.as_tensor(K, dtype=torch.float32).reshape(3, 3),
         )
-        self.footprint_share = float(share)
 
     # ------------------------------------------------------------------ building
     def _build_deform(self, kind: str) -> None:
